@@ -1,0 +1,85 @@
+# epollfork - see README.md.  `make` builds build/libepollfork.so, `make test`
+# runs the whole suite, `make demo` shows a report, `make bench` the overhead.
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+BUILD := build
+
+# Build dependencies are installed on demand (Debian): libunwind's headers from
+# the nongnu libunwind (libunwind-dev, found through pkg-config; LLVM's
+# libunwind headers may also be present and are not what we want).
+BUILD_DEPS := gcc make pkg-config libunwind-dev
+
+UNW_CFLAGS = $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS_COMMON = -std=gnu11 -g -fPIC -ftls-model=initial-exec -Iinclude -Isrc $(UNW_CFLAGS) $(WARN)
+CFLAGS ?= -O2
+LIB_CFLAGS = $(CFLAGS) $(CFLAGS_COMMON) -fvisibility=hidden -fno-strict-aliasing
+LDFLAGS_LIB := -shared -Wl,--version-script=src/exports.map -Wl,-z,defs -Wl,--as-needed
+
+CORE_SRCS := src/real.c src/options.c src/fdtable.c src/registry.c src/track.c \
+             src/stack.c src/symbolize.c src/report.c src/log.c src/util.c
+LIB_SRCS := src/wrap.c src/init.c $(CORE_SRCS)
+ASM_SRCS := src/vfork_x86_64.S
+HDRS := src/ef.h include/epollfork.h
+
+LIB := $(BUILD)/libepollfork.so
+DEPS_STAMP := $(BUILD)/.deps
+
+.PHONY: all deps test demo bench clean cppcheck options
+all: $(LIB)
+
+$(DEPS_STAMP):
+	@mkdir -p $(BUILD)
+	@sh scripts/install-deps.sh $(BUILD_DEPS)
+	@$(PKG_CONFIG) --exists libunwind || { echo "libunwind (pkg-config) not found" >&2; exit 1; }
+	@touch $@
+
+deps: $(DEPS_STAMP)
+
+LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(patsubst src/%.S,$(BUILD)/obj/%.o,$(ASM_SRCS))
+
+$(BUILD)/obj/%.o: src/%.c $(HDRS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: src/%.S | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) -c $< -o $@
+
+$(LIB): $(LIB_OBJS) src/exports.map
+	$(CC) $(LDFLAGS_LIB) -o $@ $(LIB_OBJS) -ldl -lpthread
+
+# The same library with UBSan (the suite runs scenarios under it) and ASan+UBSan
+# (preloaded after libasan, for the scenarios where ASan can run).
+$(BUILD)/ubsan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -O1 -fsanitize=undefined -fno-sanitize-recover=undefined \
+	    $(LDFLAGS_LIB) -o $@ $(LIB_SRCS) $(ASM_SRCS) -ldl -lpthread
+
+$(BUILD)/asan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIB_CFLAGS) -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+	    -fno-omit-frame-pointer -shared -Wl,--version-script=src/exports.map \
+	    -o $@ $(LIB_SRCS) $(ASM_SRCS) -ldl -lpthread
+
+options: $(LIB)
+	@$(CC) $(CFLAGS_COMMON) -o $(BUILD)/print-options tests/unit/print_options.c $(CORE_SRCS) -ldl -lpthread
+	@$(BUILD)/print-options
+
+demo: $(LIB)
+	@sh tests/demo.sh
+
+test: $(LIB)
+	@sh tests/run.sh
+
+bench: $(LIB)
+	@sh bench/run.sh
+
+cppcheck:
+	@sh scripts/install-deps.sh cppcheck
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	    --inline-suppr --std=c11 -Iinclude -Isrc -D__x86_64__ -D__linux__ \
+	    --suppress=missingIncludeSystem $(LIB_SRCS)
+
+clean:
+	rm -rf $(BUILD)

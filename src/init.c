@@ -1,0 +1,93 @@
+/*
+ * init.c - start-up: once-init callable from any wrapper, the atfork handlers,
+ * and the exported epollfork_* API.
+ *
+ * Another library's constructor can call close() or epoll_create() before our
+ * constructor runs, so every wrapper calls ef_ensure_init(), and the real
+ * function table works (with syscall fallbacks) before init finishes.  Init is
+ * cheap on purpose: every exec'd process pays it, epoll or not (resolving the
+ * real functions, reading EPOLLFORK_* once, registering atfork handlers).  The
+ * shared registry, the stderr copy and libunwind wait for the first epoll
+ * instance (track.c, log.c, stack.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+_Atomic int ef_init_state;
+
+static void on_prepare(void)
+{
+    int e = errno;
+    ef_on_fork_prepare();
+    errno = e;
+}
+
+static void on_parent(void)
+{
+    int e = errno;
+    ef_on_fork_parent();
+    errno = e;
+}
+
+static void on_child(void)
+{
+    int e = errno;
+    ef_on_fork_child();
+    errno = e;
+}
+
+void ef_init(void)
+{
+    int st = 0;
+    if (!atomic_compare_exchange_strong(&ef_init_state, &st, 1))
+        return; /* done, or running (recursion, another thread): use the fallbacks */
+    int saved = errno;
+    ef_real_resolve();
+    char err[4096];
+    ef_options_parse(NULL, err, sizeof err);
+    if (err[0]) {
+        /* One line per complaint, on stderr, before anything else happens. */
+        char line[800];
+        int pid = (int)ef_sys_getpid();
+        for (char *p = err, *nl; *p; p = nl + 1) {
+            nl = strchr(p, '\n');
+            if (!nl)
+                break;
+            size_t n = ef_fmt(line, sizeof line, "==%d== %.*s\n", pid, (int)(nl - p), p);
+            if (write(2, line, n) < 0)
+                break;
+        }
+    }
+    if (!ef_opt.disable)
+        pthread_atfork(on_prepare, on_parent, on_child);
+    errno = saved;
+    atomic_store_explicit(&ef_init_state, 2, memory_order_release);
+}
+
+__attribute__((constructor)) static void ef_constructor(void)
+{
+    ef_init();
+}
+
+__attribute__((destructor)) static void ef_destructor(void)
+{
+    int e = errno;
+    if (!ef_opt.disable)
+        ef_on_exit();
+    errno = e;
+}
+
+__attribute__((visibility("default"))) const char *epollfork_version(void)
+{
+    return EF_VERSION;
+}
+
+__attribute__((visibility("default"))) unsigned long epollfork_report_count(void)
+{
+    return atomic_load(&ef_report_count);
+}

@@ -1,0 +1,293 @@
+/*
+ * log.c - the sink: where reports go, through fds that only the shim owns.
+ *
+ * The program may close fd 2, dup2 a socket over it, or close every fd from 3
+ * up, and reports must still reach the original sink without one byte landing
+ * in the program's own fds.  So the sink is the shim's own fd: a close-on-exec
+ * copy of the original stderr (and the opened log file), moved to a high number
+ * below 1024 and marked in the fd table, where the close/dup2/close_range
+ * wrappers hide it from the program (a close of it fails with EBADF, as it would
+ * without the shim; a dup2 onto it moves ours away first).  Before each write
+ * the fd is checked against the identity we saved, so that if something closed
+ * it behind our back we drop the report rather than write into a stranger.
+ *
+ * Each report is one write() to an O_APPEND file, so processes sharing a log do
+ * not interleave lines.  With '%p' each process opens its own file on its first
+ * report; if it cannot (it dropped privileges, the directory is gone) it reports
+ * through the stderr copy and says once why.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+struct sink {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+};
+
+static struct sink err_sink = {-1, 0, 0};   /* copy of the original stderr */
+static struct sink file_sink = {-1, 0, 0};  /* EPOLLFORK_LOG file shared by the tree */
+static struct sink own_sink = {-1, 0, 0};   /* per-process '%p' file */
+static pid_t own_pid;
+static _Atomic int own_state;               /* 0 not tried, 1 opening, 2 open, 3 failed */
+static _Atomic int setup_done;
+static char open_error[600];
+
+static int high_fd_base(void)
+{
+    struct rlimit rl;
+    long lim = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
+        lim = (long)rl.rlim_cur;
+    long base = lim - 48;
+    return base < 3 ? 3 : (int)base;
+}
+
+static void mark(int fd, int on)
+{
+    struct ef_fd *e = on ? ef_fd_get(fd) : ef_fd_peek(fd);
+    if (!e)
+        return;
+    if (on)
+        atomic_fetch_or(&e->flags, EF_FD_OWNED);
+    else
+        atomic_fetch_and(&e->flags, ~EF_FD_OWNED);
+}
+
+/* Move fd to a high close-on-exec number the program is unlikely to want. */
+static int adopt(int fd, struct sink *s)
+{
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, high_fd_base());
+    if (hi < 0)
+        hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (hi < 0)
+        return -1;
+    struct stat st;
+    if (fstat(hi, &st) != 0) {
+        ef_sys_close(hi);
+        return -1;
+    }
+    s->fd = hi;
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    mark(hi, 1);
+    return 0;
+}
+
+static int still_ours(const struct sink *s)
+{
+    struct stat st;
+    return s->fd >= 0 && fstat(s->fd, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino;
+}
+
+static int has_pid_pattern(void)
+{
+    return strstr(ef_opt.log, "%p") != NULL;
+}
+
+static int use_file(void)
+{
+    return strcmp(ef_opt.log, "stderr") != 0;
+}
+
+static void expand_path(char *out, size_t len, pid_t pid)
+{
+    size_t k = 0;
+    for (const char *p = ef_opt.log; *p && k + 1 < len; p++) {
+        if (p[0] == '%' && p[1] == 'p') {
+            k += ef_fmt(out + k, len - k, "%d", (int)pid);
+            p++;
+        } else {
+            out[k++] = *p;
+        }
+    }
+    out[k] = 0;
+}
+
+static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        ef_fmt(why, whylen, "epollfork: cannot open log file '%s' (%s); reporting to stderr",
+               path, strerror(errno));
+        return -1;
+    }
+    int r = adopt(fd, s);
+    ef_sys_close(fd);
+    if (r != 0)
+        ef_fmt(why, whylen, "epollfork: cannot keep log file '%s' open; reporting to stderr",
+               path);
+    return r;
+}
+
+void ef_log_setup(void)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&setup_done, &expect, 1))
+        return;
+    int saved = errno;
+    struct stat st;
+    if (fstat(2, &st) == 0)
+        adopt(2, &err_sink);
+    if (use_file() && !has_pid_pattern())
+        open_file(ef_opt.log, &file_sink, open_error, sizeof open_error);
+    errno = saved;
+}
+
+void ef_log_after_fork_child(void)
+{
+    /* A per-process file belongs to the parent: close our copy of it (the
+     * number stays hidden until we do) and open our own on first report. */
+    if (own_sink.fd >= 0) {
+        mark(own_sink.fd, 0);
+        ef_sys_close(own_sink.fd);
+        own_sink.fd = -1;
+    }
+    atomic_store(&own_state, 0);
+}
+
+int ef_log_owns(int fd)
+{
+    struct ef_fd *e = ef_fd_peek(fd);
+    return e && (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_OWNED);
+}
+
+int ef_log_fds(int *out, int max)
+{
+    int n = 0;
+    const struct sink *all[] = {&err_sink, &file_sink, &own_sink};
+    for (unsigned i = 0; i < 3 && n < max; i++)
+        if (all[i]->fd >= 0)
+            out[n++] = all[i]->fd;
+    return n;
+}
+
+int ef_log_relocate(int fd)
+{
+    struct sink *all[] = {&err_sink, &file_sink, &own_sink};
+    int saved = errno;
+    for (unsigned i = 0; i < 3; i++) {
+        struct sink *s = all[i];
+        if (s->fd != fd)
+            continue;
+        int hi = fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+        mark(fd, 0);
+        if (hi >= 0) {
+            s->fd = hi;
+            mark(hi, 1);
+        } else {
+            s->fd = -1;
+        }
+        ef_sys_close(fd);
+    }
+    errno = saved;
+    return 0;
+}
+
+static void write_all(int fd, const char *buf, size_t len)
+{
+    while (len) {
+        ssize_t w = write(fd, buf, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        buf += w;
+        len -= (size_t)w;
+    }
+}
+
+static const struct sink *choose(void)
+{
+    if (use_file() && has_pid_pattern()) {
+        pid_t me = ef_sys_getpid();
+        if (own_pid != me) {
+            atomic_store(&own_state, 0);
+            own_pid = me;
+        }
+        int st = 0;
+        if (atomic_compare_exchange_strong(&own_state, &st, 1)) {
+            char path[4200];
+            expand_path(path, sizeof path, me);
+            int ok = open_file(path, &own_sink, open_error, sizeof open_error) == 0;
+            atomic_store(&own_state, ok ? 2 : 3);
+        }
+        if (atomic_load(&own_state) == 2 && still_ours(&own_sink))
+            return &own_sink;
+    } else if (use_file() && still_ours(&file_sink)) {
+        return &file_sink;
+    }
+    if (still_ours(&err_sink))
+        return &err_sink;
+    return NULL;
+}
+
+static _Atomic int open_error_said;
+
+void ef_log_write(const char *buf, size_t len)
+{
+    int saved = errno;
+    const struct sink *s = choose();
+    if (s && open_error[0] && s == &err_sink) {
+        int said = 0;
+        if (atomic_compare_exchange_strong(&open_error_said, &said, 1)) {
+            char line[800];
+            size_t n = ef_fmt(line, sizeof line, "==%d== %s\n", (int)ef_sys_getpid(), open_error);
+            write_all(s->fd, line, n);
+        }
+    }
+    if (s)
+        write_all(s->fd, buf, len);
+    errno = saved;
+}
+
+static void json_escape(char *out, size_t len, const char *in)
+{
+    size_t k = 0;
+    for (; *in && k + 7 < len; in++) {
+        unsigned char c = (unsigned char)*in;
+        if (c == '"' || c == '\\') {
+            out[k++] = '\\';
+            out[k++] = (char)c;
+        } else if (c < 0x20) {
+            k += ef_fmt(out + k, len - k, "\\u%04x", c);
+        } else {
+            out[k++] = (char)c;
+        }
+    }
+    out[k] = 0;
+}
+
+void ef_log_notice(const char *fmt, ...)
+{
+    char msg[700], line[1600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t n;
+    int pid = (int)ef_sys_getpid();
+    if (ef_opt.format == EF_FMT_JSON) {
+        char esc[1400], ts[40];
+        json_escape(esc, sizeof esc, msg);
+        ef_rfc3339(ef_realtime_ns(), ts, sizeof ts);
+        n = ef_fmt(line, sizeof line,
+                   "{\"tool\":\"epollfork\",\"version\":\"" EF_VERSION "\",\"kind\":\"notice\","
+                   "\"time\":\"%s\",\"pid\":%d,\"message\":\"%s\"}\n", ts, pid, esc);
+    } else {
+        n = ef_fmt(line, sizeof line, "==%d== %s\n", pid, msg);
+    }
+    if (atomic_load(&setup_done))
+        ef_log_write(line, n);
+    else
+        write_all(2, line, n);
+}

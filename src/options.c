@@ -1,0 +1,188 @@
+/*
+ * options.c - EPOLLFORK_* environment variables, parsed once into ef_opt.
+ *
+ * One X-macro table names every variable, its default and its help text; the
+ * parser, the unknown-name check and the documentation dump (`make options`,
+ * checked against README.md by the test suite) all come from it, so they cannot
+ * drift.  A bad value never stops the program: it produces one line naming the
+ * variable, the value and the default used (libfaketime and the sanitizers kill
+ * or ignore silently; a shim left on in production must do neither).  In a
+ * secure-execution process (setuid, AT_SECURE) EPOLLFORK_LOG is ignored, as
+ * secure_getenv() would, so a user cannot make a privileged program write a file.
+ */
+#define _GNU_SOURCE
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+struct ef_options ef_opt = {
+    .log = "stderr",
+    .format = EF_FMT_TEXT,
+    .on_report = EF_ON_WARN,
+    .stack_depth = 24,
+    .disable = 0,
+};
+
+typedef int (*ef_parse_fn)(const char *val, char *why, size_t whylen);
+
+static int parse_log(const char *v, char *why, size_t n)
+{
+    if (!*v) {
+        ef_fmt(why, n, "expected 'stderr' or a file path");
+        return -1;
+    }
+    if (strlen(v) >= sizeof ef_opt.log) {
+        ef_fmt(why, n, "path longer than %zu bytes", sizeof ef_opt.log - 1);
+        return -1;
+    }
+    if (getauxval(AT_SECURE) && strcmp(v, "stderr") != 0) {
+        ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
+        return -1;
+    }
+    strcpy(ef_opt.log, v);
+    return 0;
+}
+
+static int parse_format(const char *v, char *why, size_t n)
+{
+    if (!strcmp(v, "text"))
+        ef_opt.format = EF_FMT_TEXT;
+    else if (!strcmp(v, "json"))
+        ef_opt.format = EF_FMT_JSON;
+    else {
+        ef_fmt(why, n, "expected 'text' or 'json'");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_on_report(const char *v, char *why, size_t n)
+{
+    if (!strcmp(v, "warn"))
+        ef_opt.on_report = EF_ON_WARN;
+    else if (!strcmp(v, "abort"))
+        ef_opt.on_report = EF_ON_ABORT;
+    else {
+        ef_fmt(why, n, "expected 'warn' or 'abort'");
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_int(const char *v, long lo, long hi, long *out, char *why, size_t n)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        ef_fmt(why, n, "expected a whole number from %ld to %ld", lo, hi);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int parse_depth(const char *v, char *why, size_t n)
+{
+    long x;
+    if (parse_int(v, 1, EF_MAX_FRAMES, &x, why, n))
+        return -1;
+    ef_opt.stack_depth = (int)x;
+    return 0;
+}
+
+static int parse_disable(const char *v, char *why, size_t n)
+{
+    long x;
+    if (parse_int(v, 0, 1, &x, why, n))
+        return -1;
+    ef_opt.disable = (int)x;
+    return 0;
+}
+
+/* name, default (as text), parser, help */
+#define EF_OPTION_TABLE(X)                                                                     \
+    X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
+      "where reports go: 'stderr' (a private copy of the original stderr) or a file path, "    \
+      "opened append-only and close-on-exec; '%p' in the path becomes the process id")         \
+    X("EPOLLFORK_FORMAT", "text", parse_format,                                                \
+      "'text' (==PID== lines, sanitizer-style frames) or 'json' (one JSON object per line)")   \
+    X("EPOLLFORK_ON_REPORT", "warn", parse_on_report,                                          \
+      "'warn' (report and go on) or 'abort' (report, then abort(); for CI)")                   \
+    X("EPOLLFORK_STACK_DEPTH", "24", parse_depth, "frames per stack, 1 to 64")                \
+    X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")
+
+struct ef_option_desc {
+    const char *name, *def;
+    ef_parse_fn parse;
+    const char *help;
+};
+#define EF_OPT_ROW(name, def, fn, help) {name, def, fn, help},
+static const struct ef_option_desc options[] = {EF_OPTION_TABLE(EF_OPT_ROW)};
+#define NOPT (sizeof options / sizeof options[0])
+
+static void append(char *err, size_t errlen, const char *line)
+{
+    size_t used = strlen(err);
+    if (used + strlen(line) + 1 < errlen) {
+        strcat(err, line);
+        strcat(err, "\n");
+    }
+}
+
+extern char **environ;
+
+void ef_options_parse(char *const *envp, char *err, size_t errlen)
+{
+    if (!envp)
+        envp = environ;
+    if (err && errlen)
+        err[0] = 0;
+    if (!envp)
+        return;
+    for (char *const *e = envp; *e; e++) {
+        const char *kv = *e;
+        if (strncmp(kv, "EPOLLFORK_", 10) != 0)
+            continue;
+        const char *eq = strchr(kv, '=');
+        if (!eq)
+            continue;
+        size_t nlen = (size_t)(eq - kv);
+        const struct ef_option_desc *d = NULL;
+        for (size_t i = 0; i < NOPT; i++)
+            if (strlen(options[i].name) == nlen && !strncmp(options[i].name, kv, nlen))
+                d = &options[i];
+        char line[600];
+        if (!d) {
+            char known[400];
+            size_t k = 0;
+            known[0] = 0;
+            for (size_t i = 0; i < NOPT; i++)
+                k += ef_fmt(known + k, sizeof known - k, "%s%s", i ? ", " : "", options[i].name);
+            ef_fmt(line, sizeof line, "epollfork: unknown variable %.*s ignored (known: %s)",
+                   (int)(nlen > 64 ? 64 : nlen), kv, known);
+            append(err, errlen, line);
+            continue;
+        }
+        char why[160];
+        why[0] = 0;
+        if (d->parse(eq + 1, why, sizeof why) != 0) {
+            ef_fmt(line, sizeof line, "epollfork: %s='%.200s' is invalid (%s); using the default '%s'",
+                   d->name, eq + 1, why, d->def);
+            append(err, errlen, line);
+        }
+    }
+}
+
+void ef_options_print_table(int fd)
+{
+    char line[1024];
+    for (size_t i = 0; i < NOPT; i++) {
+        size_t n = ef_fmt(line, sizeof line, "%s\t%s\t%s\n", options[i].name, options[i].def,
+                          options[i].help);
+        if (write(fd, line, n) < 0)
+            return;
+    }
+}

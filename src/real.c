@@ -1,0 +1,153 @@
+/*
+ * real.c - the one table of the real libc functions the shim wraps.
+ *
+ * Wrappers must always make the real call, even before the constructor ran (a
+ * library constructor may call close() first) and even when resolution failed.
+ * So every slot starts as a syscall-based fallback and dlsym(RTLD_NEXT) replaces
+ * it once; a successful dlsym does not malloc in glibc 2.36 (FACTS.md).
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+static long fb_ret(long r)
+{
+    if (r < 0 && r > -4096) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+}
+
+/* Syscalls that never touch errno (they may run between a real call and the
+ * wrapper's return, or in an atfork child handler). */
+#if defined(__x86_64__)
+static long raw0(long n)
+{
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n) : "rcx", "r11", "memory");
+    return r;
+}
+static long raw1(long n, long a)
+{
+    long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a) : "rcx", "r11", "memory");
+    return r;
+}
+#else
+static long raw0(long n)
+{
+    int e = errno;
+    long r = syscall(n);
+    errno = e;
+    return r;
+}
+static long raw1(long n, long a)
+{
+    int e = errno;
+    long r = syscall(n, a);
+    errno = e;
+    return r;
+}
+#endif
+
+int ef_sys_close(int fd) { return raw1(SYS_close, fd) == 0 ? 0 : -1; }
+pid_t ef_sys_getpid(void) { return (pid_t)raw0(SYS_getpid); }
+pid_t ef_sys_getppid(void) { return (pid_t)raw0(SYS_getppid); }
+
+static int fb_close(int fd) { return (int)fb_ret(syscall(SYS_close, fd)); }
+static int fb_close_range(unsigned a, unsigned b, int f)
+{
+    return (int)fb_ret(syscall(SYS_close_range, a, b, f));
+}
+static void fb_closefrom(int lo) { (void)syscall(SYS_close_range, (unsigned)lo, ~0u, 0); }
+static int fb_dup(int fd) { return (int)fb_ret(syscall(SYS_dup, fd)); }
+static int fb_dup2(int a, int b)
+{
+    if (a == b)
+        return (int)fb_ret(syscall(SYS_fcntl, a, F_GETFD)) < 0 ? -1 : b;
+    return (int)fb_ret(syscall(SYS_dup3, a, b, 0));
+}
+static int fb_dup3(int a, int b, int f) { return (int)fb_ret(syscall(SYS_dup3, a, b, f)); }
+static int fb_fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    long arg = va_arg(ap, long);
+    va_end(ap);
+    return (int)fb_ret(syscall(SYS_fcntl, fd, cmd, arg));
+}
+static pid_t fb_fork(void) { return (pid_t)fb_ret(syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0)); }
+static int fb_epoll_create(int n) { return n <= 0 ? (errno = EINVAL, -1) : (int)fb_ret(syscall(SYS_epoll_create1, 0)); }
+static int fb_epoll_create1(int f) { return (int)fb_ret(syscall(SYS_epoll_create1, f)); }
+static int fb_epoll_ctl(int e, int op, int fd, void *ev) { return (int)fb_ret(syscall(SYS_epoll_ctl, e, op, fd, ev)); }
+static int fb_epoll_wait(int e, void *ev, int n, int t) { return (int)fb_ret(syscall(SYS_epoll_wait, e, ev, n, t)); }
+static int fb_epoll_pwait(int e, void *ev, int n, int t, const void *s)
+{
+    return (int)fb_ret(syscall(SYS_epoll_pwait, e, ev, n, t, s, 8));
+}
+static int fb_epoll_pwait2(int e, void *ev, int n, const void *t, const void *s)
+{
+    return (int)fb_ret(syscall(SYS_epoll_pwait2, e, ev, n, t, s, 8));
+}
+
+/* Called by vfork_x86_64.S; a fork is a correct (slower) vfork until resolved. */
+void *ef_vfork_fn = (void *)fb_fork;
+
+struct ef_real ef_real = {
+    .close = fb_close,
+    .close_range = fb_close_range,
+    .closefrom = fb_closefrom,
+    .dup = fb_dup,
+    .dup2 = fb_dup2,
+    .dup3 = fb_dup3,
+    .fcntl = fb_fcntl,
+    .fcntl64 = fb_fcntl,
+    .fork = fb_fork,
+    ._Fork = fb_fork,
+    .vfork = fb_fork, /* only used if dlsym fails: a fork is a correct, slower vfork */
+    .epoll_create = fb_epoll_create,
+    .epoll_create1 = fb_epoll_create1,
+    .epoll_ctl = fb_epoll_ctl,
+    .epoll_wait = fb_epoll_wait,
+    .epoll_pwait = fb_epoll_pwait,
+    .epoll_pwait2 = fb_epoll_pwait2,
+};
+
+#define RESOLVE(name)                                                         \
+    do {                                                                      \
+        void *p_ = dlsym(RTLD_NEXT, #name);                                   \
+        if (p_)                                                               \
+            __atomic_store_n((void **)&ef_real.name, p_, __ATOMIC_RELEASE);   \
+    } while (0)
+
+void ef_real_resolve(void)
+{
+    int saved = errno;
+    RESOLVE(close);
+    RESOLVE(close_range);
+    RESOLVE(closefrom);
+    RESOLVE(dup);
+    RESOLVE(dup2);
+    RESOLVE(dup3);
+    RESOLVE(fcntl);
+    RESOLVE(fcntl64);
+    RESOLVE(fork);
+    RESOLVE(_Fork);
+    RESOLVE(vfork);
+    __atomic_store_n(&ef_vfork_fn, (void *)ef_real.vfork, __ATOMIC_RELEASE);
+    RESOLVE(epoll_create);
+    RESOLVE(epoll_create1);
+    RESOLVE(epoll_ctl);
+    RESOLVE(epoll_wait);
+    RESOLVE(epoll_pwait);
+    RESOLVE(epoll_pwait2);
+    errno = saved;
+}

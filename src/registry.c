@@ -1,0 +1,218 @@
+/*
+ * registry.c - the memory that a process tree shares, and its allocators.
+ *
+ * Deciding a conflict needs facts from other processes: the parent must learn
+ * that its child changed the list, with the child's stack, possibly after the
+ * child exited.  So the first process that creates an epoll instance maps one
+ * MAP_SHARED|MAP_ANONYMOUS region; every process forked from it inherits the
+ * same pages, and exec drops them.  Nothing in it is locked: records are
+ * claimed with compare-and-swap, published with release stores, and every
+ * capacity limit degrades to "not tracked" with one notice for the whole tree.
+ * The region is reserved with MAP_NORESERVE and costs memory only where touched.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "ef.h"
+
+#define EF_MAGIC 0x6570666f726b3031ull /* "epfork01" */
+
+struct ef_registry *ef_reg;
+
+int ef_registry_create(void)
+{
+    if (ef_reg)
+        return 0;
+    void *m = mmap(NULL, sizeof(struct ef_registry), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return -1;
+    struct ef_registry *r = m;
+    r->magic = EF_MAGIC;
+    atomic_store(&r->ninst_hw, 1); /* index 0 means "none" */
+    atomic_store(&r->nproc, 1);
+    atomic_store(&r->depot_frames_used, 1);
+    ef_reg = r;
+    return 0;
+}
+
+int ef_notice_once(uint32_t bit)
+{
+    if (!ef_reg)
+        return 0;
+    return !(atomic_fetch_or(&ef_reg->notices, bit) & bit);
+}
+
+static int pid_dead(int32_t pid)
+{
+    int e = errno;
+    int dead = kill(pid, 0) != 0 && errno == ESRCH;
+    errno = e;
+    return dead;
+}
+
+/* Drop holder slots of processes that no longer exist; returns live holders. */
+static uint32_t prune_holders(struct ef_inst *in)
+{
+    uint32_t live = 0;
+    for (int i = 0; i < EF_HOLDERS; i++) {
+        uint64_t w = atomic_load(&in->holders[i]);
+        uint32_t pid = (uint32_t)(w >> 32);
+        if (!pid)
+            continue;
+        if (!(pid & EF_RESERVED) && pid_dead((int32_t)pid)) {
+            if (atomic_compare_exchange_strong(&in->holders[i], &w, 0)) {
+                atomic_fetch_sub(&in->nholders, 1);
+                continue;
+            }
+        }
+        live++;
+    }
+    return live;
+}
+
+static void free_push(uint32_t idx)
+{
+    uint64_t head = atomic_load(&ef_reg->free_head);
+    for (;;) {
+        atomic_store(&ef_reg->inst_next[idx], (uint32_t)head);
+        uint64_t nh = ((head >> 32) + 1) << 32 | idx;
+        if (atomic_compare_exchange_weak(&ef_reg->free_head, &head, nh))
+            return;
+    }
+}
+
+static uint32_t free_pop(void)
+{
+    uint64_t head = atomic_load(&ef_reg->free_head);
+    for (;;) {
+        uint32_t idx = (uint32_t)head;
+        if (!idx)
+            return 0;
+        uint32_t next = atomic_load(&ef_reg->inst_next[idx]);
+        uint64_t nh = ((head >> 32) + 1) << 32 | next;
+        if (atomic_compare_exchange_weak(&ef_reg->free_head, &head, nh))
+            return idx;
+    }
+}
+
+static struct ef_inst *init_inst(uint32_t idx)
+{
+    struct ef_inst *in = &ef_reg->inst[idx];
+    atomic_store(&in->crossed, 0);
+    atomic_store(&in->nholders, 0);
+    atomic_store(&in->overflow, 0);
+    atomic_store(&in->gen, 0);
+    for (int i = 0; i < EF_HOLDERS; i++)
+        atomic_store(&in->holders[i], 0);
+    for (int i = 0; i < EF_RING; i++)
+        atomic_store(&in->ring[i].seq, 0);
+    atomic_fetch_add(&in->uid, 1);
+    if (!atomic_load(&in->uid))
+        atomic_store(&in->uid, 1);
+    atomic_store_explicit(&in->state, 1, memory_order_release);
+    return in;
+}
+
+struct ef_inst *ef_inst_alloc(uint32_t *idx)
+{
+    if (!ef_reg)
+        return NULL;
+    uint32_t i = free_pop();
+    if (!i) {
+        uint32_t hw = atomic_load(&ef_reg->ninst_hw);
+        while (hw < EF_MAX_INST) {
+            if (atomic_compare_exchange_weak(&ef_reg->ninst_hw, &hw, hw + 1)) {
+                i = hw;
+                break;
+            }
+        }
+    }
+    if (!i) {
+        /* Full: reclaim instances whose every holder has exited without us
+         * seeing it (_exit, a signal). */
+        uint32_t hw = atomic_load(&ef_reg->ninst_hw);
+        for (uint32_t k = 1; k < hw && !i; k++) {
+            struct ef_inst *in = &ef_reg->inst[k];
+            if (atomic_load(&in->state) != 1 || atomic_load(&in->overflow))
+                continue;
+            if (prune_holders(in) == 0) {
+                uint32_t one = 1;
+                if (atomic_compare_exchange_strong(&in->state, &one, 0))
+                    i = k;
+            }
+        }
+    }
+    if (!i) {
+        if (ef_notice_once(EF_NOTICE_INST_FULL))
+            ef_log_notice("epollfork: more than %d live epoll instances in this process tree; "
+                          "new ones are not tracked", EF_MAX_INST - 1);
+        return NULL;
+    }
+    *idx = i;
+    return init_inst(i);
+}
+
+void ef_inst_free(uint32_t idx)
+{
+    if (!ef_reg || !idx || idx >= EF_MAX_INST)
+        return;
+    uint32_t one = 1;
+    if (atomic_compare_exchange_strong(&ef_reg->inst[idx].state, &one, 0))
+        free_push(idx);
+}
+
+uint32_t ef_inst_prune(uint32_t idx)
+{
+    return prune_holders(&ef_reg->inst[idx]);
+}
+
+uint32_t ef_proc_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, uint32_t how)
+{
+    if (!ef_reg)
+        return 0;
+    uint32_t i = atomic_fetch_add(&ef_reg->nproc, 1);
+    if (i >= EF_MAX_PROC) {
+        atomic_store(&ef_reg->nproc, EF_MAX_PROC);
+        return 0; /* the caller prints the notice outside async-signal context */
+    }
+    struct ef_proc *p = &ef_reg->procs[i];
+    p->parent = parent < EF_MAX_PROC ? parent : 0;
+    p->fork_stack = fork_stack;
+    p->depth = parent ? ef_reg->procs[parent].depth + 1 : 0;
+    p->fork_how = how;
+    atomic_store_explicit(&p->pid, pid, memory_order_release);
+    return i;
+}
+
+struct ef_proc *ef_proc_at(uint32_t idx)
+{
+    if (!ef_reg || !idx || idx >= EF_MAX_PROC)
+        return NULL;
+    return &ef_reg->procs[idx];
+}
+
+int ef_dedup_insert(uint64_t key)
+{
+    if (!ef_reg)
+        return 1;
+    if (!key)
+        key = 1;
+    uint64_t h = key * 0x9e3779b97f4a7c15ull;
+    for (uint32_t probe = 0; probe < EF_DEDUP_SLOTS; probe++) {
+        uint32_t s = (uint32_t)((h >> 40) + probe) & (EF_DEDUP_SLOTS - 1);
+        uint64_t cur = atomic_load(&ef_reg->dedup[s]);
+        if (cur == key)
+            return 0;
+        if (!cur) {
+            if (atomic_compare_exchange_strong(&ef_reg->dedup[s], &cur, key))
+                return 1;
+            if (cur == key)
+                return 0;
+        }
+    }
+    return 1; /* full: better a repeated report than a lost one */
+}

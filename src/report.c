@@ -1,0 +1,408 @@
+/*
+ * report.c - one report record, two renderers (text and JSON), one write().
+ *
+ * As in jemalloc's emitter, the facts are gathered once into struct ef_report
+ * and rendered by either format, so text and JSON can never disagree.  Text
+ * follows the sanitizers: every line starts with ==PID==, frames read
+ * `#N 0xPC in FUNCTION (MODULE+0xOFFSET)`, and a one-line SUMMARY with
+ * key=value pairs closes the report so that a log scraper needs only that line.
+ * JSON is one object per line.  Frames show the return address minus one (the
+ * call instruction), as the sanitizers do, so addr2line names the call's line.
+ * The whole report is built in one buffer and written once (log.c).
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+_Atomic unsigned long ef_report_count;
+void (*ef_report_hook)(const struct ef_report *r);
+
+const char *ef_op_name(int op)
+{
+    switch (op) {
+    case EPOLL_CTL_ADD: return "EPOLL_CTL_ADD";
+    case EPOLL_CTL_MOD: return "EPOLL_CTL_MOD";
+    case EPOLL_CTL_DEL: return "EPOLL_CTL_DEL";
+    default: return "EPOLL_CTL_?";
+    }
+}
+
+size_t ef_events_str(uint32_t ev, char *buf, size_t len)
+{
+    static const struct { uint32_t bit; const char *name; } names[] = {
+        {EPOLLIN, "EPOLLIN"},           {EPOLLPRI, "EPOLLPRI"},
+        {EPOLLOUT, "EPOLLOUT"},         {EPOLLERR, "EPOLLERR"},
+        {EPOLLHUP, "EPOLLHUP"},         {EPOLLRDNORM, "EPOLLRDNORM"},
+        {EPOLLRDBAND, "EPOLLRDBAND"},   {EPOLLWRNORM, "EPOLLWRNORM"},
+        {EPOLLWRBAND, "EPOLLWRBAND"},   {EPOLLMSG, "EPOLLMSG"},
+        {EPOLLRDHUP, "EPOLLRDHUP"},     {EPOLLEXCLUSIVE, "EPOLLEXCLUSIVE"},
+        {EPOLLWAKEUP, "EPOLLWAKEUP"},   {EPOLLONESHOT, "EPOLLONESHOT"},
+        {EPOLLET, "EPOLLET"},
+    };
+    size_t k = 0;
+    if (len)
+        buf[0] = 0;
+    uint32_t rest = ev;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!(ev & names[i].bit))
+            continue;
+        k += ef_fmt(buf + k, len - k, "%s%s", k ? "|" : "", names[i].name);
+        rest &= ~names[i].bit;
+    }
+    if (rest)
+        k += ef_fmt(buf + k, len - k, "%s0x%x", k ? "|" : "", rest);
+    return k;
+}
+
+/* ------------------------------------------------------------ buffer */
+struct out {
+    char *p;
+    size_t len, cap;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->len + n >= o->cap)
+        n = o->cap > o->len + 1 ? o->cap - o->len - 1 : 0;
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+    o->p[o->len] = 0;
+}
+
+static void puts_(struct out *o, const char *s) { put(o, s, strlen(s)); }
+
+static void putf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(struct out *o, const char *fmt, ...)
+{
+    char tmp[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        put(o, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+static void put_json_str(struct out *o, const char *s)
+{
+    puts_(o, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            put(o, e, 2);
+        } else if (c < 0x20) {
+            putf(o, "\\u%04x", c);
+        } else {
+            put(o, (const char *)&c, 1);
+        }
+    }
+    puts_(o, "\"");
+}
+
+/* A value for the key=value SUMMARY line: quoted only when it needs to be. */
+static void put_kv(struct out *o, const char *key, const char *val)
+{
+    putf(o, " %s=", key);
+    int plain = *val != 0;
+    for (const char *s = val; *s; s++)
+        if (*s == ' ' || *s == '"' || *s == '=' || (unsigned char)*s < 0x21)
+            plain = 0;
+    if (plain) {
+        puts_(o, val);
+        return;
+    }
+    puts_(o, "\"");
+    for (const char *s = val; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            puts_(o, "\\");
+        if ((unsigned char)*s >= 0x20)
+            put(o, s, 1);
+    }
+    puts_(o, "\"");
+}
+
+/* ------------------------------------------------------------ stacks */
+struct stack_desc {
+    const char *key;        /* JSON name */
+    uint32_t id;
+    char title[300];        /* text label */
+    const char *missing;    /* why there is no stack */
+    const char *note;
+};
+
+static void describe(const struct ef_report *r, struct stack_desc *s, int *ns)
+{
+    int n = 0;
+    char ev[256];
+    ef_events_str(r->events, ev, sizeof ev);
+    s[n] = (struct stack_desc){"call", r->call_stack, "", "stack not recorded", NULL};
+    if (r->op == EPOLL_CTL_DEL)
+        ef_fmt(s[n].title, sizeof s[n].title, "the change: %s(epfd=%d, fd=%d) in process %d:",
+               ef_op_name(r->op), r->epfd, r->fd, r->modifier_pid);
+    else
+        ef_fmt(s[n].title, sizeof s[n].title,
+               "the change: %s(epfd=%d, fd=%d, events=%s) in process %d:", ef_op_name(r->op),
+               r->epfd, r->fd, ev[0] ? ev : "0", r->modifier_pid);
+    if (r->call_stack_unsafe)
+        s[n].note = "only the calling frame: unwinding in a child of a multithreaded parent can hang";
+    n++;
+    s[n] = (struct stack_desc){"fork", r->fork_stack, "", NULL, NULL};
+    if (r->fork_child_pid)
+        ef_fmt(s[n].title, sizeof s[n].title,
+               "the fork of process %d by process %d (where the list became shared):",
+               r->fork_child_pid, r->fork_parent_pid);
+    else
+        ef_fmt(s[n].title, sizeof s[n].title, "the fork that split the processes:");
+    s[n].missing = r->fork_how == EF_FORK_UNSEEN
+                       ? "a fork made without fork() (raw clone/syscall): no stack"
+                       : "fork stack not recorded";
+    n++;
+    s[n] = (struct stack_desc){"create", r->create_stack, "", NULL, NULL};
+    if (r->create_how == 2)
+        ef_fmt(s[n].title, sizeof s[n].title,
+               "the epoll instance (fd %d, first seen in process %d):", r->create_fd, r->owner_pid);
+    else
+        ef_fmt(s[n].title, sizeof s[n].title, "the epoll instance created by %s(%s) = %d in process %d:",
+               r->create_how == 1 ? "epoll_create1" : "epoll_create",
+               r->create_how == 1 && (r->create_flags & EPOLL_CLOEXEC) ? "EPOLL_CLOEXEC"
+               : r->create_how == 1                                     ? "0"
+                                                                        : "...",
+               r->create_fd, r->owner_pid);
+    s[n].missing = r->create_how == 2 ? "created before the shim was loaded, or without libc: no stack"
+                                      : "creation stack not recorded";
+    n++;
+    s[n] = (struct stack_desc){"add", r->add_stack, "", NULL, NULL};
+    if (r->add_pid)
+        ef_fmt(s[n].title, sizeof s[n].title, "fd %d registered by EPOLL_CTL_ADD in process %d:",
+               r->fd, r->add_pid);
+    else
+        ef_fmt(s[n].title, sizeof s[n].title, "fd %d registered by EPOLL_CTL_ADD:", r->fd);
+    s[n].missing = "registered before the shim was loaded, or by a process it did not see: no stack";
+    n++;
+    if (r->use_stack) {
+        static const char *uses[] = {"epoll_wait", "epoll_ctl", "blocked in epoll_wait"};
+        s[n] = (struct stack_desc){"use", r->use_stack, "", NULL, NULL};
+        ef_fmt(s[n].title, sizeof s[n].title, "the affected use: %s in process %d:",
+               uses[r->other_use], r->other_pid);
+        n++;
+    }
+    *ns = n;
+}
+
+/* "__libc_start_main@GLIBC_2.2.5" (a .symtab name) reads as the function. */
+static const char *fname(struct ef_sym *sy)
+{
+    char *at = strchr(sy->function, '@');
+    if (at && at != sy->function)
+        *at = 0;
+    return sy->function[0] ? sy->function : NULL;
+}
+
+static void frame_text(struct out *o, const char *pfx, int i, uintptr_t pc, struct ef_symctx *c)
+{
+    struct ef_sym sy;
+    ef_sym_lookup(c, pc, &sy);
+    const char *f = fname(&sy);
+    putf(o, "%s    #%d 0x%lx in %s (%s+0x%lx)\n", pfx, i, (unsigned long)pc, f ? f : "??",
+         sy.have_module ? sy.module : "<unknown module>",
+         (unsigned long)sy.offset);
+}
+
+static void frame_json(struct out *o, uintptr_t pc, struct ef_symctx *c)
+{
+    struct ef_sym sy;
+    ef_sym_lookup(c, pc, &sy);
+    putf(o, "{\"pc\":\"0x%lx\",\"module\":", (unsigned long)pc);
+    if (sy.have_module)
+        put_json_str(o, sy.module);
+    else
+        puts_(o, "null");
+    putf(o, ",\"offset\":\"0x%lx\",\"function\":", (unsigned long)sy.offset);
+    const char *f = fname(&sy);
+    if (f)
+        put_json_str(o, f);
+    else
+        puts_(o, "null");
+    puts_(o, "}");
+}
+
+/* The frame a SUMMARY line names: the first one with a function name. */
+static void top_frame(uint32_t id, struct ef_symctx *c, char *buf, size_t len)
+{
+    uint32_t n;
+    const uint64_t *f = ef_depot_get(id, &n);
+    buf[0] = 0;
+    for (uint32_t i = 0; f && i < n; i++) {
+        struct ef_sym sy;
+        ef_sym_lookup(c, (uintptr_t)f[i] - 1, &sy);
+        const char *fn = fname(&sy);
+        if (fn || i + 1 == n) {
+            const char *base = strrchr(sy.module, '/');
+            ef_fmt(buf, len, "%s(%s+0x%lx)", fn ? fn : "??",
+                   base ? base + 1 : sy.module, (unsigned long)sy.offset);
+            return;
+        }
+    }
+}
+
+static const char *use_word(int u)
+{
+    return u == EF_USE_BLOCKED ? "blocked-in-wait" : u == EF_USE_CTL ? "epoll_ctl" : "epoll_wait";
+}
+
+static void render_text(const struct ef_report *r, struct out *o, struct ef_symctx *c)
+{
+    char pfx[32], ev[256];
+    ef_fmt(pfx, sizeof pfx, "==%d==", r->pid);
+    ef_events_str(r->events, ev, sizeof ev);
+    const char *verb = r->op == EPOLL_CTL_ADD ? "added" : r->op == EPOLL_CTL_MOD ? "modified"
+                                                                                : "deleted";
+    const char *prep = r->op == EPOLL_CTL_ADD ? "to" : r->op == EPOLL_CTL_MOD ? "in" : "from";
+    const char *use = r->other_use == EF_USE_BLOCKED ? "was blocked waiting on at that moment"
+                      : r->other_use == EF_USE_CTL  ? "then edited"
+                                                     : "then waited on";
+    putf(o, "%s epollfork: WARNING: shared-epoll-ctl: process %d %s fd %d (%s) %s the interest "
+            "list of epoll fd %d, which process %d shares since a fork and %s (instance created "
+            "by process %d)\n",
+         pfx, r->modifier_pid, verb, r->fd, r->target[0] ? r->target : "unknown target", prep,
+         r->epfd, r->other_pid, use, r->owner_pid);
+    if (r->lost_changes)
+        putf(o, "%s   (%u more changes by other processes were not recorded: ring overflow)\n",
+             pfx, r->lost_changes);
+    struct stack_desc s[6];
+    int ns;
+    describe(r, s, &ns);
+    for (int k = 0; k < ns; k++) {
+        putf(o, "%s  %s\n", pfx, s[k].title);
+        uint32_t n;
+        const uint64_t *f = ef_depot_get(s[k].id, &n);
+        if (!f || !n)
+            putf(o, "%s    <%s>\n", pfx, s[k].missing);
+        for (uint32_t i = 0; f && i < n; i++)
+            frame_text(o, pfx, (int)i, (uintptr_t)f[i] - 1, c);
+        if (s[k].note)
+            putf(o, "%s    (%s)\n", pfx, s[k].note);
+    }
+    char site[400];
+    top_frame(r->call_stack, c, site, sizeof site);
+    putf(o, "%s epollfork: SUMMARY: %s", pfx, r->kind);
+    char num[32];
+    ef_fmt(num, sizeof num, "%d", r->pid);
+    put_kv(o, "pid", num);
+    ef_fmt(num, sizeof num, "%d", r->modifier_pid);
+    put_kv(o, "modifier_pid", num);
+    ef_fmt(num, sizeof num, "%d", r->other_pid);
+    put_kv(o, "other_pid", num);
+    ef_fmt(num, sizeof num, "%d", r->owner_pid);
+    put_kv(o, "owner_pid", num);
+    put_kv(o, "op", ef_op_name(r->op));
+    ef_fmt(num, sizeof num, "%d", r->epfd);
+    put_kv(o, "epfd", num);
+    ef_fmt(num, sizeof num, "%d", r->fd);
+    put_kv(o, "fd", num);
+    put_kv(o, "events", ev);
+    put_kv(o, "target", r->target[0] ? r->target : "unknown");
+    put_kv(o, "use", use_word(r->other_use));
+    put_kv(o, "site", site[0] ? site : "unknown");
+    puts_(o, "\n");
+}
+
+static void render_json(const struct ef_report *r, struct out *o, struct ef_symctx *c)
+{
+    char ts[48], ev[256];
+    ef_rfc3339(r->time_ns, ts, sizeof ts);
+    ef_events_str(r->events, ev, sizeof ev);
+    putf(o, "{\"tool\":\"epollfork\",\"version\":\"%s\",\"kind\":\"%s\",\"time\":\"%s\","
+            "\"pid\":%d,\"ppid\":%d,\"owner_pid\":%d,\"modifier_pid\":%d,\"other_pid\":%d,"
+            "\"other_use\":\"%s\",\"op\":\"%s\",\"epfd\":%d,\"fd\":%d,\"events\":",
+         EF_VERSION, r->kind, ts, r->pid, r->ppid, r->owner_pid, r->modifier_pid, r->other_pid,
+         use_word(r->other_use), ef_op_name(r->op), r->epfd, r->fd);
+    put_json_str(o, r->op == EPOLL_CTL_DEL ? "" : ev);
+    putf(o, ",\"data\":\"0x%llx\",\"target\":", (unsigned long long)r->data);
+    if (r->target[0])
+        put_json_str(o, r->target);
+    else
+        puts_(o, "null");
+    putf(o, ",\"fork_parent_pid\":%d,\"fork_child_pid\":%d,\"lost_changes\":%u",
+         r->fork_parent_pid, r->fork_child_pid, r->lost_changes);
+    char site[400];
+    top_frame(r->call_stack, c, site, sizeof site);
+    puts_(o, ",\"site\":");
+    put_json_str(o, site);
+    puts_(o, ",\"stacks\":{");
+    struct stack_desc s[6];
+    int ns;
+    describe(r, s, &ns);
+    for (int k = 0; k < ns; k++) {
+        putf(o, "%s\"%s\":[", k ? "," : "", s[k].key);
+        uint32_t n;
+        const uint64_t *f = ef_depot_get(s[k].id, &n);
+        for (uint32_t i = 0; f && i < n; i++) {
+            if (i)
+                puts_(o, ",");
+            frame_json(o, (uintptr_t)f[i] - 1, c);
+        }
+        puts_(o, "]");
+    }
+    puts_(o, "},\"stack_notes\":{");
+    int first = 1;
+    for (int k = 0; k < ns; k++) {
+        uint32_t n;
+        const char *why = s[k].note;
+        if (!ef_depot_get(s[k].id, &n) || !n)
+            why = s[k].missing;
+        if (!why)
+            continue;
+        putf(o, "%s\"%s\":", first ? "" : ",", s[k].key);
+        put_json_str(o, why);
+        first = 0;
+    }
+    puts_(o, "}}\n");
+}
+
+size_t ef_report_render(const struct ef_report *r, char *buf, size_t len)
+{
+    struct out o = {buf, 0, len};
+    if (len)
+        buf[0] = 0;
+    struct ef_symctx *c = ef_sym_begin();
+    if (ef_opt.format == EF_FMT_JSON)
+        render_json(r, &o, c);
+    else
+        render_text(r, &o, c);
+    ef_sym_end(c);
+    if (o.len && buf[o.len - 1] != '\n' && o.len + 1 < len) {
+        buf[o.len++] = '\n';
+        buf[o.len] = 0;
+    }
+    return o.len;
+}
+
+#define REPORT_BUF (512 * 1024)
+
+void ef_report_emit(const struct ef_report *r)
+{
+    atomic_fetch_add(&ef_report_count, 1);
+    if (ef_report_hook) {
+        ef_report_hook(r);
+        return;
+    }
+    char *buf = mmap(NULL, REPORT_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED)
+        return;
+    size_t n = ef_report_render(r, buf, REPORT_BUF);
+    ef_log_write(buf, n);
+    munmap(buf, REPORT_BUF);
+    if (ef_opt.on_report == EF_ON_ABORT) {
+        ef_log_notice("epollfork: EPOLLFORK_ON_REPORT=abort: aborting after the report above");
+        abort();
+    }
+}

@@ -1,0 +1,288 @@
+/*
+ * stack.c - cheap backtraces (libunwind) and a depot that stores each once.
+ *
+ * Stacks are captured on hot-ish paths (every EPOLL_CTL_ADD keeps its
+ * registration stack) and printed rarely, so, like heaptrack, we record raw
+ * return addresses only and leave names to symbolize.c at report time.
+ *
+ * libunwind is dlopen()ed RTLD_LOCAL on first need instead of linked: linking it
+ * puts its unversioned _Unwind_* and weak backtrace() in the program's global
+ * scope and changes how C++ exceptions unwind (FACTS.md).  Its first call costs
+ * ~0.2 ms, so loading waits for the first epoll instance: a process that never
+ * uses epoll never pays it.
+ *
+ * Unwinding in a fork child can hang for ever (libunwind's mutex and glibc's
+ * dl_load_write_lock are inherited locked, FACTS.md).  So (1) the atfork prepare
+ * handler waits until none of our own unwinds is in flight, and (2) a child of a
+ * multithreaded parent, where another thread may have held those locks, does
+ * not unwind at all: it records the calling frame only, and reports say so.
+ *
+ * The depot is an open-addressing hash set in the shared registry, so a stack id
+ * means the same thing in every process of the tree.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <link.h>
+#include <string.h>
+#include <sys/single_threaded.h>
+#include <time.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+
+#include "ef.h"
+
+#define XSTR(x) STR(x)
+#define STR(x) #x
+
+static int (*p_backtrace)(void **, int);
+static _Atomic int uw_state;        /* 0 untried, 1 loading, 2 ready, 3 unavailable */
+static uintptr_t shim_lo, shim_hi;  /* our own text, never shown */
+static _Atomic int unwinders;       /* threads inside unw_backtrace */
+static _Atomic int forking;         /* a fork is being prepared */
+static int drain_failed;
+static int unsafe_child;            /* see the paragraph on top */
+static int ever_mt;
+
+struct range_arg {
+    uintptr_t bias;
+    uintptr_t lo, hi;
+};
+
+static int find_self(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct range_arg *a = arg;
+    if (info->dlpi_addr != a->bias)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD)
+            continue;
+        uintptr_t lo = a->bias + ph->p_vaddr, hi = lo + ph->p_memsz;
+        if (!a->lo || lo < a->lo)
+            a->lo = lo;
+        if (hi > a->hi)
+            a->hi = hi;
+    }
+    return 1;
+}
+
+static void find_shim_range(void)
+{
+    Dl_info info;
+    struct link_map *lm = NULL;
+    if (!dladdr1((void *)&find_shim_range, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm)
+        return;
+    struct range_arg a = {lm->l_addr, 0, 0};
+    dl_iterate_phdr(find_self, &a);
+    shim_lo = a.lo;
+    shim_hi = a.hi;
+}
+
+int ef_pc_in_shim(uintptr_t pc)
+{
+    return pc >= shim_lo && pc < shim_hi;
+}
+
+static void load_unwind(void)
+{
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&uw_state, &expect, 1)) {
+        /* Another thread is loading: do not wait for it (we may be in a
+         * signal handler that interrupted it). */
+        return;
+    }
+    find_shim_range();
+    void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        h = dlopen("libunwind.so", RTLD_NOW | RTLD_LOCAL);
+    void *bt = h ? dlsym(h, "unw_backtrace") : NULL;
+    if (!bt) {
+        atomic_store(&uw_state, 3);
+        if (ef_notice_once(EF_NOTICE_NO_UNWIND))
+            ef_log_notice("epollfork: libunwind.so.8 could not be loaded (%s); stacks will show "
+                          "the calling frame only", h ? "no unw_backtrace" : dlerror());
+        return;
+    }
+    int (*set_policy)(unw_addr_space_t, unw_caching_policy_t) =
+        (int (*)(unw_addr_space_t, unw_caching_policy_t))dlsym(h, XSTR(unw_set_caching_policy));
+    unw_addr_space_t *as = (unw_addr_space_t *)dlsym(h, XSTR(unw_local_addr_space));
+    if (set_policy && as)
+        set_policy(*as, UNW_CACHE_PER_THREAD);
+    p_backtrace = (int (*)(void **, int))bt;
+    void *warm[8];
+    p_backtrace(warm, 8); /* the first call costs ~0.2 ms: pay it here, once */
+    atomic_store(&uw_state, 2);
+}
+
+static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, int *cut)
+{
+    *cut = 0;
+    if (!__libc_single_threaded)
+        ever_mt = 1;
+    if (atomic_load_explicit(&uw_state, memory_order_acquire) == 0)
+        load_unwind();
+    int ok = atomic_load_explicit(&uw_state, memory_order_acquire) == 2 && !unsafe_child;
+    if (ok) {
+        atomic_fetch_add(&unwinders, 1);
+        if (atomic_load(&forking)) {
+            atomic_fetch_sub(&unwinders, 1);
+            ok = 0;
+        }
+    }
+    if (!ok) {
+        pcs[0] = (uintptr_t)caller;
+        *cut = 1;
+        return 1;
+    }
+    void *raw[EF_MAX_FRAMES + 24];
+    ef_in_shim++;
+    int n = p_backtrace(raw, (int)(sizeof raw / sizeof raw[0]));
+    ef_in_shim--;
+    atomic_fetch_sub(&unwinders, 1);
+    int i = 0;
+    while (i < n && ef_pc_in_shim((uintptr_t)raw[i]))
+        i++;
+    if (skip == EF_SKIP_SHIM_AND_ONE && i < n)
+        i++;
+    uint32_t k = 0;
+    for (; i < n && (int)k < max; i++)
+        pcs[k++] = (uintptr_t)raw[i];
+    if (!k) {
+        pcs[0] = (uintptr_t)caller;
+        k = 1;
+    }
+    return k;
+}
+
+static EF_TLS int last_cut;
+
+uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
+{
+    uintptr_t pcs[EF_MAX_FRAMES];
+    int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
+                                                                           : EF_MAX_FRAMES;
+    uint32_t n = take(pcs, max, skip, caller, &last_cut);
+    return ef_depot_put(pcs, n);
+}
+
+int ef_stack_last_cut(void)
+{
+    return last_cut;
+}
+
+static uint64_t hash_pcs(const uintptr_t *pcs, uint32_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ n;
+    for (uint32_t i = 0; i < n; i++) {
+        h ^= pcs[i];
+        h *= 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    return h ? h : 1;
+}
+
+uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
+{
+    struct ef_registry *r = ef_reg;
+    if (!r || !n)
+        return 0;
+    uint64_t h = hash_pcs(pcs, n);
+    for (uint32_t probe = 0; probe < 64; probe++) {
+        uint32_t s = (uint32_t)(h + probe) & (EF_DEPOT_SLOTS - 1);
+        struct ef_depot_slot *d = &r->depot[s];
+        uint32_t st = atomic_load_explicit(&d->state, memory_order_acquire);
+        for (int spin = 0; st == 1 && spin < 2000; spin++) {
+            ef_cpu_relax();
+            st = atomic_load_explicit(&d->state, memory_order_acquire);
+        }
+        if (st == 2) {
+            if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h && d->n == n &&
+                !memcmp(&r->frames[d->start], pcs, n * sizeof(uint64_t)))
+                return s + 1;
+            continue;
+        }
+        if (st != 0)
+            continue;
+        if (!atomic_compare_exchange_strong(&d->state, &st, 1))
+            continue;
+        uint32_t start = atomic_fetch_add(&r->depot_frames_used, n);
+        if (start + n > EF_DEPOT_FRAMES) {
+            atomic_store(&d->state, 0);
+            if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
+                ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
+            return 0;
+        }
+        memcpy(&r->frames[start], pcs, n * sizeof(uint64_t));
+        d->start = start;
+        d->n = n;
+        atomic_store_explicit(&d->hash, h, memory_order_relaxed);
+        atomic_store_explicit(&d->state, 2, memory_order_release);
+        return s + 1;
+    }
+    if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
+        ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
+    return 0;
+}
+
+const uint64_t *ef_depot_get(uint32_t id, uint32_t *n)
+{
+    *n = 0;
+    if (!ef_reg || !id || id > EF_DEPOT_SLOTS)
+        return NULL;
+    struct ef_depot_slot *d = &ef_reg->depot[id - 1];
+    if (atomic_load_explicit(&d->state, memory_order_acquire) != 2)
+        return NULL;
+    *n = d->n;
+    return &ef_reg->frames[d->start];
+}
+
+void ef_stack_before_fork(void)
+{
+    if (!__libc_single_threaded)
+        ever_mt = 1;
+    atomic_store(&forking, 1);
+    drain_failed = 0;
+    /* Wait for our own unwinds in other threads (microseconds).  Bounded: the
+     * thread that forks may be a signal handler that interrupted our unwind. */
+    struct timespec ts = {0, 20000};
+    for (int i = 0; atomic_load(&unwinders) > 0; i++) {
+        if (i >= 1000) {
+            drain_failed = 1;
+            break;
+        }
+        nanosleep(&ts, NULL);
+    }
+}
+
+void ef_stack_after_fork_parent(void)
+{
+    atomic_store(&forking, 0);
+}
+
+void ef_stack_after_fork_child(int parent_multithreaded)
+{
+    atomic_store(&unwinders, 0);
+    atomic_store(&forking, 0);
+    if (parent_multithreaded || drain_failed)
+        unsafe_child = 1;
+}
+
+/* A fork that no handler saw (raw clone, _Fork): decide from what we knew. */
+void ef_stack_after_unseen_fork(void)
+{
+    atomic_store(&unwinders, 0);
+    atomic_store(&forking, 0);
+    if (ever_mt || !__libc_single_threaded)
+        unsafe_child = 1;
+}
+
+int ef_stack_unsafe(void)
+{
+    return unsafe_child;
+}
+
+int ef_stack_parent_mt(void)
+{
+    return ever_mt || !__libc_single_threaded;
+}

@@ -1,0 +1,897 @@
+/*
+ * track.c - the rules: which epoll instances cross a fork, and when a change to
+ * a shared interest list is a conflict worth reporting.
+ *
+ * Model.  Each epoll instance has a record in the registry shared by the process
+ * tree (registry.c).  A process *holds* an instance while one of its fds refers
+ * to it; holders are listed in 32 holder slots (pid, and how many of its threads
+ * are blocked in a wait on it).  An instance is *crossed* once a holder forked.
+ * On a crossed instance with more than one holder, every successful epoll_ctl is
+ * *recorded*: the generation counter `gen` is bumped and the change (who, op,
+ * fd, stack) goes to a 16-entry ring.  Each process remembers, privately, the
+ * generation it last saw (`lastseen`).  When a process uses the instance (ctl or
+ * wait) and `gen` moved, it reads the ring: a change made by another process is
+ * a conflict, reported by the affected process.  When the modifier finds another
+ * holder blocked in a wait at the moment of its change, it reports at once (a
+ * parent stuck forever because its fd was deleted under it).  Both sides
+ * publish before they look (waiter count before gen; gen before waiter counts),
+ * so at least one of them sees the other; a tree-wide dedup set keyed on
+ * (instance, modifying stack) makes the report appear exactly once.
+ *
+ * Why this is silent on correct programs: a child that closes the inherited fd
+ * releases its slot (the parent is alone again, nothing is recorded); a new
+ * epoll at the same number is a new instance; a hand-off (creator exits or
+ * never touches the list again) has no second *user*, so recorded changes are
+ * never read by anyone else.
+ *
+ * Cost.  A process that never forks never touches `gen` or the ring: ctl and
+ * wait on an uncrossed instance read one shared flag.  The only per-call work
+ * kept on the fast path is the registration stack of EPOLL_CTL_ADD.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+#define WRITING (1ull << 63)
+
+struct ef_proc_state ef_self;
+_Atomic int ef_vfork_depth;
+EF_TLS uintptr_t ef_vfork_ret;
+EF_TLS int ef_in_shim;
+EF_TLS uint32_t ef_tls_fork_stack;
+EF_TLS int ef_tls_fork_how;
+struct ef_wipe *ef_wipe;
+
+static struct ef_local *local;          /* [EF_MAX_INST], process-private */
+static uint32_t pending_fork_stack;
+static int pending_fork_how;
+static int pending_parent_mt;
+
+/* ------------------------------------------------------------------ start */
+
+int ef_track_start(void)
+{
+    int st = atomic_load_explicit(&ef_self.tracking, memory_order_acquire);
+    if (EF_LIKELY(st == 2))
+        return 1;
+    if (st != 0)
+        return 0;
+    if (!atomic_compare_exchange_strong(&ef_self.tracking, &st, 1))
+        return 0;
+    int saved = errno;
+    int ok = ef_registry_create() == 0;
+    if (ok) {
+        void *m = mmap(NULL, sizeof(struct ef_local) * EF_MAX_INST, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ok = m != MAP_FAILED && w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
+        if (ok) {
+            local = m;
+            ef_wipe = w;
+            ef_wipe->valid = 1;
+        }
+    }
+    if (ok) {
+        ef_self.pid = ef_sys_getpid();
+        ef_self.proc = ef_proc_alloc(ef_self.pid, 0, 0, EF_FORK_ROOT);
+        ef_log_setup();
+    }
+    errno = saved;
+    atomic_store_explicit(&ef_self.tracking, ok ? 2 : 3, memory_order_release);
+    return ok;
+}
+
+static inline int tracking(void)
+{
+    return atomic_load_explicit(&ef_self.tracking, memory_order_acquire) == 2;
+}
+
+/* Every event that touches per-process state first makes sure this is still
+ * the process that state belongs to: a fork no handler saw leaves the wipe page
+ * zeroed, and a vfork child shares our memory and must not write to it. */
+static inline int enter(void)
+{
+    if (EF_UNLIKELY(!ef_wipe->valid))
+        ef_on_fork_detected();
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_vfork_depth, memory_order_relaxed)) &&
+        ef_sys_getpid() != ef_self.pid)
+        return 0;
+    return 1;
+}
+
+static inline struct ef_inst *inst_of(uint32_t idx)
+{
+    return &ef_reg->inst[idx];
+}
+
+/* Is the local view of idx current (we hold it, and it was not recycled)? */
+static inline int holds(uint32_t idx)
+{
+    uint32_t u = atomic_load_explicit(&local[idx].uid, memory_order_relaxed);
+    return u && u == atomic_load_explicit(&inst_of(idx)->uid, memory_order_relaxed);
+}
+
+/* --------------------------------------------------------------- holders */
+
+static int claim_slot(struct ef_inst *in, uint64_t word)
+{
+    for (int i = 0; i < EF_HOLDERS; i++) {
+        uint64_t z = 0;
+        if (atomic_load_explicit(&in->holders[i], memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong(&in->holders[i], &z, word)) {
+            atomic_fetch_add(&in->nholders, 1);
+            return i;
+        }
+    }
+    atomic_store(&in->overflow, 1);
+    return -1;
+}
+
+static void release_slot(struct ef_inst *in, int slot, uint32_t pid)
+{
+    if (slot < 0)
+        return;
+    uint64_t w = atomic_load(&in->holders[slot]);
+    while ((uint32_t)(w >> 32) == pid) {
+        if (atomic_compare_exchange_weak(&in->holders[slot], &w, 0)) {
+            atomic_fetch_sub(&in->nholders, 1);
+            return;
+        }
+    }
+}
+
+/* This process no longer holds idx (its last alias was closed). */
+static void release(uint32_t idx)
+{
+    struct ef_local *l = &local[idx];
+    struct ef_inst *in = inst_of(idx);
+    uint32_t uid = atomic_exchange(&l->uid, 0);
+    int slot = atomic_exchange(&l->slot, -1);
+    if (!uid || uid != atomic_load(&in->uid))
+        return;
+    release_slot(in, slot, (uint32_t)ef_self.pid);
+    if (atomic_load(&in->nholders) == 0 && !atomic_load(&in->overflow))
+        ef_inst_free(idx);
+}
+
+static void drop_alias(struct ef_fd *e)
+{
+    uint32_t f = atomic_fetch_and(&e->flags, ~(EF_FD_EPOLL | EF_FD_CLOEXEC));
+    if (!(f & EF_FD_EPOLL))
+        return;
+    uint32_t idx = atomic_load(&e->inst);
+    uint32_t uid = atomic_load(&e->inst_uid);
+    if (!idx || idx >= EF_MAX_INST || atomic_load(&local[idx].uid) != uid)
+        return;
+    if (atomic_fetch_sub(&local[idx].aliases, 1) == 1)
+        release(idx);
+}
+
+static void set_alias(struct ef_fd *e, uint32_t idx, int cloexec)
+{
+    atomic_store(&e->inst, idx);
+    atomic_store(&e->inst_uid, atomic_load(&local[idx].uid));
+    atomic_fetch_or(&e->flags, EF_FD_EPOLL | (cloexec ? EF_FD_CLOEXEC : 0));
+}
+
+/* ---------------------------------------------------------------- create */
+
+static uint32_t new_instance(int fd, struct ef_fd *e, int how, int flags, void *caller)
+{
+    if (atomic_load(&e->flags) & EF_FD_EPOLL)
+        drop_alias(e); /* a close we did not see (libc-internal or raw syscall) */
+    uint32_t idx;
+    struct ef_inst *in = ef_inst_alloc(&idx);
+    if (!in)
+        return 0;
+    in->owner_pid = ef_self.pid;
+    in->owner_proc = ef_self.proc;
+    in->create_fd = fd;
+    in->create_how = how;
+    in->create_flags = flags;
+    in->create_stack = how == 2 ? 0 : ef_stack_capture(EF_SKIP_SHIM, caller);
+    struct ef_local *l = &local[idx];
+    int slot = claim_slot(in, (uint64_t)(uint32_t)ef_self.pid << 32);
+    atomic_store(&l->slot, slot);
+    l->resv = -1;
+    atomic_store(&l->lastseen, 0);
+    atomic_store(&l->aliases, 1);
+    atomic_store(&l->uid, atomic_load(&in->uid));
+    set_alias(e, idx, how == 1 ? (flags & EPOLL_CLOEXEC) != 0 : 0);
+    return idx;
+}
+
+void ef_on_epoll_create(int fd, int how, int flags, void *caller)
+{
+    if (!ef_track_start() || !enter())
+        return;
+    struct ef_fd *e = ef_fd_get(fd);
+    if (!e) {
+        if (ef_notice_once(EF_NOTICE_FD_RANGE))
+            ef_log_notice("epollfork: fd %d is beyond the tracked range (%u); it is not tracked",
+                          fd, EF_FD_MAX);
+        return;
+    }
+    ef_in_shim++;
+    new_instance(fd, e, how, flags, caller);
+    ef_in_shim--;
+}
+
+/* An epoll fd we never saw created (inherited across exec, made by a raw
+ * syscall): a successful epoll_ctl or wait proves it is one.  Adopt it. */
+static uint32_t adopt(int epfd, struct ef_fd *e)
+{
+    static _Atomic unsigned failures;
+    if (atomic_load(&ef_reg->notices) & EF_NOTICE_INST_FULL) {
+        if (atomic_fetch_add(&failures, 1) % 1024)
+            return 0;
+    }
+    int fl = ef_real.fcntl(epfd, F_GETFD);
+    return new_instance(epfd, e, 2, fl > 0 && (fl & FD_CLOEXEC) ? EPOLL_CLOEXEC : 0, NULL);
+}
+
+/* --------------------------------------------------------------- reports */
+
+static int pid_alive(int32_t pid)
+{
+    if (pid <= 0)
+        return 0;
+    int e = errno;
+    int alive = kill(pid, 0) == 0 || errno == EPERM;
+    errno = e;
+    return alive;
+}
+
+/* Alive and not a zombie: a process killed while blocked in a wait leaves its
+ * waiter count behind, and must not be reported as blocked. */
+static int pid_running(int32_t pid)
+{
+    if (!pid_alive(pid))
+        return 0;
+    char path[64], buf[512];
+    ef_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int e = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errno = e;
+        return 1;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    ef_sys_close(fd);
+    errno = e;
+    if (n <= 0)
+        return 1;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+}
+
+static uint32_t proc_of_pid(int32_t pid)
+{
+    if (!ef_reg)
+        return 0;
+    uint32_t n = atomic_load(&ef_reg->nproc);
+    if (n > EF_MAX_PROC)
+        n = EF_MAX_PROC;
+    for (uint32_t i = n; i-- > 1;)
+        if (atomic_load(&ef_reg->procs[i].pid) == pid)
+            return i;
+    return 0;
+}
+
+/* The fork that split processes a (the modifier) and b: walk both up to their
+ * common ancestor; the fork is the first one below it on a's side, or on b's
+ * side when a is the ancestor. */
+static uint32_t split_fork(uint32_t a, uint32_t b)
+{
+    struct ef_proc *pa = ef_proc_at(a), *pb = ef_proc_at(b);
+    if (!pa || !pb)
+        return 0;
+    uint32_t below_a = 0, below_b = 0;
+    for (int guard = 0; a != b && guard < 2 * EF_MAX_PROC; guard++) {
+        pa = ef_proc_at(a);
+        pb = ef_proc_at(b);
+        if (!pa || !pb)
+            return 0;
+        if (pa->depth >= pb->depth) {
+            below_a = a;
+            a = pa->parent;
+        } else {
+            below_b = b;
+            b = pb->parent;
+        }
+    }
+    if (a != b)
+        return 0;
+    return below_a ? below_a : below_b;
+}
+
+static int same_file(const char *path, const struct ef_target *t)
+{
+    struct stat st;
+    return t->valid && stat(path, &st) == 0 && st.st_dev == t->dev && st.st_ino == t->ino;
+}
+
+/* Name the registered fd: from the modifier's fd if it is alive, else from
+ * ours, verified against the identity recorded at the change. */
+static void describe_target(const struct ef_change *c, char *out, size_t len)
+{
+    char p[64];
+    out[0] = 0;
+    const struct ef_target *t = &c->target;
+    int pids[2] = {c->pid, ef_self.pid};
+    for (int k = 0; k < 2; k++) {
+        if (k == 0 && c->pid != ef_self.pid && !pid_alive(c->pid))
+            continue;
+        if (k == 0 && c->pid == ef_self.pid)
+            ef_fmt(p, sizeof p, "/proc/self/fd/%d", c->fd);
+        else
+            ef_fmt(p, sizeof p, "/proc/%d/fd/%d", pids[k], c->fd);
+        ssize_t n = readlink(p, out, len - 1);
+        if (n > 0) {
+            out[n] = 0;
+            if (same_file(p, t))
+                return;
+        }
+        out[0] = 0;
+    }
+    if (!t->valid)
+        return;
+    if (S_ISSOCK(t->mode))
+        ef_fmt(out, len, "socket:[%llu]", (unsigned long long)t->ino);
+    else if (S_ISFIFO(t->mode))
+        ef_fmt(out, len, "pipe:[%llu]", (unsigned long long)t->ino);
+    else if (S_ISCHR(t->mode))
+        ef_fmt(out, len, "char device %u:%u", major(t->rdev), minor(t->rdev));
+    else if (S_ISREG(t->mode))
+        ef_fmt(out, len, "file (dev %u:%u inode %llu)", major(t->dev), minor(t->dev),
+               (unsigned long long)t->ino);
+    else
+        ef_fmt(out, len, "anon_inode (inode %llu)", (unsigned long long)t->ino);
+}
+
+static uint64_t conflict_key(uint32_t idx, uint32_t uid, const struct ef_change *c)
+{
+    uint64_t k = 0x5348415245440001ull; /* kind: shared-epoll-ctl */
+    k = (k ^ idx) * 0x9e3779b97f4a7c15ull;
+    k = (k ^ uid) * 0x9e3779b97f4a7c15ull;
+    if (c->call_stack)
+        k = (k ^ c->call_stack) * 0x9e3779b97f4a7c15ull;
+    else
+        k = (k ^ ((uint64_t)c->op << 40 | (uint32_t)c->fd)) * 0x9e3779b97f4a7c15ull;
+    return k ^ (k >> 31);
+}
+
+static void conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
+                     uint32_t other_proc, int use, void *caller)
+{
+    struct ef_inst *in = inst_of(idx);
+    if (!ef_dedup_insert(conflict_key(idx, atomic_load(&in->uid), c)))
+        return;
+    struct ef_report r;
+    memset(&r, 0, sizeof r);
+    r.kind = "shared-epoll-ctl";
+    r.pid = ef_self.pid;
+    r.ppid = ef_sys_getppid();
+    r.owner_pid = in->owner_pid;
+    r.modifier_pid = c->pid;
+    r.other_pid = other_pid;
+    r.other_use = use;
+    r.op = c->op;
+    r.epfd = c->epfd;
+    r.fd = c->fd;
+    r.events = c->events;
+    r.data = c->data;
+    describe_target(c, r.target, sizeof r.target);
+    r.create_how = in->create_how;
+    r.create_flags = in->create_flags;
+    r.create_fd = in->create_fd;
+    r.time_ns = ef_realtime_ns();
+    uint32_t f = split_fork(c->proc, other_proc);
+    struct ef_proc *fp = ef_proc_at(f);
+    if (fp) {
+        r.fork_stack = fp->fork_stack;
+        r.fork_child_pid = fp->pid;
+        struct ef_proc *pp = ef_proc_at(fp->parent);
+        r.fork_parent_pid = pp ? pp->pid : 0;
+        r.fork_how = (int)fp->fork_how;
+    }
+    r.call_stack = c->call_stack;
+    r.call_stack_unsafe = (c->flags & EF_CHG_UNSAFE_STACK) != 0;
+    r.create_stack = in->create_stack;
+    r.add_stack = c->add_stack;
+    r.add_pid = (int)c->add_proc;
+    if (use != EF_USE_BLOCKED)
+        r.use_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+    ef_report_emit(&r);
+}
+
+/* Copy ring entry g if it is complete; 1 ok, 0 lost (overwritten), -1 not yet
+ * written (its writer is between bumping gen and publishing). */
+static int read_change(struct ef_inst *in, uint64_t g, struct ef_change *out)
+{
+    struct ef_change *c = &in->ring[g % EF_RING];
+    for (int spin = 0; spin < 20000; spin++) {
+        uint64_t s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
+        if (s1 == g) {
+            memcpy((char *)out + sizeof out->seq, (char *)c + sizeof c->seq,
+                   sizeof *c - sizeof c->seq);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&c->seq, memory_order_relaxed) == g)
+                return 1;
+            return 0;
+        }
+        if ((s1 & ~WRITING) > g)
+            return 0;
+        ef_cpu_relax();
+    }
+    return -1;
+}
+
+/* The use check: has another process changed the list since we last looked? */
+static void scan(uint32_t idx, int use, void *caller)
+{
+    struct ef_local *l = &local[idx];
+    struct ef_inst *in = inst_of(idx);
+    uint64_t from = atomic_load(&l->lastseen);
+    uint64_t to = atomic_load(&in->gen);
+    if (to <= from)
+        return;
+    if (ef_in_shim)
+        return; /* a signal handler inside our own code: look again next time */
+    ef_in_shim++;
+    uint64_t upto = from;
+    uint32_t lost = 0;
+    for (uint64_t g = from + 1; g <= to; g++) {
+        if (to - g >= EF_RING) {
+            lost++;
+            upto = g;
+            continue;
+        }
+        struct ef_change c;
+        int rc = read_change(in, g, &c);
+        if (rc < 0)
+            break;
+        upto = g;
+        if (rc == 0) {
+            lost++;
+            continue;
+        }
+        if (c.pid == ef_self.pid)
+            continue;
+        conflict(idx, &c, ef_self.pid, ef_self.proc, use, caller);
+    }
+    (void)lost;
+    uint64_t cur = from;
+    while (cur < upto && !atomic_compare_exchange_weak(&l->lastseen, &cur, upto))
+        ;
+    ef_in_shim--;
+}
+
+/* ------------------------------------------------------------------- ctl */
+
+void ef_on_ctl_before(int epfd, void *caller)
+{
+    if (!tracking())
+        return;
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL))
+        return;
+    if (!enter())
+        return;
+    uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
+    struct ef_inst *in = inst_of(idx);
+    if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_relaxed)))
+        return;
+    if (!holds(idx))
+        return;
+    if (atomic_load(&in->gen) != atomic_load_explicit(&local[idx].lastseen, memory_order_relaxed))
+        scan(idx, EF_USE_CTL, caller);
+}
+
+static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_event *ev,
+                   uint32_t call_stack, int cut, struct ef_fd *t)
+{
+    struct ef_inst *in = inst_of(idx);
+    struct ef_local *l = &local[idx];
+    struct stat st;
+    int have = fstat(fd, &st) == 0;
+    uint64_t g = atomic_fetch_add(&in->gen, 1) + 1;
+    struct ef_change *c = &in->ring[g % EF_RING];
+    atomic_store(&c->seq, g | WRITING);
+    c->pid = ef_self.pid;
+    c->proc = ef_self.proc;
+    c->op = op;
+    c->epfd = epfd;
+    c->fd = fd;
+    c->events = ev && op != EPOLL_CTL_DEL ? ev->events : 0;
+    c->data = ev && op != EPOLL_CTL_DEL ? ev->data.u64 : 0;
+    c->call_stack = call_stack;
+    int reg = t && (atomic_load(&t->flags) & EF_FD_REG) && atomic_load(&t->reg_inst) == idx;
+    c->add_stack = reg ? atomic_load(&t->add_stack) : 0;
+    c->add_proc = reg ? (uint32_t)atomic_load(&t->add_pid) : 0;
+    c->flags = cut ? EF_CHG_UNSAFE_STACK : 0;
+    c->time_ns = ef_realtime_ns();
+    memset(&c->target, 0, sizeof c->target);
+    if (have) {
+        c->target.valid = 1;
+        c->target.mode = st.st_mode;
+        c->target.dev = st.st_dev;
+        c->target.ino = st.st_ino;
+        c->target.rdev = st.st_rdev;
+    }
+    atomic_store_explicit(&c->seq, g, memory_order_seq_cst);
+    uint64_t prev = g - 1;
+    atomic_compare_exchange_strong(&l->lastseen, &prev, g);
+
+    /* Is another holder blocked in a wait right now?  Then it is affected
+     * already and may never wake up to notice: report here. */
+    int mine = atomic_load(&l->slot);
+    for (int i = 0; i < EF_HOLDERS; i++) {
+        if (i == mine)
+            continue;
+        uint64_t w = atomic_load(&in->holders[i]);
+        uint32_t pid = (uint32_t)(w >> 32);
+        if (!pid || (pid & EF_RESERVED) || pid == (uint32_t)ef_self.pid || !(uint32_t)w)
+            continue;
+        if (!pid_running((int32_t)pid))
+            continue;
+        struct ef_change copy;
+        if (read_change(in, g, &copy) == 1)
+            conflict(idx, &copy, (int32_t)pid, proc_of_pid((int32_t)pid), EF_USE_BLOCKED, NULL);
+        break;
+    }
+    if ((g & 63) == 0)
+        ef_inst_prune(idx); /* holders that exited without closing (_exit, signals) */
+}
+
+void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
+{
+    const struct epoll_event *ev = evp;
+    if (!ef_track_start())
+        return;
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (EF_UNLIKELY(!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL))) {
+        e = ef_fd_get(epfd);
+        if (!e || !enter() || !adopt(epfd, e))
+            return;
+    } else if (!enter()) {
+        return;
+    }
+    uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
+    struct ef_inst *in = inst_of(idx);
+    if (!holds(idx))
+        return;
+    struct ef_fd *t = ef_fd_peek(fd);
+    uint32_t call = 0;
+    int cut = 0;
+    if (op == EPOLL_CTL_ADD) {
+        t = ef_fd_get(fd);
+        ef_in_shim++;
+        call = ef_stack_capture(EF_SKIP_SHIM, caller);
+        cut = ef_stack_last_cut();
+        ef_in_shim--;
+        if (t) {
+            atomic_store_explicit(&t->add_stack, call, memory_order_relaxed);
+            atomic_store_explicit(&t->add_pid, ef_self.pid, memory_order_relaxed);
+            atomic_store_explicit(&t->reg_inst, idx, memory_order_relaxed);
+            atomic_fetch_or_explicit(&t->flags, EF_FD_REG, memory_order_relaxed);
+        }
+    }
+    if (EF_UNLIKELY(atomic_load_explicit(&in->crossed, memory_order_relaxed))) {
+        int mine = atomic_load(&local[idx].slot) >= 0;
+        /* Record only when someone else holds it: otherwise a change here can
+         * surprise no one. */
+        if (atomic_load(&in->nholders) > (uint32_t)mine || atomic_load(&in->overflow)) {
+            ef_in_shim++;
+            if (op != EPOLL_CTL_ADD) {
+                call = ef_stack_capture(EF_SKIP_SHIM, caller);
+                cut = ef_stack_last_cut();
+            }
+            record(idx, epfd, op, fd, ev, call, cut, t);
+            ef_in_shim--;
+        }
+    }
+    if (op == EPOLL_CTL_DEL && t && atomic_load_explicit(&t->reg_inst, memory_order_relaxed) == idx &&
+        (atomic_load_explicit(&t->flags, memory_order_relaxed) & EF_FD_REG)) {
+        atomic_fetch_and(&t->flags, ~EF_FD_REG);
+        atomic_store(&t->add_stack, 0);
+    }
+}
+
+/* ------------------------------------------------------------------ wait */
+
+void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *tok, void *caller)
+{
+    tok->slot = -1;
+    if (!tracking())
+        return;
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL)) {
+        tok->slot = -2; /* unknown: adopt if the wait succeeds */
+        return;
+    }
+    if (!enter())
+        return;
+    uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
+    struct ef_inst *in = inst_of(idx);
+    if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_relaxed)))
+        return;
+    if (!holds(idx))
+        return;
+    struct ef_local *l = &local[idx];
+    int slot = atomic_load(&l->slot);
+    if (blocking && slot >= 0) {
+        /* Publish "I am waiting" before looking at gen (see the top). */
+        uint64_t w = atomic_load(&in->holders[slot]);
+        while ((uint32_t)(w >> 32) == (uint32_t)ef_self.pid) {
+            if (atomic_compare_exchange_weak(&in->holders[slot], &w, w + 1)) {
+                tok->idx = idx;
+                tok->uid = atomic_load(&in->uid);
+                tok->slot = slot;
+                break;
+            }
+        }
+    }
+    if (atomic_load(&in->gen) != atomic_load_explicit(&l->lastseen, memory_order_relaxed))
+        scan(idx, EF_USE_WAIT, caller);
+}
+
+void ef_on_wait_exit(int epfd, const struct ef_wait_token *tok, int result)
+{
+    if (tok->slot >= 0) {
+        struct ef_inst *in = inst_of(tok->idx);
+        if (atomic_load(&in->uid) != tok->uid)
+            return;
+        uint64_t w = atomic_load(&in->holders[tok->slot]);
+        while ((uint32_t)(w >> 32) == (uint32_t)ef_self.pid && (uint32_t)w) {
+            if (atomic_compare_exchange_weak(&in->holders[tok->slot], &w, w - 1))
+                break;
+        }
+        return;
+    }
+    if (tok->slot == -2 && result >= 0 && tracking()) {
+        struct ef_fd *e = ef_fd_get(epfd);
+        if (e && !(atomic_load(&e->flags) & EF_FD_EPOLL) && enter())
+            adopt(epfd, e);
+    }
+}
+
+/* ------------------------------------------------------- close and dups */
+
+void ef_on_close(int fd)
+{
+    struct ef_fd *e = ef_fd_peek(fd);
+    if (!e)
+        return;
+    uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
+    if (!(f & (EF_FD_EPOLL | EF_FD_REG)))
+        return;
+    if (!tracking() || !enter())
+        return;
+    if (f & EF_FD_EPOLL)
+        drop_alias(e);
+    if (f & EF_FD_REG) {
+        atomic_fetch_and(&e->flags, ~EF_FD_REG);
+        atomic_store(&e->add_stack, 0);
+    }
+}
+
+static void close_one(int fd, struct ef_fd *e, void *arg)
+{
+    (void)e;
+    (void)arg;
+    ef_on_close(fd);
+}
+
+static void cloexec_one(int fd, struct ef_fd *e, void *arg)
+{
+    (void)fd;
+    (void)arg;
+    if (atomic_load(&e->flags) & EF_FD_EPOLL)
+        atomic_fetch_or(&e->flags, EF_FD_CLOEXEC);
+}
+
+void ef_on_close_range(unsigned lo, unsigned hi, int flags)
+{
+    if (!tracking() || lo > hi)
+        return;
+    if (flags & CLOSE_RANGE_CLOEXEC)
+        ef_fd_foreach(lo, hi, cloexec_one, NULL);
+    else
+        ef_fd_foreach(lo, hi, close_one, NULL);
+}
+
+void ef_on_dup(int oldfd, int newfd, int cloexec)
+{
+    if (!tracking() || oldfd == newfd)
+        return;
+    struct ef_fd *o = ef_fd_peek(oldfd);
+    struct ef_fd *n = ef_fd_peek(newfd);
+    uint32_t of = o ? atomic_load(&o->flags) : 0;
+    if (!(of & EF_FD_EPOLL) && !(n && atomic_load(&n->flags) & (EF_FD_EPOLL | EF_FD_REG)))
+        return;
+    if (!enter())
+        return;
+    if (n)
+        ef_on_close(newfd); /* dup2/dup3 replaced whatever newfd was */
+    if (!(of & EF_FD_EPOLL))
+        return;
+    uint32_t idx = atomic_load(&o->inst);
+    if (!holds(idx))
+        return;
+    n = ef_fd_get(newfd);
+    if (!n)
+        return;
+    atomic_fetch_add(&local[idx].aliases, 1);
+    set_alias(n, idx, cloexec);
+}
+
+void ef_on_setfd(int fd, int cloexec)
+{
+    struct ef_fd *e = ef_fd_peek(fd);
+    if (!e || !(atomic_load(&e->flags) & EF_FD_EPOLL))
+        return;
+    if (cloexec)
+        atomic_fetch_or(&e->flags, EF_FD_CLOEXEC);
+    else
+        atomic_fetch_and(&e->flags, ~EF_FD_CLOEXEC);
+}
+
+/* ------------------------------------------------------------------ fork */
+
+static uint32_t hw(void)
+{
+    uint32_t h = atomic_load(&ef_reg->ninst_hw);
+    return h > EF_MAX_INST ? EF_MAX_INST : h;
+}
+
+/* In the parent, before the fork (under glibc's atfork lock, so forks that run
+ * handlers are serialized and `resv` cannot be mixed up between two forks). */
+void ef_on_fork_prepare(void)
+{
+    if (!tracking() || !enter())
+        return;
+    ef_in_shim++;
+    if (ef_tls_fork_stack) {
+        pending_fork_stack = ef_tls_fork_stack;
+        pending_fork_how = ef_tls_fork_how;
+        ef_tls_fork_stack = 0;
+    } else {
+        /* daemon(), forkpty(): skip our frames and glibc's handler runner. */
+        pending_fork_stack = ef_stack_capture(EF_SKIP_SHIM_AND_ONE, __builtin_return_address(0));
+        pending_fork_how = EF_FORK_ATFORK;
+    }
+    ef_in_shim--;
+    pending_parent_mt = ef_stack_parent_mt();
+    uint32_t h = hw();
+    uint64_t word = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
+    for (uint32_t i = 1; i < h; i++) {
+        struct ef_local *l = &local[i];
+        l->resv = -1;
+        if (!holds(i))
+            continue;
+        struct ef_inst *in = inst_of(i);
+        atomic_store(&in->crossed, 1);
+        l->resv = claim_slot(in, word);
+    }
+    ef_stack_before_fork();
+}
+
+void ef_on_fork_parent(void)
+{
+    if (!tracking())
+        return;
+    ef_stack_after_fork_parent();
+}
+
+/* Our own fork wrapper knows the child's pid (daemon() does not): turn the
+ * reservations into the child's slots, or free them if the fork failed. */
+void ef_on_fork_returned(pid_t child)
+{
+    if (!tracking() || !enter())
+        return;
+    uint32_t h = hw();
+    uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
+    for (uint32_t i = 1; i < h; i++) {
+        struct ef_local *l = &local[i];
+        if (l->resv < 0)
+            continue;
+        struct ef_inst *in = inst_of(i);
+        uint64_t w = resv;
+        if (child > 0) {
+            atomic_compare_exchange_strong(&in->holders[l->resv], &w, (uint64_t)(uint32_t)child << 32);
+        } else if (atomic_compare_exchange_strong(&in->holders[l->resv], &w, 0)) {
+            atomic_fetch_sub(&in->nholders, 1);
+        }
+        l->resv = -1;
+    }
+}
+
+/* In the child, inside fork(): async-signal-safe work only, no output. */
+void ef_on_fork_child(void)
+{
+    atomic_store(&ef_vfork_depth, 0);
+    if (!tracking())
+        return;
+    ef_wipe->valid = 1;
+    pid_t parent = ef_self.pid;
+    ef_self.pid = ef_sys_getpid();
+    ef_self.proc = ef_proc_alloc(ef_self.pid, ef_self.proc, pending_fork_stack,
+                                 (uint32_t)pending_fork_how);
+    uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)parent) << 32;
+    uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
+    uint32_t h = hw();
+    for (uint32_t i = 1; i < h; i++) {
+        struct ef_local *l = &local[i];
+        if (!holds(i)) {
+            l->resv = -1;
+            continue;
+        }
+        int s = l->resv;
+        l->resv = -1;
+        if (s >= 0) {
+            uint64_t w = resv;
+            struct ef_inst *in = inst_of(i);
+            if (!atomic_compare_exchange_strong(&in->holders[s], &w, mine) && w != mine)
+                s = -1;
+        }
+        atomic_store(&l->slot, s);
+    }
+    ef_stack_after_fork_child(pending_parent_mt);
+    ef_log_after_fork_child();
+}
+
+/* The first event in a child whose fork ran no handler (syscall(SYS_fork),
+ * clone without CLONE_VM, _Fork): become a holder of what we inherited.  The
+ * parent did not know, so changes it made in between were not recorded. */
+void ef_on_fork_detected(void)
+{
+    ef_wipe->valid = 1;
+    atomic_store(&ef_vfork_depth, 0);
+    pid_t parent = ef_self.pid;
+    (void)parent;
+    ef_self.pid = ef_sys_getpid();
+    uint32_t fs = ef_tls_fork_stack;
+    uint32_t how = fs ? EF_FORK_UNDERSCORE : EF_FORK_UNSEEN;
+    ef_tls_fork_stack = 0;
+    ef_self.proc = ef_proc_alloc(ef_self.pid, ef_self.proc, fs, how);
+    uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
+    uint32_t h = hw();
+    for (uint32_t i = 1; i < h; i++) {
+        struct ef_local *l = &local[i];
+        l->resv = -1;
+        if (!atomic_load(&l->uid))
+            continue;
+        struct ef_inst *in = inst_of(i);
+        if (!holds(i) || atomic_load(&in->state) != 1) {
+            atomic_store(&l->uid, 0);
+            continue;
+        }
+        atomic_store(&in->crossed, 1);
+        atomic_store(&l->slot, claim_slot(in, mine));
+    }
+    ef_stack_after_unseen_fork();
+    ef_log_after_fork_child();
+}
+
+void ef_on_exit(void)
+{
+    if (!tracking() || !enter())
+        return;
+    uint32_t h = hw();
+    for (uint32_t i = 1; i < h; i++)
+        if (holds(i))
+            release(i);
+}

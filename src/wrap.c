@@ -1,0 +1,348 @@
+/*
+ * wrap.c - the exported libc names, and nothing else.
+ *
+ * Each wrapper is thin and boring (tsan_interceptors_posix.cpp): make sure init
+ * ran, make the real call, hand the facts to an ef_on_*() event in track.c, and
+ * give the program exactly what libc gave: the same return value, the same
+ * errno, and errno untouched on success.  No malloc, no stdio, no lock, no
+ * getenv() on these paths.  Where the fd table must change before the kernel
+ * can hand a number out again (close), the event runs before the real call.
+ *
+ * The shim's own fds (the log sink) are hidden here: the program never opened
+ * them, so to the program they behave as closed numbers (EBADF), and a dup2 onto
+ * one of them moves ours out of the way first.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define CALLER __builtin_return_address(0)
+
+static inline int active(void)
+{
+    ef_ensure_init();
+    return EF_LIKELY(!ef_opt.disable);
+}
+
+static inline int owned(int fd)
+{
+    struct ef_fd *e = ef_fd_peek(fd);
+    return e && (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_OWNED);
+}
+
+static inline int ebadf(void)
+{
+    errno = EBADF;
+    return -1;
+}
+
+/* ------------------------------------------------------------- epoll */
+
+EXPORT int epoll_create(int size)
+{
+    int r = ef_real.epoll_create(size);
+    if (r >= 0 && active()) {
+        int e = errno;
+        ef_on_epoll_create(r, 0, 0, CALLER);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int epoll_create1(int flags)
+{
+    int r = ef_real.epoll_create1(flags);
+    if (r >= 0 && active()) {
+        int e = errno;
+        ef_on_epoll_create(r, 1, flags, CALLER);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (!active())
+        return ef_real.epoll_ctl(epfd, op, fd, ev);
+    int e = errno;
+    ef_on_ctl_before(epfd, CALLER);
+    errno = e;
+    int r = ef_real.epoll_ctl(epfd, op, fd, ev);
+    if (r == 0) {
+        ef_on_ctl(epfd, op, fd, ev, CALLER);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+{
+    if (!active())
+        return ef_real.epoll_wait(epfd, evs, max, timeout);
+    struct ef_wait_token t;
+    int e = errno;
+    ef_on_wait_enter(epfd, timeout != 0, &t, CALLER);
+    errno = e;
+    int r = ef_real.epoll_wait(epfd, evs, max, timeout);
+    if (EF_UNLIKELY(t.slot != -1)) {
+        e = errno;
+        ef_on_wait_exit(epfd, &t, r);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
+                       const sigset_t *ss)
+{
+    if (!active())
+        return ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
+    struct ef_wait_token t;
+    int e = errno;
+    ef_on_wait_enter(epfd, timeout != 0, &t, CALLER);
+    errno = e;
+    int r = ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
+    if (EF_UNLIKELY(t.slot != -1)) {
+        e = errno;
+        ef_on_wait_exit(epfd, &t, r);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *to,
+                        const sigset_t *ss)
+{
+    if (!active())
+        return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
+    struct ef_wait_token t;
+    int e = errno;
+    ef_on_wait_enter(epfd, !to || to->tv_sec || to->tv_nsec, &t, CALLER);
+    errno = e;
+    int r = ef_real.epoll_pwait2(epfd, evs, max, to, ss);
+    if (EF_UNLIKELY(t.slot != -1)) {
+        e = errno;
+        ef_on_wait_exit(epfd, &t, r);
+        errno = e;
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------- close */
+
+EXPORT int close(int fd)
+{
+    struct ef_fd *d = ef_fd_peek(fd);
+    if (d) {
+        uint32_t f = atomic_load_explicit(&d->flags, memory_order_relaxed);
+        if (EF_UNLIKELY(f)) {
+            if (f & EF_FD_OWNED)
+                return ebadf();
+            if (active()) {
+                int e = errno;
+                ef_on_close(fd);
+                errno = e;
+            }
+        }
+    }
+    return ef_real.close(fd);
+}
+
+/* Close [lo, hi] except the shim's own fds, in as many calls as it takes. */
+static int close_range_around_owned(unsigned lo, unsigned hi, int flags)
+{
+    int own[4];
+    int n = ef_log_fds(own, 4);
+    for (int i = 1; i < n; i++) /* sort, n <= 3 */
+        for (int j = i; j > 0 && own[j] < own[j - 1]; j--) {
+            int t = own[j];
+            own[j] = own[j - 1];
+            own[j - 1] = t;
+        }
+    unsigned from = lo;
+    for (int i = 0; i < n; i++) {
+        unsigned o = (unsigned)own[i];
+        if (o < from || o > hi)
+            continue;
+        if (o > from && ef_real.close_range(from, o - 1, flags) != 0)
+            return -1;
+        from = o + 1;
+        if (from == 0)
+            return 0;
+    }
+    if (from <= hi)
+        return ef_real.close_range(from, hi, flags);
+    return 0;
+}
+
+EXPORT int close_range(unsigned lo, unsigned hi, int flags)
+{
+    if (!active() || lo > hi)
+        return ef_real.close_range(lo, hi, flags);
+    int e = errno;
+    ef_on_close_range(lo, hi, flags);
+    errno = e;
+    if (flags & CLOSE_RANGE_CLOEXEC)
+        return ef_real.close_range(lo, hi, flags); /* ours are close-on-exec anyway */
+    return close_range_around_owned(lo, hi, flags);
+}
+
+EXPORT void closefrom(int lo)
+{
+    if (!active() || lo < 0) {
+        ef_real.closefrom(lo);
+        return;
+    }
+    int e = errno;
+    ef_on_close_range((unsigned)lo, ~0u, 0);
+    int own[4];
+    int n = ef_log_fds(own, 4), top = -1;
+    for (int i = 0; i < n; i++)
+        if (own[i] >= lo && own[i] > top)
+            top = own[i];
+    if (top < 0) {
+        errno = e;
+        ef_real.closefrom(lo);
+        return;
+    }
+    if (close_range_around_owned((unsigned)lo, (unsigned)top, 0) != 0) {
+        /* No close_range (old kernel): close the gap one by one. */
+        for (int fd = lo; fd < top; fd++)
+            if (!owned(fd))
+                ef_real.close(fd);
+    }
+    ef_real.closefrom(top + 1);
+    errno = e;
+}
+
+/* -------------------------------------------------------------- dups */
+
+EXPORT int dup(int fd)
+{
+    if (EF_UNLIKELY(owned(fd)))
+        return ebadf();
+    int r = ef_real.dup(fd);
+    if (r >= 0 && active()) {
+        int e = errno;
+        ef_on_dup(fd, r, 0);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int dup2(int fd, int fd2)
+{
+    if (EF_UNLIKELY(owned(fd)))
+        return ebadf();
+    if (EF_UNLIKELY(fd != fd2 && owned(fd2)))
+        ef_log_relocate(fd2);
+    int r = ef_real.dup2(fd, fd2);
+    if (r >= 0 && fd != fd2 && active()) {
+        int e = errno;
+        ef_on_dup(fd, fd2, 0);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int dup3(int fd, int fd2, int flags)
+{
+    if (EF_UNLIKELY(owned(fd)))
+        return ebadf();
+    if (EF_UNLIKELY(fd != fd2 && owned(fd2)))
+        ef_log_relocate(fd2);
+    int r = ef_real.dup3(fd, fd2, flags);
+    if (r >= 0 && active()) {
+        int e = errno;
+        ef_on_dup(fd, fd2, (flags & O_CLOEXEC) != 0);
+        errno = e;
+    }
+    return r;
+}
+
+static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+{
+    if (EF_UNLIKELY(owned(fd)))
+        return ebadf();
+    int r = real(fd, cmd, arg);
+    if (r < 0 || !active())
+        return r;
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC || cmd == F_SETFD) {
+        int e = errno;
+        if (cmd == F_SETFD)
+            ef_on_setfd(fd, ((int)(intptr_t)arg & FD_CLOEXEC) != 0);
+        else
+            ef_on_dup(fd, r, cmd == F_DUPFD_CLOEXEC);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int fcntl(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return do_fcntl(ef_real.fcntl, fd, cmd, arg);
+}
+
+EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    va_list ap;
+    va_start(ap, cmd);
+    void *arg = va_arg(ap, void *);
+    va_end(ap);
+    return do_fcntl(ef_real.fcntl64, fd, cmd, arg);
+}
+
+/* ------------------------------------------------------------- forks */
+
+static inline int tracking_on(void)
+{
+    return atomic_load_explicit(&ef_self.tracking, memory_order_acquire) == 2;
+}
+
+EXPORT pid_t fork(void)
+{
+    if (!active() || !tracking_on())
+        return ef_real.fork();
+    int e = errno;
+    ef_in_shim++;
+    ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
+    ef_tls_fork_how = EF_FORK_FORK;
+    ef_in_shim--;
+    errno = e;
+    pid_t p = ef_real.fork();
+    if (p != 0) {
+        e = errno;
+        ef_tls_fork_stack = 0;
+        ef_on_fork_returned(p);
+        errno = e;
+    }
+    return p;
+}
+
+/* _Fork runs no atfork handlers: the child finds out through the wipe page
+ * (track.c) and takes the stack left here in its copy of this thread's TLS. */
+EXPORT pid_t _Fork(void)
+{
+    if (!active() || !tracking_on())
+        return ef_real._Fork();
+    int e = errno;
+    ef_in_shim++;
+    ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
+    ef_tls_fork_how = EF_FORK_UNDERSCORE;
+    ef_in_shim--;
+    errno = e;
+    pid_t p = ef_real._Fork();
+    if (p != 0)
+        ef_tls_fork_stack = 0;
+    return p;
+}
