@@ -626,24 +626,29 @@ void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *tok, void *c
         return;
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     struct ef_inst *in = inst_of(idx);
-    if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_relaxed)))
-        return;
-    if (!holds(idx))
-        return;
     struct ef_local *l = &local[idx];
-    int slot = atomic_load(&l->slot);
-    if (blocking && slot >= 0) {
-        /* Publish "I am waiting" before looking at gen (see the top). */
-        uint64_t w = atomic_load(&in->holders[slot]);
-        while ((uint32_t)(w >> 32) == (uint32_t)ef_self.pid) {
-            if (atomic_compare_exchange_weak(&in->holders[slot], &w, w + 1)) {
-                tok->idx = idx;
-                tok->uid = atomic_load(&in->uid);
-                tok->slot = slot;
-                break;
+    if (blocking) {
+        /* Publish "I am waiting" before looking at gen (see the top), even on
+         * an instance that has not crossed a fork yet: another thread may fork
+         * while this one stays blocked.  A wait with timeout 0 cannot block
+         * and skips this. */
+        int slot = atomic_load_explicit(&l->slot, memory_order_relaxed);
+        if (slot >= 0 && holds(idx)) {
+            uint64_t w = atomic_load_explicit(&in->holders[slot], memory_order_relaxed);
+            while ((uint32_t)(w >> 32) == (uint32_t)ef_self.pid) {
+                if (atomic_compare_exchange_weak(&in->holders[slot], &w, w + 1)) {
+                    tok->idx = idx;
+                    tok->uid = atomic_load_explicit(&in->uid, memory_order_relaxed);
+                    tok->slot = slot;
+                    break;
+                }
             }
         }
     }
+    if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_seq_cst)))
+        return;
+    if (!holds(idx))
+        return;
     if (atomic_load(&in->gen) != atomic_load_explicit(&l->lastseen, memory_order_relaxed))
         scan(idx, EF_USE_WAIT, caller);
 }

@@ -1,0 +1,12 @@
+#!/bin/sh
+# run.sh - the whole test suite (`make test`, and .ci/run through it).
+#
+# Installs what the suite needs on Debian when it is missing, builds the shim
+# and its sanitizer variants, and runs tests/run.py, which ends with the line
+# `N passed, N failed`.  Arguments select cases by substring.
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/install-deps.sh gcc make pkg-config libunwind-dev python3 binutils cppcheck \
+    libuv1-dev libevent-dev libev-dev
+make -s all build/ubsan/libepollfork.so build/asan/libepollfork.so >/dev/null
+exec python3 tests/run.py "$@"
