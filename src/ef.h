@@ -48,6 +48,17 @@ struct ef_real {
     int (*epoll_wait)(int, void *, int, int);
     int (*epoll_pwait)(int, void *, int, int, const void *);
     int (*epoll_pwait2)(int, void *, int, const void *, const void *);
+    int (*socket)(int, int, int);
+    int (*socketpair)(int, int, int, int *);
+    int (*accept)(int, void *, void *);
+    int (*accept4)(int, void *, void *, int);
+    int (*pipe)(int *);
+    int (*pipe2)(int *, int);
+    int (*eventfd)(unsigned, int);
+    int (*timerfd_create)(int, int);
+    int (*execve)(const char *, char *const *, char *const *);
+    int (*execvpe)(const char *, char *const *, char *const *);
+    int (*fexecve)(int, char *const *, char *const *);
 };
 extern struct ef_real ef_real;
 void ef_real_resolve(void);
@@ -79,15 +90,16 @@ void ef_options_print_table(int fd);
 #define EF_FD_CLOEXEC 0x2u   /* close-on-exec, as far as we know */
 #define EF_FD_OWNED   0x4u   /* the shim's own fd (log sink): hidden from the program */
 #define EF_FD_REG     0x8u   /* registered (ADD) in some instance */
+#define EF_FD_DUPED   0x10u  /* dup'ed, or made by a dup: its description may have copies */
 struct ef_fd {
     _Atomic uint32_t flags;
     _Atomic uint32_t inst;      /* epoll fd: instance index */
     _Atomic uint32_t inst_uid;  /* epoll fd: uid of that instance */
     _Atomic uint32_t add_stack; /* registered fd: depot id of its last ADD */
     _Atomic uint32_t reg_inst;  /* registered fd: instance of its last ADD */
+    _Atomic uint32_t reg_uid;   /* registered fd: uid of that instance */
     _Atomic int32_t add_pid;    /* registered fd: process that did that ADD */
-    _Atomic uint32_t reg_seq;   /* registered fd: fork/dup epoch at the ADD */
-    uint32_t spare;
+    _Atomic uint32_t born;      /* fork epoch when a wrapped call created it, 0 unknown */
 };
 #define EF_FD_MAX (1u << 26)
 /* Lookup without allocating; NULL when the fd never had an entry. */
@@ -242,7 +254,7 @@ int ef_log_fds(int *out, int max);
 /* ------------------------------------------------------------------ report.c */
 enum ef_use { EF_USE_WAIT = 0, EF_USE_CTL = 1, EF_USE_BLOCKED = 2 };
 struct ef_report {
-    const char *kind;
+    const char *kind;            /* "shared-epoll-ctl", "stale-registration", "epoll-fd-exec-leak" */
     int pid, ppid;
     int owner_pid, modifier_pid, other_pid;
     int other_use;          /* enum ef_use */
@@ -257,6 +269,16 @@ struct ef_report {
     int add_pid;
     int call_stack_unsafe;
     uint32_t lost_changes;
+    /* stale-registration */
+    int holder_pid, holder_fd;
+    uint32_t close_stack;
+    const char *close_how;       /* "close", "close_range", "dup2"... */
+    /* epoll-fd-exec-leak */
+    uint32_t exec_stack;
+    char program[512];
+    char argv0[256];
+    const char *exec_how;        /* "execve", "execvp"... or "start-up" */
+    int entries;                 /* registrations the leaked instance holds, -1 unknown */
 };
 const char *ef_op_name(int op);
 /* Decode epoll event flags as "EPOLLIN|EPOLLET" into buf. */
@@ -277,6 +299,8 @@ struct ef_local {
     _Atomic int32_t slot;        /* my holder slot, -1 none */
     int32_t resv;                /* slot reserved for the child being forked */
     _Atomic uint64_t lastseen;   /* gen as of my last use */
+    _Atomic int32_t some_fd;     /* an fd of this process that refers to it */
+    _Atomic uint32_t ghosts;     /* closes of registered fds awaiting the kernel's word */
 };
 
 struct ef_proc_state {
@@ -300,9 +324,9 @@ void ef_on_ctl_before(int epfd, void *caller);  /* the use check before epoll_ct
 void ef_on_ctl(int epfd, int op, int fd, const void *ev, void *caller); /* after success */
 void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *t, void *caller);
 void ef_on_wait_exit(int epfd, const struct ef_wait_token *t, int result);
-void ef_on_close(int fd);                       /* before the real close */
-void ef_on_close_range(unsigned lo, unsigned hi, int flags);
-void ef_on_dup(int oldfd, int newfd, int cloexec); /* after success */
+void ef_on_close(int fd, void *caller);         /* before the real close */
+void ef_on_close_range(unsigned lo, unsigned hi, int flags, void *caller);
+void ef_on_dup(int oldfd, int newfd, int cloexec, void *caller); /* after success */
 void ef_on_setfd(int fd, int cloexec);
 void ef_on_fork_prepare(void);
 void ef_on_fork_parent(void);
@@ -310,6 +334,41 @@ void ef_on_fork_child(void);
 void ef_on_fork_returned(pid_t result);         /* our fork wrapper, in the parent */
 void ef_on_fork_detected(void);                 /* a fork no handler saw */
 void ef_on_exit(void);
+/* Fork epoch: forks this process took part in (parent or child). */
+extern _Atomic uint32_t ef_fork_epoch;
+extern _Atomic uint32_t ef_ghosts_pending;       /* any ghost candidates at all? */
+/* Internals shared by the rule files (track.c, stale.c, execleak.c). */
+struct ef_local *ef_local_at(uint32_t idx);
+int ef_holds(uint32_t idx);
+int ef_enter(void);
+int ef_pid_alive(int32_t pid);
+uint32_t ef_proc_of_pid(int32_t pid);
+uint32_t ef_split_fork(uint32_t a, uint32_t b);
+void ef_fill_fork(struct ef_report *r, uint32_t split);
+void ef_on_fd_born(int fd);                      /* socket(), accept(), pipe()... */
+/* stale.c */
+void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, void *caller);
+void ef_stale_check(uint32_t idx, int epfd, void *caller);
+void ef_stale_drop(uint32_t idx);
+void ef_startup_note_inherited(int fd);
+/* execleak.c */
+char *const *ef_exec_prepare(const char *path, char *const argv[], char *const envp[],
+                             void *caller);
+void ef_exec_failed(char *const *env_used, char *const envp[]);
+void ef_startup_scan(void);
+/* procfs.c: kernel truth, cold paths only */
+typedef int (*ef_fd_cb)(int fd, void *arg);
+int ef_proc_fds(int pid, ef_fd_cb cb, void *arg);   /* -1 when unreadable */
+struct ef_tfd {
+    int tfd;
+    uint32_t events;
+    uint64_t data;
+    uint64_t ino;
+};
+typedef int (*ef_tfd_cb)(const struct ef_tfd *t, void *arg);
+int ef_fdinfo_entries(int epfd, ef_tfd_cb cb, void *arg); /* -1 when unreadable */
+int ef_fd_is_eventpoll(int pid, int fd);
+
 /* Is the fd an epoll fd we track (cheap)? */
 static inline int ef_fd_is_epoll(int fd)
 {

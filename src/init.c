@@ -63,8 +63,10 @@ void ef_init(void)
                 break;
         }
     }
-    if (!ef_opt.disable)
+    if (!ef_opt.disable) {
         pthread_atfork(on_prepare, on_parent, on_child);
+        ef_startup_scan(); /* epoll fds inherited through an exec we did not see */
+    }
     errno = saved;
     atomic_store_explicit(&ef_init_state, 2, memory_order_release);
 }

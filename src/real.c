@@ -98,6 +98,29 @@ static int fb_epoll_pwait2(int e, void *ev, int n, const void *t, const void *s)
     return (int)fb_ret(syscall(SYS_epoll_pwait2, e, ev, n, t, s, 8));
 }
 
+static int fb_socket(int d, int t, int p) { return (int)fb_ret(syscall(SYS_socket, d, t, p)); }
+static int fb_socketpair(int d, int t, int p, int *sv)
+{
+    return (int)fb_ret(syscall(SYS_socketpair, d, t, p, sv));
+}
+static int fb_accept(int fd, void *a, void *l) { return (int)fb_ret(syscall(SYS_accept, fd, a, l)); }
+static int fb_accept4(int fd, void *a, void *l, int f)
+{
+    return (int)fb_ret(syscall(SYS_accept4, fd, a, l, f));
+}
+static int fb_pipe(int *p) { return (int)fb_ret(syscall(SYS_pipe2, p, 0)); }
+static int fb_pipe2(int *p, int f) { return (int)fb_ret(syscall(SYS_pipe2, p, f)); }
+static int fb_eventfd(unsigned c, int f) { return (int)fb_ret(syscall(SYS_eventfd2, c, f)); }
+static int fb_timerfd_create(int c, int f) { return (int)fb_ret(syscall(SYS_timerfd_create, c, f)); }
+static int fb_execve(const char *p, char *const *a, char *const *e)
+{
+    return (int)fb_ret(syscall(SYS_execve, p, a, e));
+}
+static int fb_fexecve(int fd, char *const *a, char *const *e)
+{
+    return (int)fb_ret(syscall(SYS_execveat, fd, "", a, e, AT_EMPTY_PATH));
+}
+
 /* Called by vfork_x86_64.S; a fork is a correct (slower) vfork until resolved. */
 void *ef_vfork_fn = (void *)fb_fork;
 
@@ -119,6 +142,17 @@ struct ef_real ef_real = {
     .epoll_wait = fb_epoll_wait,
     .epoll_pwait = fb_epoll_pwait,
     .epoll_pwait2 = fb_epoll_pwait2,
+    .socket = fb_socket,
+    .socketpair = fb_socketpair,
+    .accept = fb_accept,
+    .accept4 = fb_accept4,
+    .pipe = fb_pipe,
+    .pipe2 = fb_pipe2,
+    .eventfd = fb_eventfd,
+    .timerfd_create = fb_timerfd_create,
+    .execve = fb_execve,
+    .execvpe = fb_execve, /* only if dlsym fails: no PATH search */
+    .fexecve = fb_fexecve,
 };
 
 #define RESOLVE(name)                                                         \
@@ -149,5 +183,16 @@ void ef_real_resolve(void)
     RESOLVE(epoll_wait);
     RESOLVE(epoll_pwait);
     RESOLVE(epoll_pwait2);
+    RESOLVE(socket);
+    RESOLVE(socketpair);
+    RESOLVE(accept);
+    RESOLVE(accept4);
+    RESOLVE(pipe);
+    RESOLVE(pipe2);
+    RESOLVE(eventfd);
+    RESOLVE(timerfd_create);
+    RESOLVE(execve);
+    RESOLVE(execvpe);
+    RESOLVE(fexecve);
     errno = saved;
 }

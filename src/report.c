@@ -138,61 +138,112 @@ struct stack_desc {
     const char *note;
 };
 
-static void describe(const struct ef_report *r, struct stack_desc *s, int *ns)
+static const char *create_title(const struct ef_report *r, char *buf, size_t len)
 {
-    int n = 0;
-    char ev[256];
-    ef_events_str(r->events, ev, sizeof ev);
-    s[n] = (struct stack_desc){"call", r->call_stack, "", "stack not recorded", NULL};
-    if (r->op == EPOLL_CTL_DEL)
-        ef_fmt(s[n].title, sizeof s[n].title, "the change: %s(epfd=%d, fd=%d) in process %d:",
-               ef_op_name(r->op), r->epfd, r->fd, r->modifier_pid);
-    else
-        ef_fmt(s[n].title, sizeof s[n].title,
-               "the change: %s(epfd=%d, fd=%d, events=%s) in process %d:", ef_op_name(r->op),
-               r->epfd, r->fd, ev[0] ? ev : "0", r->modifier_pid);
-    if (r->call_stack_unsafe)
-        s[n].note = "only the calling frame: unwinding in a child of a multithreaded parent can hang";
-    n++;
-    s[n] = (struct stack_desc){"fork", r->fork_stack, "", NULL, NULL};
-    if (r->fork_child_pid)
-        ef_fmt(s[n].title, sizeof s[n].title,
-               "the fork of process %d by process %d (where the list became shared):",
-               r->fork_child_pid, r->fork_parent_pid);
-    else
-        ef_fmt(s[n].title, sizeof s[n].title, "the fork that split the processes:");
-    s[n].missing = r->fork_how == EF_FORK_UNSEEN
-                       ? "a fork made without fork() (raw clone/syscall): no stack"
-                       : "fork stack not recorded";
-    n++;
-    s[n] = (struct stack_desc){"create", r->create_stack, "", NULL, NULL};
     if (r->create_how == 2)
-        ef_fmt(s[n].title, sizeof s[n].title,
-               "the epoll instance (fd %d, first seen in process %d):", r->create_fd, r->owner_pid);
+        ef_fmt(buf, len, "the epoll instance (fd %d, first seen in process %d):", r->create_fd,
+               r->owner_pid);
     else
-        ef_fmt(s[n].title, sizeof s[n].title, "the epoll instance created by %s(%s) = %d in process %d:",
+        ef_fmt(buf, len, "the epoll instance created by %s(%s) = %d in process %d:",
                r->create_how == 1 ? "epoll_create1" : "epoll_create",
                r->create_how == 1 && (r->create_flags & EPOLL_CLOEXEC) ? "EPOLL_CLOEXEC"
                : r->create_how == 1                                     ? "0"
                                                                         : "...",
                r->create_fd, r->owner_pid);
-    s[n].missing = r->create_how == 2 ? "created before the shim was loaded, or without libc: no stack"
-                                      : "creation stack not recorded";
-    n++;
-    s[n] = (struct stack_desc){"add", r->add_stack, "", NULL, NULL};
+    return r->create_how == 2 ? "created before the shim was loaded, or without libc: no stack"
+                              : "creation stack not recorded";
+}
+
+static void fork_desc(const struct ef_report *r, struct stack_desc *s, const char *why)
+{
+    *s = (struct stack_desc){"fork", r->fork_stack, "", NULL, NULL};
+    if (r->fork_child_pid)
+        ef_fmt(s->title, sizeof s->title, "the fork of process %d by process %d (%s):",
+               r->fork_child_pid, r->fork_parent_pid, why);
+    else
+        ef_fmt(s->title, sizeof s->title, "the fork (%s):", why);
+    s->missing = r->fork_how == EF_FORK_UNSEEN
+                     ? "a fork made without fork() (raw clone/syscall): no stack"
+                     : "fork stack not recorded";
+}
+
+static void add_desc(const struct ef_report *r, struct stack_desc *s)
+{
+    *s = (struct stack_desc){"add", r->add_stack, "", NULL, NULL};
     if (r->add_pid)
-        ef_fmt(s[n].title, sizeof s[n].title, "fd %d registered by EPOLL_CTL_ADD in process %d:",
+        ef_fmt(s->title, sizeof s->title, "fd %d registered by EPOLL_CTL_ADD in process %d:",
                r->fd, r->add_pid);
     else
-        ef_fmt(s[n].title, sizeof s[n].title, "fd %d registered by EPOLL_CTL_ADD:", r->fd);
-    s[n].missing = "registered before the shim was loaded, or by a process it did not see: no stack";
-    n++;
-    if (r->use_stack) {
-        static const char *uses[] = {"epoll_wait", "epoll_ctl", "blocked in epoll_wait"};
-        s[n] = (struct stack_desc){"use", r->use_stack, "", NULL, NULL};
-        ef_fmt(s[n].title, sizeof s[n].title, "the affected use: %s in process %d:",
-               uses[r->other_use], r->other_pid);
+        ef_fmt(s->title, sizeof s->title, "fd %d registered by EPOLL_CTL_ADD:", r->fd);
+    s->missing = "registered before the shim was loaded, or by a process it did not see: no stack";
+}
+
+static void describe(const struct ef_report *r, struct stack_desc *s, int *ns)
+{
+    int n = 0;
+    char ev[256];
+    ef_events_str(r->events, ev, sizeof ev);
+    static const char *uses[] = {"epoll_wait", "epoll_ctl", "blocked in epoll_wait"};
+    if (!strcmp(r->kind, "epoll-fd-exec-leak")) {
+        s[n] = (struct stack_desc){"exec", r->exec_stack, "", NULL, NULL};
+        ef_fmt(s[n].title, sizeof s[n].title, "the exec of %s in process %d:", r->program, r->pid);
+        s[n].missing = "exec made where the shim cannot see it (posix_spawn, system, popen, or "
+                       "a program without the shim): no stack";
         n++;
+        s[n] = (struct stack_desc){"create", r->create_stack, "", NULL, NULL};
+        s[n].missing = create_title(r, s[n].title, sizeof s[n].title);
+        if (!strcmp(r->exec_how, "start-up")) {
+            ef_fmt(s[n].title, sizeof s[n].title, "the epoll instance (fd %d, inherited at exec):",
+                   r->epfd);
+            s[n].missing = "created by the program that exec'd this one: no stack";
+        }
+        n++;
+    } else if (!strcmp(r->kind, "stale-registration")) {
+        s[n] = (struct stack_desc){"close", r->close_stack, "", "stack not recorded", NULL};
+        ef_fmt(s[n].title, sizeof s[n].title, "the close of fd %d (without EPOLL_CTL_DEL) in process %d:",
+               r->fd, r->pid);
+        n++;
+        add_desc(r, &s[n++]);
+        fork_desc(r, &s[n], "the copy of the fd that keeps the registration alive");
+        if (r->holder_pid == r->pid) {
+            s[n].missing = "the surviving copy is a dup in the same process: no fork involved";
+        } else if (r->holder_pid <= 0) {
+            s[n].missing = "the process holding the copy is not known";
+        }
+        n++;
+        s[n] = (struct stack_desc){"create", r->create_stack, "", NULL, NULL};
+        s[n].missing = create_title(r, s[n].title, sizeof s[n].title);
+        n++;
+        if (r->use_stack) {
+            s[n] = (struct stack_desc){"use", r->use_stack, "", NULL, NULL};
+            ef_fmt(s[n].title, sizeof s[n].title, "the next use of the instance in process %d:",
+                   r->pid);
+            n++;
+        }
+    } else {
+        s[n] = (struct stack_desc){"call", r->call_stack, "", "stack not recorded", NULL};
+        if (r->op == EPOLL_CTL_DEL)
+            ef_fmt(s[n].title, sizeof s[n].title, "the change: %s(epfd=%d, fd=%d) in process %d:",
+                   ef_op_name(r->op), r->epfd, r->fd, r->modifier_pid);
+        else
+            ef_fmt(s[n].title, sizeof s[n].title,
+                   "the change: %s(epfd=%d, fd=%d, events=%s) in process %d:", ef_op_name(r->op),
+                   r->epfd, r->fd, ev[0] ? ev : "0", r->modifier_pid);
+        if (r->call_stack_unsafe)
+            s[n].note = "only the calling frame: unwinding in a child of a multithreaded parent "
+                        "can hang";
+        n++;
+        fork_desc(r, &s[n++], "where the list became shared");
+        s[n] = (struct stack_desc){"create", r->create_stack, "", NULL, NULL};
+        s[n].missing = create_title(r, s[n].title, sizeof s[n].title);
+        n++;
+        add_desc(r, &s[n++]);
+        if (r->use_stack) {
+            s[n] = (struct stack_desc){"use", r->use_stack, "", NULL, NULL};
+            ef_fmt(s[n].title, sizeof s[n].title, "the affected use: %s in process %d:",
+                   uses[r->other_use], r->other_pid);
+            n++;
+        }
     }
     *ns = n;
 }
@@ -258,11 +309,44 @@ static const char *use_word(int u)
     return u == EF_USE_BLOCKED ? "blocked-in-wait" : u == EF_USE_CTL ? "epoll_ctl" : "epoll_wait";
 }
 
-static void render_text(const struct ef_report *r, struct out *o, struct ef_symctx *c)
+static void kv_int(struct out *o, const char *key, long v)
 {
-    char pfx[32], ev[256];
-    ef_fmt(pfx, sizeof pfx, "==%d==", r->pid);
-    ef_events_str(r->events, ev, sizeof ev);
+    char num[32];
+    ef_fmt(num, sizeof num, "%ld", v);
+    put_kv(o, key, num);
+}
+
+static void headline(const struct ef_report *r, struct out *o, const char *pfx)
+{
+    if (!strcmp(r->kind, "epoll-fd-exec-leak")) {
+        if (!strcmp(r->exec_how, "start-up"))
+            putf(o, "%s epollfork: WARNING: epoll-fd-exec-leak: this program (%s) started holding "
+                    "epoll fd %d, inherited without close-on-exec from the program that exec'd it "
+                    "(%d registrations kept alive)\n",
+                 pfx, r->program, r->epfd, r->entries);
+        else
+            putf(o, "%s epollfork: WARNING: epoll-fd-exec-leak: epoll fd %d (created by process "
+                    "%d) has no close-on-exec and will be inherited by %s (%d registrations kept "
+                    "alive)\n",
+                 pfx, r->epfd, r->owner_pid, r->program, r->entries);
+        return;
+    }
+    if (!strcmp(r->kind, "stale-registration")) {
+        char who[96];
+        if (r->holder_pid == r->pid)
+            ef_fmt(who, sizeof who, "this process still holds a copy (fd %d)", r->holder_fd);
+        else if (r->holder_pid > 0)
+            ef_fmt(who, sizeof who, "process %d still holds a copy (fd %d)", r->holder_pid,
+                   r->holder_fd);
+        else
+            ef_fmt(who, sizeof who, "another copy of it is still open");
+        putf(o, "%s epollfork: WARNING: stale-registration: process %d closed fd %d (%s) without "
+                "EPOLL_CTL_DEL, but its registration in epoll fd %d survives because %s: "
+                "epoll_wait keeps reporting events for the closed number and EPOLL_CTL_DEL fails "
+                "with EBADF\n",
+             pfx, r->pid, r->fd, r->target[0] ? r->target : "unknown target", r->epfd, who);
+        return;
+    }
     const char *verb = r->op == EPOLL_CTL_ADD ? "added" : r->op == EPOLL_CTL_MOD ? "modified"
                                                                                 : "deleted";
     const char *prep = r->op == EPOLL_CTL_ADD ? "to" : r->op == EPOLL_CTL_MOD ? "in" : "from";
@@ -277,6 +361,51 @@ static void render_text(const struct ef_report *r, struct out *o, struct ef_symc
     if (r->lost_changes)
         putf(o, "%s   (%u more changes by other processes were not recorded: ring overflow)\n",
              pfx, r->lost_changes);
+}
+
+static void summary(const struct ef_report *r, struct out *o, const char *pfx, struct ef_symctx *c)
+{
+    char ev[256], site[400];
+    ef_events_str(r->events, ev, sizeof ev);
+    const char *kind = r->kind;
+    int leak = !strcmp(kind, "epoll-fd-exec-leak"), stale = !strcmp(kind, "stale-registration");
+    top_frame(leak ? r->exec_stack : stale ? r->close_stack : r->call_stack, c, site, sizeof site);
+    putf(o, "%s epollfork: SUMMARY: %s", pfx, kind);
+    kv_int(o, "pid", r->pid);
+    if (leak) {
+        kv_int(o, "epfd", r->epfd);
+        put_kv(o, "program", r->program[0] ? r->program : "unknown");
+        put_kv(o, "exec", r->exec_how);
+        kv_int(o, "entries", r->entries);
+        kv_int(o, "owner_pid", r->owner_pid);
+    } else if (stale) {
+        kv_int(o, "epfd", r->epfd);
+        kv_int(o, "fd", r->fd);
+        put_kv(o, "events", ev);
+        put_kv(o, "target", r->target[0] ? r->target : "unknown");
+        kv_int(o, "holder_pid", r->holder_pid);
+        kv_int(o, "holder_fd", r->holder_fd);
+        kv_int(o, "owner_pid", r->owner_pid);
+    } else {
+        kv_int(o, "modifier_pid", r->modifier_pid);
+        kv_int(o, "other_pid", r->other_pid);
+        kv_int(o, "owner_pid", r->owner_pid);
+        put_kv(o, "op", ef_op_name(r->op));
+        kv_int(o, "epfd", r->epfd);
+        kv_int(o, "fd", r->fd);
+        put_kv(o, "events", r->op == EPOLL_CTL_DEL ? "" : ev);
+        put_kv(o, "target", r->target[0] ? r->target : "unknown");
+        put_kv(o, "use", use_word(r->other_use));
+    }
+    put_kv(o, "site", site[0] ? site : "unknown");
+    puts_(o, "\n");
+}
+
+static void render_text(const struct ef_report *r, struct out *o, struct ef_symctx *c)
+{
+    char pfx[32];
+    ef_fmt(pfx, sizeof pfx, "==%d==", r->pid);
+    headline(r, o, pfx);
     struct stack_desc s[6];
     int ns;
     describe(r, s, &ns);
@@ -291,50 +420,43 @@ static void render_text(const struct ef_report *r, struct out *o, struct ef_symc
         if (s[k].note)
             putf(o, "%s    (%s)\n", pfx, s[k].note);
     }
-    char site[400];
-    top_frame(r->call_stack, c, site, sizeof site);
-    putf(o, "%s epollfork: SUMMARY: %s", pfx, r->kind);
-    char num[32];
-    ef_fmt(num, sizeof num, "%d", r->pid);
-    put_kv(o, "pid", num);
-    ef_fmt(num, sizeof num, "%d", r->modifier_pid);
-    put_kv(o, "modifier_pid", num);
-    ef_fmt(num, sizeof num, "%d", r->other_pid);
-    put_kv(o, "other_pid", num);
-    ef_fmt(num, sizeof num, "%d", r->owner_pid);
-    put_kv(o, "owner_pid", num);
-    put_kv(o, "op", ef_op_name(r->op));
-    ef_fmt(num, sizeof num, "%d", r->epfd);
-    put_kv(o, "epfd", num);
-    ef_fmt(num, sizeof num, "%d", r->fd);
-    put_kv(o, "fd", num);
-    put_kv(o, "events", ev);
-    put_kv(o, "target", r->target[0] ? r->target : "unknown");
-    put_kv(o, "use", use_word(r->other_use));
-    put_kv(o, "site", site[0] ? site : "unknown");
-    puts_(o, "\n");
+    summary(r, o, pfx, c);
 }
 
 static void render_json(const struct ef_report *r, struct out *o, struct ef_symctx *c)
 {
-    char ts[48], ev[256];
+    char ts[48], ev[256], site[400];
     ef_rfc3339(r->time_ns, ts, sizeof ts);
     ef_events_str(r->events, ev, sizeof ev);
+    int leak = !strcmp(r->kind, "epoll-fd-exec-leak"), stale = !strcmp(r->kind, "stale-registration");
     putf(o, "{\"tool\":\"epollfork\",\"version\":\"%s\",\"kind\":\"%s\",\"time\":\"%s\","
-            "\"pid\":%d,\"ppid\":%d,\"owner_pid\":%d,\"modifier_pid\":%d,\"other_pid\":%d,"
-            "\"other_use\":\"%s\",\"op\":\"%s\",\"epfd\":%d,\"fd\":%d,\"events\":",
-         EF_VERSION, r->kind, ts, r->pid, r->ppid, r->owner_pid, r->modifier_pid, r->other_pid,
-         use_word(r->other_use), ef_op_name(r->op), r->epfd, r->fd);
-    put_json_str(o, r->op == EPOLL_CTL_DEL ? "" : ev);
-    putf(o, ",\"data\":\"0x%llx\",\"target\":", (unsigned long long)r->data);
-    if (r->target[0])
-        put_json_str(o, r->target);
-    else
-        puts_(o, "null");
-    putf(o, ",\"fork_parent_pid\":%d,\"fork_child_pid\":%d,\"lost_changes\":%u",
-         r->fork_parent_pid, r->fork_child_pid, r->lost_changes);
-    char site[400];
-    top_frame(r->call_stack, c, site, sizeof site);
+            "\"pid\":%d,\"ppid\":%d,\"owner_pid\":%d,\"epfd\":%d",
+         EF_VERSION, r->kind, ts, r->pid, r->ppid, r->owner_pid, r->epfd);
+    if (leak) {
+        puts_(o, ",\"program\":");
+        put_json_str(o, r->program);
+        puts_(o, ",\"argv0\":");
+        put_json_str(o, r->argv0);
+        putf(o, ",\"exec\":\"%s\",\"entries\":%d", r->exec_how, r->entries);
+    } else {
+        putf(o, ",\"fd\":%d,\"events\":", r->fd);
+        put_json_str(o, !stale && r->op == EPOLL_CTL_DEL ? "" : ev);
+        putf(o, ",\"data\":\"0x%llx\",\"target\":", (unsigned long long)r->data);
+        if (r->target[0])
+            put_json_str(o, r->target);
+        else
+            puts_(o, "null");
+        if (stale)
+            putf(o, ",\"holder_pid\":%d,\"holder_fd\":%d", r->holder_pid, r->holder_fd);
+        else
+            putf(o, ",\"modifier_pid\":%d,\"other_pid\":%d,\"other_use\":\"%s\",\"op\":\"%s\","
+                    "\"lost_changes\":%u",
+                 r->modifier_pid, r->other_pid, use_word(r->other_use), ef_op_name(r->op),
+                 r->lost_changes);
+        putf(o, ",\"fork_parent_pid\":%d,\"fork_child_pid\":%d", r->fork_parent_pid,
+             r->fork_child_pid);
+    }
+    top_frame(leak ? r->exec_stack : stale ? r->close_stack : r->call_stack, c, site, sizeof site);
     puts_(o, ",\"site\":");
     put_json_str(o, site);
     puts_(o, ",\"stacks\":{");

@@ -53,9 +53,12 @@ EF_TLS uint32_t ef_tls_fork_stack;
 EF_TLS int ef_tls_fork_how;
 struct ef_wipe *ef_wipe;
 
+_Atomic uint32_t ef_fork_epoch;
+_Atomic uint32_t ef_ghosts_pending;
 static struct ef_local *local;          /* [EF_MAX_INST], process-private */
 static uint32_t pending_fork_stack;
 static int pending_fork_how;
+static uint32_t pending_child_proc; /* allocated before the fork, filled by both sides */
 static int pending_parent_mt;
 
 /* ------------------------------------------------------------------ start */
@@ -110,6 +113,16 @@ static inline int enter(void)
     return 1;
 }
 
+int ef_enter(void)
+{
+    return enter();
+}
+
+struct ef_local *ef_local_at(uint32_t idx)
+{
+    return &local[idx];
+}
+
 static inline struct ef_inst *inst_of(uint32_t idx)
 {
     return &ef_reg->inst[idx];
@@ -120,6 +133,11 @@ static inline int holds(uint32_t idx)
 {
     uint32_t u = atomic_load_explicit(&local[idx].uid, memory_order_relaxed);
     return u && u == atomic_load_explicit(&inst_of(idx)->uid, memory_order_relaxed);
+}
+
+int ef_holds(uint32_t idx)
+{
+    return idx && idx < EF_MAX_INST && local && holds(idx);
 }
 
 /* --------------------------------------------------------------- holders */
@@ -156,6 +174,8 @@ static void release(uint32_t idx)
 {
     struct ef_local *l = &local[idx];
     struct ef_inst *in = inst_of(idx);
+    if (atomic_load(&l->ghosts))
+        ef_stale_drop(idx); /* the instance itself is being closed: no ghost to report */
     uint32_t uid = atomic_exchange(&l->uid, 0);
     int slot = atomic_exchange(&l->slot, -1);
     if (!uid || uid != atomic_load(&in->uid))
@@ -178,8 +198,9 @@ static void drop_alias(struct ef_fd *e)
         release(idx);
 }
 
-static void set_alias(struct ef_fd *e, uint32_t idx, int cloexec)
+static void set_alias(int fd, struct ef_fd *e, uint32_t idx, int cloexec)
 {
+    atomic_store(&local[idx].some_fd, fd);
     atomic_store(&e->inst, idx);
     atomic_store(&e->inst_uid, atomic_load(&local[idx].uid));
     atomic_fetch_or(&e->flags, EF_FD_EPOLL | (cloexec ? EF_FD_CLOEXEC : 0));
@@ -208,7 +229,7 @@ static uint32_t new_instance(int fd, struct ef_fd *e, int how, int flags, void *
     atomic_store(&l->lastseen, 0);
     atomic_store(&l->aliases, 1);
     atomic_store(&l->uid, atomic_load(&in->uid));
-    set_alias(e, idx, how == 1 ? (flags & EPOLL_CLOEXEC) != 0 : 0);
+    set_alias(fd, e, idx, how == 1 ? (flags & EPOLL_CLOEXEC) != 0 : 0);
     return idx;
 }
 
@@ -243,7 +264,7 @@ static uint32_t adopt(int epfd, struct ef_fd *e)
 
 /* --------------------------------------------------------------- reports */
 
-static int pid_alive(int32_t pid)
+int ef_pid_alive(int32_t pid)
 {
     if (pid <= 0)
         return 0;
@@ -257,7 +278,7 @@ static int pid_alive(int32_t pid)
  * waiter count behind, and must not be reported as blocked. */
 static int pid_running(int32_t pid)
 {
-    if (!pid_alive(pid))
+    if (!ef_pid_alive(pid))
         return 0;
     char path[64], buf[512];
     ef_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -277,7 +298,7 @@ static int pid_running(int32_t pid)
     return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
 }
 
-static uint32_t proc_of_pid(int32_t pid)
+uint32_t ef_proc_of_pid(int32_t pid)
 {
     if (!ef_reg)
         return 0;
@@ -293,7 +314,7 @@ static uint32_t proc_of_pid(int32_t pid)
 /* The fork that split processes a (the modifier) and b: walk both up to their
  * common ancestor; the fork is the first one below it on a's side, or on b's
  * side when a is the ancestor. */
-static uint32_t split_fork(uint32_t a, uint32_t b)
+uint32_t ef_split_fork(uint32_t a, uint32_t b)
 {
     struct ef_proc *pa = ef_proc_at(a), *pb = ef_proc_at(b);
     if (!pa || !pb)
@@ -317,6 +338,18 @@ static uint32_t split_fork(uint32_t a, uint32_t b)
     return below_a ? below_a : below_b;
 }
 
+void ef_fill_fork(struct ef_report *r, uint32_t split)
+{
+    struct ef_proc *fp = ef_proc_at(split);
+    if (!fp)
+        return;
+    r->fork_stack = fp->fork_stack;
+    r->fork_child_pid = fp->pid;
+    struct ef_proc *pp = ef_proc_at(fp->parent);
+    r->fork_parent_pid = pp ? pp->pid : 0;
+    r->fork_how = (int)fp->fork_how;
+}
+
 static int same_file(const char *path, const struct ef_target *t)
 {
     struct stat st;
@@ -332,7 +365,7 @@ static void describe_target(const struct ef_change *c, char *out, size_t len)
     const struct ef_target *t = &c->target;
     int pids[2] = {c->pid, ef_self.pid};
     for (int k = 0; k < 2; k++) {
-        if (k == 0 && c->pid != ef_self.pid && !pid_alive(c->pid))
+        if (k == 0 && c->pid != ef_self.pid && !ef_pid_alive(c->pid))
             continue;
         if (k == 0 && c->pid == ef_self.pid)
             ef_fmt(p, sizeof p, "/proc/self/fd/%d", c->fd);
@@ -398,15 +431,7 @@ static void conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
     r.create_flags = in->create_flags;
     r.create_fd = in->create_fd;
     r.time_ns = ef_realtime_ns();
-    uint32_t f = split_fork(c->proc, other_proc);
-    struct ef_proc *fp = ef_proc_at(f);
-    if (fp) {
-        r.fork_stack = fp->fork_stack;
-        r.fork_child_pid = fp->pid;
-        struct ef_proc *pp = ef_proc_at(fp->parent);
-        r.fork_parent_pid = pp ? pp->pid : 0;
-        r.fork_how = (int)fp->fork_how;
-    }
+    ef_fill_fork(&r, ef_split_fork(c->proc, other_proc));
     r.call_stack = c->call_stack;
     r.call_stack_unsafe = (c->flags & EF_CHG_UNSAFE_STACK) != 0;
     r.create_stack = in->create_stack;
@@ -492,6 +517,8 @@ void ef_on_ctl_before(int epfd, void *caller)
         return;
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     struct ef_inst *in = inst_of(idx);
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
+        ef_stale_check(idx, epfd, caller);
     if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_relaxed)))
         return;
     if (!holds(idx))
@@ -549,7 +576,7 @@ static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_ev
             continue;
         struct ef_change copy;
         if (read_change(in, g, &copy) == 1)
-            conflict(idx, &copy, (int32_t)pid, proc_of_pid((int32_t)pid), EF_USE_BLOCKED, NULL);
+            conflict(idx, &copy, (int32_t)pid, ef_proc_of_pid((int32_t)pid), EF_USE_BLOCKED, NULL);
         break;
     }
     if ((g & 63) == 0)
@@ -586,6 +613,8 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
             atomic_store_explicit(&t->add_stack, call, memory_order_relaxed);
             atomic_store_explicit(&t->add_pid, ef_self.pid, memory_order_relaxed);
             atomic_store_explicit(&t->reg_inst, idx, memory_order_relaxed);
+            atomic_store_explicit(&t->reg_uid, atomic_load_explicit(&in->uid, memory_order_relaxed),
+                                  memory_order_relaxed);
             atomic_fetch_or_explicit(&t->flags, EF_FD_REG, memory_order_relaxed);
         }
     }
@@ -645,6 +674,8 @@ void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *tok, void *c
             }
         }
     }
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
+        ef_stale_check(idx, epfd, caller);
     if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_seq_cst)))
         return;
     if (!holds(idx))
@@ -675,29 +706,33 @@ void ef_on_wait_exit(int epfd, const struct ef_wait_token *tok, int result)
 
 /* ------------------------------------------------------- close and dups */
 
-void ef_on_close(int fd)
+void ef_on_close(int fd, void *caller)
 {
     struct ef_fd *e = ef_fd_peek(fd);
     if (!e)
         return;
     uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
-    if (!(f & (EF_FD_EPOLL | EF_FD_REG)))
+    if (!f)
         return;
+    if (!(f & (EF_FD_EPOLL | EF_FD_REG))) {
+        atomic_fetch_and(&e->flags, ~EF_FD_DUPED);
+        return;
+    }
     if (!tracking() || !enter())
         return;
     if (f & EF_FD_EPOLL)
         drop_alias(e);
-    if (f & EF_FD_REG) {
-        atomic_fetch_and(&e->flags, ~EF_FD_REG);
-        atomic_store(&e->add_stack, 0);
-    }
+    if (f & EF_FD_REG)
+        ef_stale_on_close(fd, e, f, caller);
+    atomic_fetch_and(&e->flags, ~(EF_FD_REG | EF_FD_DUPED));
+    atomic_store(&e->add_stack, 0);
+    atomic_store(&e->born, 0);
 }
 
 static void close_one(int fd, struct ef_fd *e, void *arg)
 {
     (void)e;
-    (void)arg;
-    ef_on_close(fd);
+    ef_on_close(fd, arg);
 }
 
 static void cloexec_one(int fd, struct ef_fd *e, void *arg)
@@ -708,39 +743,59 @@ static void cloexec_one(int fd, struct ef_fd *e, void *arg)
         atomic_fetch_or(&e->flags, EF_FD_CLOEXEC);
 }
 
-void ef_on_close_range(unsigned lo, unsigned hi, int flags)
+void ef_on_close_range(unsigned lo, unsigned hi, int flags, void *caller)
 {
-    if (!tracking() || lo > hi)
+    if (lo > hi)
         return;
     if (flags & CLOSE_RANGE_CLOEXEC)
         ef_fd_foreach(lo, hi, cloexec_one, NULL);
     else
-        ef_fd_foreach(lo, hi, close_one, NULL);
+        ef_fd_foreach(lo, hi, close_one, caller);
 }
 
-void ef_on_dup(int oldfd, int newfd, int cloexec)
+void ef_on_dup(int oldfd, int newfd, int cloexec, void *caller)
 {
-    if (!tracking() || oldfd == newfd)
+    if (oldfd == newfd)
         return;
     struct ef_fd *o = ef_fd_peek(oldfd);
     struct ef_fd *n = ef_fd_peek(newfd);
-    uint32_t of = o ? atomic_load(&o->flags) : 0;
-    if (!(of & EF_FD_EPOLL) && !(n && atomic_load(&n->flags) & (EF_FD_EPOLL | EF_FD_REG)))
+    if (n && atomic_load(&n->flags))
+        ef_on_close(newfd, caller); /* dup2/dup3 replaced whatever newfd was */
+    /* Two fds now share one open file description: closing one of them no
+     * longer removes an epoll registration of it (see stale.c). */
+    if (!o)
+        o = ef_fd_get(oldfd);
+    if (!n)
+        n = ef_fd_get(newfd);
+    if (!o || !n)
         return;
-    if (!enter())
-        return;
-    if (n)
-        ef_on_close(newfd); /* dup2/dup3 replaced whatever newfd was */
-    if (!(of & EF_FD_EPOLL))
+    uint32_t of = atomic_fetch_or(&o->flags, EF_FD_DUPED);
+    atomic_fetch_or(&n->flags, EF_FD_DUPED);
+    if (!(of & EF_FD_EPOLL) || !tracking() || !enter())
         return;
     uint32_t idx = atomic_load(&o->inst);
     if (!holds(idx))
         return;
-    n = ef_fd_get(newfd);
-    if (!n)
-        return;
     atomic_fetch_add(&local[idx].aliases, 1);
-    set_alias(n, idx, cloexec);
+    set_alias(newfd, n, idx, cloexec);
+}
+
+/* A wrapped call created fd: its number was free, so whatever the table says
+ * about it is stale (a close we did not see); and after a fork, an fd created
+ * since the last fork has no copy in another process. */
+void ef_on_fd_born(int fd)
+{
+    uint32_t epoch = atomic_load_explicit(&ef_fork_epoch, memory_order_relaxed);
+    struct ef_fd *e = epoch ? ef_fd_get(fd) : ef_fd_peek(fd);
+    if (!e)
+        return;
+    uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
+    if (EF_UNLIKELY(f & (EF_FD_EPOLL | EF_FD_REG | EF_FD_DUPED))) {
+        if ((f & EF_FD_EPOLL) && tracking() && enter())
+            drop_alias(e);
+        atomic_fetch_and(&e->flags, ~(EF_FD_EPOLL | EF_FD_REG | EF_FD_DUPED | EF_FD_CLOEXEC));
+    }
+    atomic_store_explicit(&e->born, epoch, memory_order_relaxed);
 }
 
 void ef_on_setfd(int fd, int cloexec)
@@ -766,6 +821,7 @@ static uint32_t hw(void)
  * handlers are serialized and `resv` cannot be mixed up between two forks). */
 void ef_on_fork_prepare(void)
 {
+    atomic_fetch_add(&ef_fork_epoch, 1); /* every fd open now gets a copy */
     if (!tracking() || !enter())
         return;
     ef_in_shim++;
@@ -780,6 +836,10 @@ void ef_on_fork_prepare(void)
     }
     ef_in_shim--;
     pending_parent_mt = ef_stack_parent_mt();
+    /* The child's process record exists before the child runs, so that the
+     * parent can name it at once (our fork wrapper stores its pid). */
+    pending_child_proc = ef_proc_alloc(0, ef_self.proc, pending_fork_stack,
+                                       (uint32_t)pending_fork_how);
     uint32_t h = hw();
     uint64_t word = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
     for (uint32_t i = 1; i < h; i++) {
@@ -807,6 +867,11 @@ void ef_on_fork_returned(pid_t child)
 {
     if (!tracking() || !enter())
         return;
+    struct ef_proc *cp = ef_proc_at(pending_child_proc);
+    if (cp && child > 0) {
+        int32_t zero = 0;
+        atomic_compare_exchange_strong(&cp->pid, &zero, child);
+    }
     uint32_t h = hw();
     uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
     for (uint32_t i = 1; i < h; i++) {
@@ -833,8 +898,10 @@ void ef_on_fork_child(void)
     ef_wipe->valid = 1;
     pid_t parent = ef_self.pid;
     ef_self.pid = ef_sys_getpid();
-    ef_self.proc = ef_proc_alloc(ef_self.pid, ef_self.proc, pending_fork_stack,
-                                 (uint32_t)pending_fork_how);
+    ef_self.proc = pending_child_proc;
+    struct ef_proc *me = ef_proc_at(ef_self.proc);
+    if (me)
+        atomic_store(&me->pid, ef_self.pid);
     uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)parent) << 32;
     uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
     uint32_t h = hw();
@@ -864,6 +931,7 @@ void ef_on_fork_child(void)
 void ef_on_fork_detected(void)
 {
     ef_wipe->valid = 1;
+    atomic_fetch_add(&ef_fork_epoch, 1);
     atomic_store(&ef_vfork_depth, 0);
     pid_t parent = ef_self.pid;
     (void)parent;

@@ -17,6 +17,9 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "ef.h"
@@ -146,7 +149,7 @@ EXPORT int close(int fd)
                 return ebadf();
             if (active()) {
                 int e = errno;
-                ef_on_close(fd);
+                ef_on_close(fd, CALLER);
                 errno = e;
             }
         }
@@ -186,7 +189,7 @@ EXPORT int close_range(unsigned lo, unsigned hi, int flags)
     if (!active() || lo > hi)
         return ef_real.close_range(lo, hi, flags);
     int e = errno;
-    ef_on_close_range(lo, hi, flags);
+    ef_on_close_range(lo, hi, flags, CALLER);
     errno = e;
     if (flags & CLOSE_RANGE_CLOEXEC)
         return ef_real.close_range(lo, hi, flags); /* ours are close-on-exec anyway */
@@ -200,7 +203,7 @@ EXPORT void closefrom(int lo)
         return;
     }
     int e = errno;
-    ef_on_close_range((unsigned)lo, ~0u, 0);
+    ef_on_close_range((unsigned)lo, ~0u, 0, CALLER);
     int own[4];
     int n = ef_log_fds(own, 4), top = -1;
     for (int i = 0; i < n; i++)
@@ -230,7 +233,7 @@ EXPORT int dup(int fd)
     int r = ef_real.dup(fd);
     if (r >= 0 && active()) {
         int e = errno;
-        ef_on_dup(fd, r, 0);
+        ef_on_dup(fd, r, 0, CALLER);
         errno = e;
     }
     return r;
@@ -245,7 +248,7 @@ EXPORT int dup2(int fd, int fd2)
     int r = ef_real.dup2(fd, fd2);
     if (r >= 0 && fd != fd2 && active()) {
         int e = errno;
-        ef_on_dup(fd, fd2, 0);
+        ef_on_dup(fd, fd2, 0, CALLER);
         errno = e;
     }
     return r;
@@ -260,13 +263,13 @@ EXPORT int dup3(int fd, int fd2, int flags)
     int r = ef_real.dup3(fd, fd2, flags);
     if (r >= 0 && active()) {
         int e = errno;
-        ef_on_dup(fd, fd2, (flags & O_CLOEXEC) != 0);
+        ef_on_dup(fd, fd2, (flags & O_CLOEXEC) != 0, CALLER);
         errno = e;
     }
     return r;
 }
 
-static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
+static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg, void *caller)
 {
     if (EF_UNLIKELY(owned(fd)))
         return ebadf();
@@ -278,7 +281,7 @@ static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg)
         if (cmd == F_SETFD)
             ef_on_setfd(fd, ((int)(intptr_t)arg & FD_CLOEXEC) != 0);
         else
-            ef_on_dup(fd, r, cmd == F_DUPFD_CLOEXEC);
+            ef_on_dup(fd, r, cmd == F_DUPFD_CLOEXEC, caller);
         errno = e;
     }
     return r;
@@ -290,7 +293,7 @@ EXPORT int fcntl(int fd, int cmd, ...)
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return do_fcntl(ef_real.fcntl, fd, cmd, arg);
+    return do_fcntl(ef_real.fcntl, fd, cmd, arg, CALLER);
 }
 
 EXPORT int fcntl64(int fd, int cmd, ...)
@@ -299,7 +302,7 @@ EXPORT int fcntl64(int fd, int cmd, ...)
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    return do_fcntl(ef_real.fcntl64, fd, cmd, arg);
+    return do_fcntl(ef_real.fcntl64, fd, cmd, arg, CALLER);
 }
 
 /* ------------------------------------------------------------- forks */
@@ -345,4 +348,180 @@ EXPORT pid_t _Fork(void)
     if (p != 0)
         ef_tls_fork_stack = 0;
     return p;
+}
+
+/* --------------------------------------------- fds that are born here */
+/* Only to know that an fd created after the last fork has no copy elsewhere
+ * (stale.c); one table store, and nothing at all in a process that never
+ * forked and never had the number in its table. */
+
+static inline int born(int r)
+{
+    if (r >= 0 && EF_LIKELY(!ef_opt.disable)) {
+        int e = errno;
+        ef_on_fd_born(r);
+        errno = e;
+    }
+    return r;
+}
+
+EXPORT int socket(int domain, int type, int proto)
+{
+    ef_ensure_init();
+    return born(ef_real.socket(domain, type, proto));
+}
+
+EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+    ef_ensure_init();
+    return born(ef_real.accept(fd, addr, len));
+}
+
+EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    ef_ensure_init();
+    return born(ef_real.accept4(fd, addr, len, flags));
+}
+
+EXPORT int eventfd(unsigned int count, int flags)
+{
+    ef_ensure_init();
+    return born(ef_real.eventfd(count, flags));
+}
+
+EXPORT int timerfd_create(int clock, int flags)
+{
+    ef_ensure_init();
+    return born(ef_real.timerfd_create(clock, flags));
+}
+
+EXPORT int socketpair(int domain, int type, int proto, int sv[2])
+{
+    ef_ensure_init();
+    int r = ef_real.socketpair(domain, type, proto, sv);
+    if (r == 0) {
+        born(sv[0]);
+        born(sv[1]);
+    }
+    return r;
+}
+
+EXPORT int pipe(int p[2])
+{
+    ef_ensure_init();
+    int r = ef_real.pipe(p);
+    if (r == 0) {
+        born(p[0]);
+        born(p[1]);
+    }
+    return r;
+}
+
+EXPORT int pipe2(int p[2], int flags)
+{
+    ef_ensure_init();
+    int r = ef_real.pipe2(p, flags);
+    if (r == 0) {
+        born(p[0]);
+        born(p[1]);
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------- exec */
+/* Judge epoll fds that would leak into the new program (execleak.c), then
+ * exec.  If the exec fails, the process goes on as before. */
+
+extern char **environ;
+
+enum { X_EXECVE, X_EXECVPE, X_FEXECVE };
+
+static int real_exec(int kind, const char *path, int fd, char *const argv[], char *const envp[])
+{
+    if (kind == X_FEXECVE)
+        return ef_real.fexecve(fd, argv, envp);
+    if (kind == X_EXECVPE)
+        return ef_real.execvpe(path, argv, envp);
+    return ef_real.execve(path, argv, envp);
+}
+
+static int do_exec(int kind, const char *path, int fd, char *const argv[], char *const envp[],
+                   void *caller)
+{
+    if (!active())
+        return real_exec(kind, path, fd, argv, envp);
+    int e = errno;
+    char fdpath[64];
+    if (kind == X_FEXECVE) {
+        ef_fmt(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
+        path = fdpath;
+    }
+    char *const *env = ef_exec_prepare(path, argv, envp, caller);
+    errno = e;
+    int r = real_exec(kind, kind == X_FEXECVE ? NULL : path, fd, argv, env ? env : envp);
+    e = errno;
+    ef_exec_failed(env, envp);
+    errno = e;
+    return r;
+}
+
+EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+    return do_exec(X_EXECVE, path, -1, argv, envp, CALLER);
+}
+
+EXPORT int execv(const char *path, char *const argv[])
+{
+    return do_exec(X_EXECVE, path, -1, argv, environ, CALLER);
+}
+
+EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    return do_exec(X_EXECVPE, file, -1, argv, envp, CALLER);
+}
+
+EXPORT int execvp(const char *file, char *const argv[])
+{
+    return do_exec(X_EXECVPE, file, -1, argv, environ, CALLER);
+}
+
+EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    return do_exec(X_FEXECVE, NULL, fd, argv, envp, CALLER);
+}
+
+/* The execl family is variadic: gather the arguments, then go through the
+ * vector forms (glibc's own execl calls execve internally, not through us). */
+#define GATHER(arg0, last)                                                    \
+    size_t n_ = 1;                                                            \
+    va_list ap_;                                                              \
+    va_start(ap_, arg0);                                                      \
+    while (va_arg(ap_, char *))                                               \
+        n_++;                                                                 \
+    va_end(ap_);                                                              \
+    char *argv_[n_ + 1];                                                      \
+    argv_[0] = (char *)(arg0);                                                \
+    va_start(ap_, arg0);                                                      \
+    for (size_t i_ = 1; i_ <= n_; i_++)                                       \
+        argv_[i_] = va_arg(ap_, char *);                                      \
+    last;                                                                     \
+    va_end(ap_)
+
+EXPORT int execl(const char *path, const char *arg, ...)
+{
+    GATHER(arg, (void)0);
+    return do_exec(X_EXECVE, path, -1, argv_, environ, CALLER);
+}
+
+EXPORT int execlp(const char *file, const char *arg, ...)
+{
+    GATHER(arg, (void)0);
+    return do_exec(X_EXECVPE, file, -1, argv_, environ, CALLER);
+}
+
+EXPORT int execle(const char *path, const char *arg, ...)
+{
+    char *const *envp_;
+    GATHER(arg, envp_ = va_arg(ap_, char *const *));
+    return do_exec(X_EXECVE, path, -1, argv_, envp_, CALLER);
 }

@@ -7,6 +7,6 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh gcc make pkg-config libunwind-dev python3 binutils cppcheck \
-    libuv1-dev libevent-dev libev-dev
+    libuv1-dev libevent-dev libev-dev strace python3-gevent
 make -s all build/ubsan/libepollfork.so build/asan/libepollfork.so >/dev/null
 exec python3 tests/run.py "$@"

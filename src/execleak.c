@@ -1,0 +1,286 @@
+/*
+ * execleak.c - "epoll-fd-exec-leak": an epoll fd without close-on-exec is
+ * inherited by the exec'd program, which then holds the instance (and keeps
+ * every registered description alive) without knowing it.
+ *
+ * Judged at exec, not at creation: programs create the fd without
+ * EPOLL_CLOEXEC and set FD_CLOEXEC later (redis does), so the flag is read from
+ * the kernel (F_GETFD) at the moment of the exec, for every epoll fd the table
+ * knows, and confirmed by the fd's link text.  The report names the program
+ * being exec'd and carries the exec and creation stacks.
+ *
+ * Execs the shim cannot see (inside posix_spawn, system, popen) are caught by
+ * the new program's shim at start-up: it scans its fds, and reports an epoll
+ * instance it did not create.  "Never twice for one leak": an exec the shim did
+ * see passes EPOLLFORK_EXEC_LEAKS=PID:FD,FD... in the new environment (the pid
+ * survives exec), and the start-up scan skips those fds and removes the
+ * variable from environ before main() runs.  The start-up scan records what it
+ * reported so that the program's own exec passes it on too (sh -c 'cmd').
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+#define MARKER "EPOLLFORK_EXEC_LEAKS"
+#define MAXLEAK 64
+
+extern char **environ;
+
+static int known_leaks[MAXLEAK];   /* reported at start-up (or passed to us) */
+static int nknown;
+static void *env_map;
+static size_t env_map_len;
+
+static int still_leaking(int fd)
+{
+    int fl = ef_real.fcntl(fd, F_GETFD);
+    return fl >= 0 && !(fl & FD_CLOEXEC) && ef_fd_is_eventpoll(0, fd);
+}
+
+/* Where execvp would find file: for the report only. */
+static void resolve(const char *file, char *out, size_t len)
+{
+    ef_fmt(out, len, "%s", file ? file : "");
+    if (!file || strchr(file, '/'))
+        return;
+    const char *path = getenv("PATH");
+    if (!path)
+        path = "/bin:/usr/bin";
+    for (const char *p = path; *p;) {
+        const char *c = strchr(p, ':');
+        size_t n = c ? (size_t)(c - p) : strlen(p);
+        char cand[1024];
+        ef_fmt(cand, sizeof cand, "%.*s/%s", (int)n, n ? p : ".", file);
+        if (access(cand, X_OK) == 0) {
+            ef_fmt(out, len, "%s", cand);
+            return;
+        }
+        p += n + (c ? 1 : 0);
+        if (!c)
+            break;
+    }
+}
+
+static int count_entry(const struct ef_tfd *t, void *arg)
+{
+    (void)t;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static int entries_of(int epfd)
+{
+    int n = 0;
+    return ef_fdinfo_entries(epfd, count_entry, &n) == 0 ? n : -1;
+}
+
+static uint64_t leak_key(uint32_t idx, uint32_t uid, int fd, uint32_t stack)
+{
+    uint64_t k = 0x4c45414b00000003ull; /* kind: epoll-fd-exec-leak */
+    k = (k ^ idx) * 0x9e3779b97f4a7c15ull;
+    k = (k ^ uid) * 0x9e3779b97f4a7c15ull;
+    k = (k ^ (uint32_t)fd) * 0x9e3779b97f4a7c15ull;
+    k = (k ^ stack) * 0x9e3779b97f4a7c15ull;
+    return k ^ (k >> 31);
+}
+
+struct scan_arg {
+    const char *program;
+    char *const *argv;
+    uint32_t exec_stack;
+    int found[MAXLEAK];
+    int nfound;
+};
+
+static void report_leak(int fd, uint32_t idx, const char *program, char *const argv[],
+                        uint32_t exec_stack, const char *how)
+{
+    struct ef_report r;
+    memset(&r, 0, sizeof r);
+    r.kind = "epoll-fd-exec-leak";
+    r.pid = ef_sys_getpid();
+    r.ppid = ef_sys_getppid();
+    r.epfd = fd;
+    r.fd = -1;
+    r.holder_fd = -1;
+    r.exec_stack = exec_stack;
+    r.exec_how = how;
+    r.entries = entries_of(fd);
+    r.time_ns = ef_realtime_ns();
+    ef_fmt(r.program, sizeof r.program, "%s", program ? program : "");
+    if (argv && argv[0])
+        ef_fmt(r.argv0, sizeof r.argv0, "%s", argv[0]);
+    r.create_how = 2;
+    r.create_fd = fd;
+    if (idx && ef_reg) {
+        struct ef_inst *in = &ef_reg->inst[idx];
+        r.owner_pid = in->owner_pid;
+        r.create_how = in->create_how;
+        r.create_flags = in->create_flags;
+        r.create_fd = in->create_fd;
+        r.create_stack = in->create_stack;
+    }
+    ef_report_emit(&r);
+}
+
+static void check_fd(int fd, struct ef_fd *e, void *arg)
+{
+    struct scan_arg *a = arg;
+    if (!(atomic_load(&e->flags) & EF_FD_EPOLL) || !still_leaking(fd))
+        return;
+    uint32_t idx = atomic_load(&e->inst);
+    if (a->nfound < MAXLEAK)
+        a->found[a->nfound++] = fd;
+    uint32_t uid = ef_holds(idx) ? atomic_load(&ef_local_at(idx)->uid) : 0;
+    if (!ef_dedup_insert(leak_key(idx, uid, fd, a->exec_stack)))
+        return;
+    report_leak(fd, ef_holds(idx) ? idx : 0, a->program, a->argv, a->exec_stack, "exec");
+}
+
+/* A new environment: envp without any old marker, plus ours. */
+static char *const *with_marker(char *const envp[], const int *fds, int n)
+{
+    size_t count = 0;
+    for (char *const *e = envp; e && *e; e++)
+        count++;
+    size_t len = (count + 2) * sizeof(char *) + 64 + (size_t)n * 12;
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char **out = m;
+    char *text = (char *)m + (count + 2) * sizeof(char *);
+    size_t k = 0, t = ef_fmt(text, 64, MARKER "=%d:", (int)ef_sys_getpid());
+    for (int i = 0; i < n; i++)
+        t += ef_fmt(text + t, len - (size_t)(text - (char *)m) - t, "%s%d", i ? "," : "", fds[i]);
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, MARKER "=", sizeof MARKER) != 0)
+            out[k++] = *e;
+    out[k++] = text;
+    out[k] = NULL;
+    env_map = m;
+    env_map_len = len;
+    return out;
+}
+
+char *const *ef_exec_prepare(const char *path, char *const argv[], char *const envp[],
+                             void *caller)
+{
+    struct scan_arg a;
+    memset(&a, 0, sizeof a);
+    char program[1024];
+    resolve(path, program, sizeof program);
+    a.program = program;
+    a.argv = argv;
+    int tracking = atomic_load(&ef_self.tracking) == 2;
+    if (tracking && ef_enter()) {
+        ef_in_shim++;
+        a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+        ef_in_shim--;
+        /* An exec that will fail reports nothing: no leak happens. */
+        if (access(program, X_OK) == 0)
+            ef_fd_foreach(0, EF_FD_MAX - 1, check_fd, &a);
+        else
+            return NULL;
+    }
+    for (int i = 0; i < nknown && a.nfound < MAXLEAK; i++) {
+        int dup_ = 0;
+        for (int j = 0; j < a.nfound; j++)
+            dup_ |= a.found[j] == known_leaks[i];
+        if (!dup_ && still_leaking(known_leaks[i]))
+            a.found[a.nfound++] = known_leaks[i];
+    }
+    if (!a.nfound)
+        return NULL;
+    return with_marker(envp, a.found, a.nfound);
+}
+
+void ef_exec_failed(char *const *env_used, char *const envp[])
+{
+    (void)envp;
+    if (env_used && env_map) {
+        munmap(env_map, env_map_len);
+        env_map = NULL;
+    }
+}
+
+/* ------------------------------------------------------------ start-up */
+
+static int passed_to_us(int fd, const int *list, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (list[i] == fd)
+            return 1;
+    return 0;
+}
+
+struct startup_arg {
+    int passed[MAXLEAK];
+    int npassed;
+    int leaks[MAXLEAK];
+    int nleaks;
+};
+
+static int startup_fd(int fd, void *arg)
+{
+    struct startup_arg *a = arg;
+    ef_startup_note_inherited(fd);
+    struct stat st;
+    /* Every anon inode (eventfd, timerfd, epoll) has no file type bits. */
+    if (fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
+        return 0;
+    if (!ef_fd_is_eventpoll(0, fd))
+        return 0;
+    if (nknown < MAXLEAK)
+        known_leaks[nknown++] = fd;
+    if (!passed_to_us(fd, a->passed, a->npassed) && a->nleaks < MAXLEAK)
+        a->leaks[a->nleaks++] = fd;
+    return 0;
+}
+
+void ef_startup_scan(void)
+{
+    struct startup_arg a;
+    memset(&a, 0, sizeof a);
+    const char *m = getenv(MARKER);
+    if (m) {
+        char *end;
+        long pid = strtol(m, &end, 10);
+        if (*end == ':' && pid == (long)ef_sys_getpid()) {
+            for (const char *p = end + 1; *p && a.npassed < MAXLEAK;) {
+                long fd = strtol(p, &end, 10);
+                if (end == p)
+                    break;
+                a.passed[a.npassed++] = (int)fd;
+                p = *end == ',' ? end + 1 : end;
+            }
+        }
+        unsetenv(MARKER); /* the program never sees it */
+    }
+    int saved = errno;
+    ef_proc_fds(0, startup_fd, &a);
+    errno = saved;
+    if (!a.nleaks)
+        return;
+    ef_log_setup();
+    char exe[512], argv0[256];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
+    argv0[0] = 0;
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t k = read(fd, argv0, sizeof argv0 - 1);
+        argv0[k > 0 ? k : 0] = 0;
+        ef_sys_close(fd);
+    }
+    char *args[2] = {argv0, NULL};
+    for (int i = 0; i < a.nleaks; i++)
+        report_leak(a.leaks[i], 0, exe, args, 0, "start-up");
+    errno = saved;
+}

@@ -1,0 +1,293 @@
+/*
+ * stale.c - "stale-registration": an fd closed without EPOLL_CTL_DEL whose
+ * registration survives, so epoll_wait keeps returning events for a closed
+ * (maybe reused) number and a later DEL fails with EBADF.
+ *
+ * The kernel keys an interest entry on the open file description and drops it
+ * only when every fd of that description is closed.  So a close() leaves a
+ * ghost only when a copy of the description lives on: in a forked process, or
+ * in a dup.  The fast path decides "no copy possible" from the fd table alone:
+ * the fd was never dup'ed, was not inherited at exec, and was created (by a
+ * wrapped socket/accept/pipe/eventfd...) after this process's last fork.  Only
+ * otherwise does close() take a snapshot (stack, inode) of a *candidate*.
+ *
+ * The verdict waits for the closer's next use of the instance (its next wait or
+ * epoll_ctl), and asks the kernel: /proc/self/fdinfo/EPFD still lists the
+ * closed number with the closed file's inode -> report; gone -> silent.  If the
+ * process closes the instance itself first (a child closing every fd), the
+ * candidates are dropped: nobody is left to receive ghost events.  Waiting for
+ * the use is what keeps "close every fd" loops silent whatever their order.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <linux/kcmp.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+#define NGHOST 64
+
+struct ghost {
+    _Atomic int state;          /* 0 free, 1 writing, 2 ready */
+    uint32_t idx, uid;
+    int fd;
+    uint64_t dev, ino;
+    uint32_t close_stack, add_stack;
+    int32_t add_pid;
+    char target[200];
+};
+
+static struct ghost ghosts[NGHOST];
+static int inherited[256];            /* fds open when the program started */
+static int ninherited;
+static int inherited_overflow;
+
+void ef_startup_note_inherited(int fd)
+{
+    if (ninherited < (int)(sizeof inherited / sizeof inherited[0]))
+        inherited[ninherited++] = fd;
+    else
+        inherited_overflow = 1;
+}
+
+static int was_inherited(int fd)
+{
+    if (inherited_overflow)
+        return 1;
+    for (int i = 0; i < ninherited; i++)
+        if (inherited[i] == fd)
+            return 1;
+    return 0;
+}
+
+void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, void *caller)
+{
+    uint32_t idx = atomic_load(&e->reg_inst);
+    if (!ef_holds(idx) || atomic_load(&ef_local_at(idx)->uid) != atomic_load(&e->reg_uid))
+        return;
+    uint32_t epoch = atomic_load_explicit(&ef_fork_epoch, memory_order_relaxed);
+    int copy_possible = (flags & EF_FD_DUPED) || was_inherited(fd) ||
+                        (epoch && atomic_load(&e->born) != epoch);
+    if (EF_LIKELY(!copy_possible))
+        return;
+    struct stat st;
+    int saved = errno;
+    if (fstat(fd, &st) != 0) {
+        errno = saved;
+        return;
+    }
+    struct ghost *g = NULL;
+    for (int i = 0; i < NGHOST && !g; i++) {
+        int z = 0;
+        if (atomic_compare_exchange_strong(&ghosts[i].state, &z, 1))
+            g = &ghosts[i];
+    }
+    if (!g) {
+        errno = saved;
+        return; /* more pending closes than we keep: this one is not judged */
+    }
+    g->idx = idx;
+    g->uid = atomic_load(&e->reg_uid);
+    g->fd = fd;
+    g->dev = st.st_dev;
+    g->ino = st.st_ino;
+    g->add_stack = atomic_load(&e->add_stack);
+    g->add_pid = atomic_load(&e->add_pid);
+    if (S_ISSOCK(st.st_mode)) {
+        ef_fmt(g->target, sizeof g->target, "socket:[%llu]", (unsigned long long)st.st_ino);
+    } else if (S_ISFIFO(st.st_mode)) {
+        ef_fmt(g->target, sizeof g->target, "pipe:[%llu]", (unsigned long long)st.st_ino);
+    } else {
+        char p[64];
+        ef_fmt(p, sizeof p, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(p, g->target, sizeof g->target - 1);
+        g->target[n > 0 ? n : 0] = 0;
+    }
+    ef_in_shim++;
+    g->close_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+    ef_in_shim--;
+    atomic_store(&g->state, 2);
+    atomic_fetch_add(&ef_local_at(idx)->ghosts, 1);
+    atomic_fetch_add(&ef_ghosts_pending, 1);
+    errno = saved;
+}
+
+static void forget(struct ghost *g)
+{
+    struct ef_local *l = ef_local_at(g->idx);
+    int two = 2;
+    if (!atomic_compare_exchange_strong(&g->state, &two, 0))
+        return;
+    if (atomic_load(&l->ghosts))
+        atomic_fetch_sub(&l->ghosts, 1);
+    if (atomic_load(&ef_ghosts_pending))
+        atomic_fetch_sub(&ef_ghosts_pending, 1);
+}
+
+void ef_stale_drop(uint32_t idx)
+{
+    for (int i = 0; i < NGHOST; i++)
+        if (atomic_load(&ghosts[i].state) == 2 && ghosts[i].idx == idx)
+            forget(&ghosts[i]);
+}
+
+struct find_arg {
+    const struct ghost *g;
+    int found;
+    uint32_t events;
+    uint64_t data;
+};
+
+static int find_tfd(const struct ef_tfd *t, void *arg)
+{
+    struct find_arg *a = arg;
+    if (t->tfd == a->g->fd && t->ino == a->g->ino) {
+        a->found = 1;
+        a->events = t->events;
+        a->data = t->data;
+        return 1;
+    }
+    return 0;
+}
+
+struct holder_arg {
+    int pid;        /* 0: this process */
+    int epfd, closed;
+    uint64_t dev, ino;
+    int fd;
+};
+
+/* Is fd of h->pid the very file registered in our epfd under the closed
+ * number?  kcmp(KCMP_EPOLL_TFD) answers exactly; inode numbers cannot (both
+ * ends of a pipe share one).  Where kcmp is filtered (containers), say no. */
+static int match_fd(int fd, void *arg)
+{
+    struct holder_arg *h = arg;
+    char p[64];
+    struct stat st;
+    if (h->pid > 0)
+        ef_fmt(p, sizeof p, "/proc/%d/fd/%d", h->pid, fd);
+    else
+        ef_fmt(p, sizeof p, "/proc/self/fd/%d", fd);
+    if (stat(p, &st) != 0 || st.st_dev != h->dev || st.st_ino != h->ino)
+        return 0;
+    struct kcmp_epoll_slot slot = {(uint32_t)h->epfd, (uint32_t)h->closed, 0};
+    for (slot.toff = 0; slot.toff < 4; slot.toff++) {
+        long r = syscall(SYS_kcmp, h->pid > 0 ? h->pid : ef_self.pid, ef_self.pid, KCMP_EPOLL_TFD,
+                         (unsigned long)fd, (unsigned long)&slot);
+        if (r == 0) {
+            h->fd = fd;
+            return 1;
+        }
+        if (r < 0 && errno != ENOENT)
+            break;
+    }
+    return 0;
+}
+
+static int try_holder(struct holder_arg *h, int pid)
+{
+    h->pid = pid;
+    h->fd = -1;
+    return ef_proc_fds(pid, match_fd, h) == 0 && h->fd >= 0;
+}
+
+/* Who keeps the description alive: this process (a dup), its parent, or
+ * another process of the tree.  -1 when it cannot be known. */
+static int find_holder(const struct ghost *g, int epfd, int *fd_out)
+{
+    int saved = errno;
+    struct holder_arg h = {0, epfd, g->fd, g->dev, g->ino, -1};
+    int found = -1;
+    pid_t ppid = ef_sys_getppid();
+    if (try_holder(&h, 0))
+        found = ef_self.pid;
+    else if (ppid > 1 && try_holder(&h, ppid))
+        found = ppid;
+    else if (ef_reg) {
+        uint32_t n = atomic_load(&ef_reg->nproc);
+        if (n > EF_MAX_PROC)
+            n = EF_MAX_PROC;
+        int tried = 0;
+        for (uint32_t i = n; i-- > 1 && tried < 128 && found < 0;) {
+            int32_t pid = atomic_load(&ef_reg->procs[i].pid);
+            if (pid <= 0 || pid == ef_self.pid || pid == ppid || !ef_pid_alive(pid))
+                continue;
+            tried++;
+            if (try_holder(&h, pid))
+                found = pid;
+        }
+    }
+    *fd_out = found >= 0 ? h.fd : -1;
+    errno = saved;
+    return found;
+}
+
+static uint64_t stale_key(const struct ghost *g)
+{
+    uint64_t k = 0x5354414c45000002ull; /* kind: stale-registration */
+    k = (k ^ g->idx) * 0x9e3779b97f4a7c15ull;
+    k = (k ^ g->uid) * 0x9e3779b97f4a7c15ull;
+    k = (k ^ (g->close_stack ? g->close_stack : 0x80000000u | (uint32_t)g->fd)) *
+        0x9e3779b97f4a7c15ull;
+    return k ^ (k >> 29);
+}
+
+static void report(const struct ghost *g, const struct find_arg *f, int epfd, void *caller)
+{
+    if (!ef_dedup_insert(stale_key(g)))
+        return;
+    struct ef_inst *in = &ef_reg->inst[g->idx];
+    struct ef_report r;
+    memset(&r, 0, sizeof r);
+    r.kind = "stale-registration";
+    r.pid = ef_self.pid;
+    r.ppid = ef_sys_getppid();
+    r.owner_pid = in->owner_pid;
+    r.modifier_pid = ef_self.pid;
+    r.other_pid = ef_self.pid;
+    r.epfd = epfd;
+    r.fd = g->fd;
+    r.events = f->events & ~(uint32_t)(EPOLLERR | EPOLLHUP);
+    r.data = f->data;
+    ef_fmt(r.target, sizeof r.target, "%s", g->target);
+    r.create_how = in->create_how;
+    r.create_flags = in->create_flags;
+    r.create_fd = in->create_fd;
+    r.create_stack = in->create_stack;
+    r.time_ns = ef_realtime_ns();
+    r.close_stack = g->close_stack;
+    r.add_stack = g->add_stack;
+    r.add_pid = g->add_pid;
+    r.holder_fd = -1;
+    r.holder_pid = find_holder(g, epfd, &r.holder_fd);
+    if (r.holder_pid > 0 && r.holder_pid != ef_self.pid)
+        ef_fill_fork(&r, ef_split_fork(ef_self.proc, ef_proc_of_pid(r.holder_pid)));
+    r.use_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+    ef_report_emit(&r);
+}
+
+void ef_stale_check(uint32_t idx, int epfd, void *caller)
+{
+    struct ef_local *l = ef_local_at(idx);
+    if (!atomic_load_explicit(&l->ghosts, memory_order_relaxed) || ef_in_shim)
+        return;
+    ef_in_shim++;
+    for (int i = 0; i < NGHOST; i++) {
+        struct ghost *g = &ghosts[i];
+        if (atomic_load(&g->state) != 2 || g->idx != idx)
+            continue;
+        if (g->uid == atomic_load(&l->uid)) {
+            struct find_arg f = {g, 0, 0, 0};
+            if (ef_fdinfo_entries(epfd, find_tfd, &f) == 0 && f.found)
+                report(g, &f, epfd, caller);
+        }
+        forget(g);
+    }
+    ef_in_shim--;
+}
