@@ -18,7 +18,7 @@ LDFLAGS_LIB := -shared -Wl,--version-script=src/exports.map -Wl,-z,defs -Wl,--as
 
 CORE_SRCS := src/real.c src/options.c src/fdtable.c src/registry.c src/track.c \
              src/stack.c src/symbolize.c src/report.c src/log.c src/util.c \
-             src/stale.c src/execleak.c src/procfs.c
+             src/stale.c src/execleak.c src/procfs.c src/suppress.c
 LIB_SRCS := src/wrap.c src/init.c $(CORE_SRCS)
 ASM_SRCS := src/vfork_x86_64.S
 HDRS := src/ef.h include/epollfork.h

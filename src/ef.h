@@ -77,6 +77,8 @@ struct ef_options {
     int on_report;      /* enum ef_on_report */
     int stack_depth;    /* frames per stack */
     int disable;        /* pure pass-through */
+    int dedup;          /* 1: one print per identical report per process tree */
+    char suppressions[4096]; /* path of the suppressions file, "" none */
 };
 extern struct ef_options ef_opt;
 /* Parse EPOLLFORK_* from envp (NULL: the process environment). Complaints are
@@ -91,6 +93,7 @@ void ef_options_print_table(int fd);
 #define EF_FD_OWNED   0x4u   /* the shim's own fd (log sink): hidden from the program */
 #define EF_FD_REG     0x8u   /* registered (ADD) in some instance */
 #define EF_FD_DUPED   0x10u  /* dup'ed, or made by a dup: its description may have copies */
+#define EF_FD_MULTI   0x20u  /* also registered in other instances (track.c's side table) */
 struct ef_fd {
     _Atomic uint32_t flags;
     _Atomic uint32_t inst;      /* epoll fd: instance index */
@@ -152,6 +155,7 @@ struct ef_inst {
     _Atomic uint32_t crossed;   /* held by a process that forked */
     _Atomic uint32_t nholders;  /* occupied holder slots */
     _Atomic uint32_t overflow;  /* a holder found no slot */
+    _Atomic uint32_t allowed;   /* epollfork_allow_shared(): shared on purpose */
     int32_t owner_pid;
     uint32_t owner_proc;
     uint32_t create_stack;
@@ -248,8 +252,12 @@ void ef_log_after_fork_child(void);
 int ef_log_owns(int fd);                  /* is fd one of the shim's own? */
 int ef_log_relocate(int fd);              /* the program wants this number */
 void ef_log_write(const char *buf, size_t len);
+/* A report or notice: `full` to a file/stderr, or the one line to syslog. */
+void ef_log_record(const char *full, size_t len, const char *line, size_t linelen);
 void ef_log_notice(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-int ef_log_fds(int *out, int max);
+int ef_log_fds(int *out, int max);       /* every fd the shim owns */
+void ef_own_fd(int fd, int on);           /* hide fd from the program (or stop) */
+int ef_high_fd_base(void);                /* where the shim's own fds go */
 
 /* ------------------------------------------------------------------ report.c */
 enum ef_use { EF_USE_WAIT = 0, EF_USE_CTL = 1, EF_USE_BLOCKED = 2 };
@@ -287,6 +295,13 @@ size_t ef_events_str(uint32_t ev, char *buf, size_t len);
 size_t ef_report_render(const struct ef_report *r, char *buf, size_t len);
 /* Emit a report: render, write once, count; abort in abort mode. */
 void ef_report_emit(const struct ef_report *r);
+/* Per-process counters, printed at exit as the TOTALS line. */
+extern _Atomic unsigned long ef_suppressed_count, ef_deduped_count;
+void ef_report_totals(void);
+void ef_report_after_fork_child(void);
+/* suppress.c */
+void ef_suppressions_load(const char *path);
+int ef_suppressed(const struct ef_report *r);
 extern _Atomic unsigned long ef_report_count;
 /* Tests may intercept reports before they are rendered. */
 extern void (*ef_report_hook)(const struct ef_report *r);
@@ -334,6 +349,16 @@ void ef_on_fork_child(void);
 void ef_on_fork_returned(pid_t result);         /* our fork wrapper, in the parent */
 void ef_on_fork_detected(void);                 /* a fork no handler saw */
 void ef_on_exit(void);
+int ef_allow_shared(int epfd);                  /* epollfork_allow_shared() */
+/* One registration of an fd in an instance (the fd table holds the first; a
+ * side table the others, for an fd that several instances watch). */
+struct ef_regrec {
+    uint32_t idx, uid, add_stack;
+    int32_t add_pid;
+};
+int ef_reg_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_regrec *out);
+int ef_reg_all(int fd, struct ef_fd *e, struct ef_regrec *out, int max);
+
 /* Fork epoch: forks this process took part in (parent or child). */
 extern _Atomic uint32_t ef_fork_epoch;
 extern _Atomic uint32_t ef_ghosts_pending;       /* any ghost candidates at all? */
@@ -347,7 +372,8 @@ uint32_t ef_split_fork(uint32_t a, uint32_t b);
 void ef_fill_fork(struct ef_report *r, uint32_t split);
 void ef_on_fd_born(int fd);                      /* socket(), accept(), pipe()... */
 /* stale.c */
-void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, void *caller);
+void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_regrec *reg,
+                       void *caller);
 void ef_stale_check(uint32_t idx, int epfd, void *caller);
 void ef_stale_drop(uint32_t idx);
 void ef_startup_note_inherited(int fd);

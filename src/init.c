@@ -64,6 +64,7 @@ void ef_init(void)
         }
     }
     if (!ef_opt.disable) {
+        ef_suppressions_load(ef_opt.suppressions);
         pthread_atfork(on_prepare, on_parent, on_child);
         ef_startup_scan(); /* epoll fds inherited through an exec we did not see */
     }
@@ -79,8 +80,10 @@ __attribute__((constructor)) static void ef_constructor(void)
 __attribute__((destructor)) static void ef_destructor(void)
 {
     int e = errno;
-    if (!ef_opt.disable)
+    if (!ef_opt.disable) {
         ef_on_exit();
+        ef_report_totals();
+    }
     errno = e;
 }
 
@@ -92,4 +95,15 @@ __attribute__((visibility("default"))) const char *epollfork_version(void)
 __attribute__((visibility("default"))) unsigned long epollfork_report_count(void)
 {
     return atomic_load(&ef_report_count);
+}
+
+__attribute__((visibility("default"))) int epollfork_allow_shared(int epfd)
+{
+    ef_ensure_init();
+    if (ef_opt.disable)
+        return 0;
+    int e = errno;
+    int r = ef_allow_shared(epfd);
+    errno = e;
+    return r;
 }

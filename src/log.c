@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "ef.h"
@@ -37,12 +39,17 @@ struct sink {
 static struct sink err_sink = {-1, 0, 0};   /* copy of the original stderr */
 static struct sink file_sink = {-1, 0, 0};  /* EPOLLFORK_LOG file shared by the tree */
 static struct sink own_sink = {-1, 0, 0};   /* per-process '%p' file */
+static struct sink sys_sink = {-1, 0, 0};   /* syslog datagram socket */
+static char sys_path[200];
 static pid_t own_pid;
+/* Every fd the shim owns (sinks, and libunwind's validation pipe), stored +1. */
+#define MAX_OWNED 8
+static _Atomic int owned_fds[MAX_OWNED];
 static _Atomic int own_state;               /* 0 not tried, 1 opening, 2 open, 3 failed */
 static _Atomic int setup_done;
 static char open_error[600];
 
-static int high_fd_base(void)
+int ef_high_fd_base(void)
 {
     struct rlimit rl;
     long lim = 1024;
@@ -55,18 +62,32 @@ static int high_fd_base(void)
 static void mark(int fd, int on)
 {
     struct ef_fd *e = on ? ef_fd_get(fd) : ef_fd_peek(fd);
-    if (!e)
-        return;
-    if (on)
-        atomic_fetch_or(&e->flags, EF_FD_OWNED);
-    else
-        atomic_fetch_and(&e->flags, ~EF_FD_OWNED);
+    if (e) {
+        if (on)
+            atomic_fetch_or(&e->flags, EF_FD_OWNED);
+        else
+            atomic_fetch_and(&e->flags, ~EF_FD_OWNED);
+    }
+    for (int i = 0; i < MAX_OWNED; i++) {
+        int cur = atomic_load(&owned_fds[i]);
+        if (on && cur == 0 && atomic_compare_exchange_strong(&owned_fds[i], &cur, fd + 1))
+            return;
+        if (!on && cur == fd + 1 && atomic_compare_exchange_strong(&owned_fds[i], &cur, 0))
+            return;
+    }
 }
+
+void ef_own_fd(int fd, int on)
+{
+    mark(fd, on);
+}
+
+int ef_high_fd_base(void);
 
 /* Move fd to a high close-on-exec number the program is unlikely to want. */
 static int adopt(int fd, struct sink *s)
 {
-    int hi = fcntl(fd, F_DUPFD_CLOEXEC, high_fd_base());
+    int hi = fcntl(fd, F_DUPFD_CLOEXEC, ef_high_fd_base());
     if (hi < 0)
         hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (hi < 0)
@@ -94,9 +115,71 @@ static int has_pid_pattern(void)
     return strstr(ef_opt.log, "%p") != NULL;
 }
 
+static int use_syslog(void)
+{
+    return !strcmp(ef_opt.log, "syslog") || !strncmp(ef_opt.log, "syslog:", 7);
+}
+
 static int use_file(void)
 {
-    return strcmp(ef_opt.log, "stderr") != 0;
+    return strcmp(ef_opt.log, "stderr") != 0 && !use_syslog();
+}
+
+/* Our own datagram socket to /dev/log (or syslog:PATH): openlog()/syslog()
+ * would change the program's own syslog identity and connection. */
+static int syslog_connect(char *why, size_t whylen)
+{
+    ef_fmt(sys_path, sizeof sys_path, "%s", ef_opt.log[6] == ':' ? ef_opt.log + 7 : "/dev/log");
+    int fd = ef_real.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        ef_fmt(why, whylen, "epollfork: cannot create a syslog socket (%s); reporting to stderr",
+               strerror(errno));
+        return -1;
+    }
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    ef_fmt(sa.sun_path, sizeof sa.sun_path, "%s", sys_path);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        ef_fmt(why, whylen, "epollfork: cannot connect to syslog at %s (%s); reporting to stderr",
+               sys_path, strerror(errno));
+        ef_sys_close(fd);
+        return -1;
+    }
+    int r = adopt(fd, &sys_sink);
+    ef_sys_close(fd);
+    return r;
+}
+
+static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                     "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+/* RFC 3164: <PRI>Mmm dd hh:mm:ss TAG[PID]: MSG (user.warning, UTC). */
+static int syslog_send(const char *line, size_t len)
+{
+    char ts[48], msg[4096];
+    ef_rfc3339(ef_realtime_ns(), ts, sizeof ts); /* YYYY-MM-DDThh:mm:ss.uuuuuuZ */
+    int mon = (ts[5] - '0') * 10 + (ts[6] - '0');
+    if (mon < 1 || mon > 12)
+        mon = 1;
+    size_t n = ef_fmt(msg, sizeof msg, "<%d>%s %c%c %.8s epollfork[%d]: %.*s", 8 | 4,
+                      months[mon - 1], ts[8] == '0' ? ' ' : ts[8], ts[9], ts + 11,
+                      (int)ef_sys_getpid(), (int)len, line);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (still_ours(&sys_sink) && send(sys_sink.fd, msg, n, MSG_NOSIGNAL) == (ssize_t)n)
+            return 0;
+        if (attempt == 0) { /* the daemon restarted: reconnect once */
+            char why[300];
+            if (sys_sink.fd >= 0) {
+                mark(sys_sink.fd, 0);
+                ef_sys_close(sys_sink.fd);
+                sys_sink.fd = -1;
+            }
+            if (syslog_connect(why, sizeof why) != 0)
+                return -1;
+        }
+    }
+    return -1;
 }
 
 static void expand_path(char *out, size_t len, pid_t pid)
@@ -140,6 +223,8 @@ void ef_log_setup(void)
         adopt(2, &err_sink);
     if (use_file() && !has_pid_pattern())
         open_file(ef_opt.log, &file_sink, open_error, sizeof open_error);
+    if (use_syslog())
+        syslog_connect(open_error, sizeof open_error);
     errno = saved;
 }
 
@@ -164,18 +249,22 @@ int ef_log_owns(int fd)
 int ef_log_fds(int *out, int max)
 {
     int n = 0;
-    const struct sink *all[] = {&err_sink, &file_sink, &own_sink};
-    for (unsigned i = 0; i < 3 && n < max; i++)
-        if (all[i]->fd >= 0)
-            out[n++] = all[i]->fd;
+    for (int i = 0; i < MAX_OWNED && n < max; i++) {
+        int v = atomic_load(&owned_fds[i]);
+        if (v > 0)
+            out[n++] = v - 1;
+    }
     return n;
 }
 
 int ef_log_relocate(int fd)
 {
-    struct sink *all[] = {&err_sink, &file_sink, &own_sink};
+    struct sink *all[] = {&err_sink, &file_sink, &own_sink, &sys_sink};
     int saved = errno;
-    for (unsigned i = 0; i < 3; i++) {
+    /* Not a sink (libunwind's pipe): its owner keeps the number, so all we
+     * can do is let go of it. */
+    mark(fd, 0);
+    for (unsigned i = 0; i < 4; i++) {
         struct sink *s = all[i];
         if (s->fd != fd)
             continue;
@@ -233,6 +322,17 @@ static const struct sink *choose(void)
 
 static _Atomic int open_error_said;
 
+void ef_log_record(const char *full, size_t len, const char *line, size_t linelen)
+{
+    int saved = errno;
+    if (use_syslog() && atomic_load(&setup_done) && syslog_send(line, linelen) == 0) {
+        errno = saved;
+        return;
+    }
+    ef_log_write(full, len);
+    errno = saved;
+}
+
 void ef_log_write(const char *buf, size_t len)
 {
     int saved = errno;
@@ -286,8 +386,14 @@ void ef_log_notice(const char *fmt, ...)
     } else {
         n = ef_fmt(line, sizeof line, "==%d== %s\n", pid, msg);
     }
-    if (atomic_load(&setup_done))
-        ef_log_write(line, n);
-    else
+    if (atomic_load(&setup_done)) {
+        const char *one = ef_opt.format == EF_FMT_JSON ? line : strstr(line, "epollfork: ");
+        if (!one)
+            one = line;
+        else if (one != line)
+            one += sizeof "epollfork:"; /* syslog's tag already says epollfork */
+        ef_log_record(line, n, one, (size_t)(line + n - 1 - one));
+    } else {
         write_all(2, line, n);
+    }
 }

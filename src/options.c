@@ -24,6 +24,8 @@ struct ef_options ef_opt = {
     .on_report = EF_ON_WARN,
     .stack_depth = 24,
     .disable = 0,
+    .dedup = 1,
+    .suppressions = "",
 };
 
 typedef int (*ef_parse_fn)(const char *val, char *why, size_t whylen);
@@ -38,7 +40,11 @@ static int parse_log(const char *v, char *why, size_t n)
         ef_fmt(why, n, "path longer than %zu bytes", sizeof ef_opt.log - 1);
         return -1;
     }
-    if (getauxval(AT_SECURE) && strcmp(v, "stderr") != 0) {
+    if (!strncmp(v, "syslog:", 7) && v[7] != '/') {
+        ef_fmt(why, n, "'syslog:' must be followed by an absolute socket path");
+        return -1;
+    }
+    if (getauxval(AT_SECURE) && strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0) {
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
@@ -93,6 +99,29 @@ static int parse_depth(const char *v, char *why, size_t n)
     return 0;
 }
 
+static int parse_dedup(const char *v, char *why, size_t n)
+{
+    long x;
+    if (parse_int(v, 0, 1, &x, why, n))
+        return -1;
+    ef_opt.dedup = (int)x;
+    return 0;
+}
+
+static int parse_suppressions(const char *v, char *why, size_t n)
+{
+    if (!*v || strlen(v) >= sizeof ef_opt.suppressions) {
+        ef_fmt(why, n, "expected the path of a suppressions file");
+        return -1;
+    }
+    if (getauxval(AT_SECURE)) {
+        ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
+        return -1;
+    }
+    strcpy(ef_opt.suppressions, v);
+    return 0;
+}
+
 static int parse_disable(const char *v, char *why, size_t n)
 {
     long x;
@@ -105,13 +134,20 @@ static int parse_disable(const char *v, char *why, size_t n)
 /* name, default (as text), parser, help */
 #define EF_OPTION_TABLE(X)                                                                     \
     X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
-      "where reports go: 'stderr' (a private copy of the original stderr) or a file path, "    \
-      "opened append-only and close-on-exec; '%p' in the path becomes the process id")         \
+      "where reports go: 'stderr' (a private copy of the original stderr), a file path "       \
+      "(opened append-only and close-on-exec; '%p' in the path becomes the process id), or "   \
+      "'syslog' (one-line SUMMARY records to /dev/log; 'syslog:/path' for another socket)")    \
     X("EPOLLFORK_FORMAT", "text", parse_format,                                                \
       "'text' (==PID== lines, sanitizer-style frames) or 'json' (one JSON object per line)")   \
     X("EPOLLFORK_ON_REPORT", "warn", parse_on_report,                                          \
       "'warn' (report and go on) or 'abort' (report, then abort(); for CI)")                   \
     X("EPOLLFORK_STACK_DEPTH", "24", parse_depth, "frames per stack, 1 to 64")                \
+    X("EPOLLFORK_SUPPRESSIONS", "", parse_suppressions,                                        \
+      "a file of rules 'KIND:GLOB' ('#' comments); a report whose offending frames have a "    \
+      "function or module matching GLOB is counted, not printed; KIND may be '*'")             \
+    X("EPOLLFORK_DEDUP", "1", parse_dedup,                                                     \
+      "1: an identical report (kind and stacks) is printed once per process tree and "         \
+      "repeats are counted; 0: print every one")                                               \
     X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")
 
 struct ef_option_desc {
@@ -150,6 +186,10 @@ void ef_options_parse(char *const *envp, char *err, size_t errlen)
         if (!eq)
             continue;
         size_t nlen = (size_t)(eq - kv);
+        if (nlen == sizeof "EPOLLFORK_EXEC_LEAKS" - 1 && !strncmp(kv, "EPOLLFORK_EXEC_LEAKS", nlen))
+            continue; /* set by the shim itself across exec (execleak.c) */
+        if (nlen == sizeof "EPOLLFORK_LIBRARY" - 1 && !strncmp(kv, "EPOLLFORK_LIBRARY", nlen))
+            continue; /* read by the launcher, not by the library */
         const struct ef_option_desc *d = NULL;
         for (size_t i = 0; i < NOPT; i++)
             if (strlen(options[i].name) == nlen && !strncmp(options[i].name, kv, nlen))

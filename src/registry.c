@@ -105,6 +105,7 @@ static struct ef_inst *init_inst(uint32_t idx)
     atomic_store(&in->crossed, 0);
     atomic_store(&in->nholders, 0);
     atomic_store(&in->overflow, 0);
+    atomic_store(&in->allowed, 0);
     atomic_store(&in->gen, 0);
     for (int i = 0; i < EF_HOLDERS; i++)
         atomic_store(&in->holders[i], 0);

@@ -510,8 +510,31 @@ size_t ef_report_render(const struct ef_report *r, char *buf, size_t len)
 
 #define REPORT_BUF (512 * 1024)
 
+_Atomic unsigned long ef_suppressed_count, ef_deduped_count;
+
+/* "The same report": its kind and the stacks that say where the bug is. */
+static uint64_t content_key(const struct ef_report *r)
+{
+    uint64_t k = 0xcbf29ce484222325ull;
+    for (const char *p = r->kind; *p; p++)
+        k = (k ^ (unsigned char)*p) * 0x100000001b3ull;
+    uint32_t ids[] = {r->call_stack, r->close_stack, r->exec_stack, r->fork_stack,
+                      r->create_stack, r->add_stack};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++)
+        k = (k ^ ids[i]) * 0x9e3779b97f4a7c15ull;
+    return (k ^ (k >> 33)) | 1;
+}
+
 void ef_report_emit(const struct ef_report *r)
 {
+    if (ef_suppressed(r)) {
+        atomic_fetch_add(&ef_suppressed_count, 1);
+        return;
+    }
+    if (ef_opt.dedup && !ef_dedup_insert(content_key(r))) {
+        atomic_fetch_add(&ef_deduped_count, 1);
+        return;
+    }
     atomic_fetch_add(&ef_report_count, 1);
     if (ef_report_hook) {
         ef_report_hook(r);
@@ -521,10 +544,51 @@ void ef_report_emit(const struct ef_report *r)
     if (buf == MAP_FAILED)
         return;
     size_t n = ef_report_render(r, buf, REPORT_BUF);
-    ef_log_write(buf, n);
+    /* syslog wants one line: the SUMMARY line of a text report, or the JSON. */
+    const char *line = buf;
+    if (ef_opt.format == EF_FMT_TEXT) {
+        const char *s = strstr(buf, "epollfork: SUMMARY:");
+        if (s)
+            line = s + sizeof "epollfork:"; /* syslog's tag already says epollfork */
+    }
+    const char *nl = strchr(line, '\n');
+    ef_log_record(buf, n, line, nl ? (size_t)(nl - line) : strlen(line));
     munmap(buf, REPORT_BUF);
     if (ef_opt.on_report == EF_ON_ABORT) {
         ef_log_notice("epollfork: EPOLLFORK_ON_REPORT=abort: aborting after the report above");
         abort();
     }
+}
+
+void ef_report_totals(void)
+{
+    unsigned long rep = atomic_load(&ef_report_count), sup = atomic_load(&ef_suppressed_count),
+                  ded = atomic_load(&ef_deduped_count);
+    if (!rep && !sup && !ded)
+        return;
+    char line[512];
+    size_t n;
+    int pid = (int)ef_sys_getpid();
+    if (ef_opt.format == EF_FMT_JSON) {
+        char ts[48];
+        ef_rfc3339(ef_realtime_ns(), ts, sizeof ts);
+        n = ef_fmt(line, sizeof line,
+                   "{\"tool\":\"epollfork\",\"version\":\"%s\",\"kind\":\"totals\",\"time\":\"%s\","
+                   "\"pid\":%d,\"reports\":%lu,\"suppressed\":%lu,\"deduped\":%lu}\n",
+                   EF_VERSION, ts, pid, rep, sup, ded);
+        ef_log_record(line, n, line, n - 1);
+    } else {
+        n = ef_fmt(line, sizeof line, "==%d== epollfork: TOTALS reports=%lu suppressed=%lu deduped=%lu\n",
+                   pid, rep, sup, ded);
+        const char *one = strstr(line, "TOTALS");
+        ef_log_record(line, n, one, (size_t)(line + n - 1 - one));
+    }
+}
+
+/* Counters are per process: a child starts from zero. */
+void ef_report_after_fork_child(void)
+{
+    atomic_store(&ef_report_count, 0);
+    atomic_store(&ef_suppressed_count, 0);
+    atomic_store(&ef_deduped_count, 0);
 }

@@ -107,11 +107,15 @@ static void load_unwind(void)
     int (*set_policy)(unw_addr_space_t, unw_caching_policy_t) =
         (int (*)(unw_addr_space_t, unw_caching_policy_t))dlsym(h, XSTR(unw_set_caching_policy));
     unw_addr_space_t *as = (unw_addr_space_t *)dlsym(h, XSTR(unw_local_addr_space));
+    /* libunwind opens a pipe on first use (address validation): ef_in_shim
+     * makes our pipe2 wrapper move it out of the program's fd numbers. */
+    ef_in_shim++;
     if (set_policy && as)
         set_policy(*as, UNW_CACHE_PER_THREAD);
     p_backtrace = (int (*)(void **, int))bt;
     void *warm[8];
     p_backtrace(warm, 8); /* the first call costs ~0.2 ms: pay it here, once */
+    ef_in_shim--;
     atomic_store(&uw_state, 2);
 }
 

@@ -65,10 +65,11 @@ static int was_inherited(int fd)
     return 0;
 }
 
-void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, void *caller)
+void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_regrec *reg,
+                       void *caller)
 {
-    uint32_t idx = atomic_load(&e->reg_inst);
-    if (!ef_holds(idx) || atomic_load(&ef_local_at(idx)->uid) != atomic_load(&e->reg_uid))
+    uint32_t idx = reg->idx;
+    if (!ef_holds(idx) || atomic_load(&ef_local_at(idx)->uid) != reg->uid)
         return;
     uint32_t epoch = atomic_load_explicit(&ef_fork_epoch, memory_order_relaxed);
     int copy_possible = (flags & EF_FD_DUPED) || was_inherited(fd) ||
@@ -92,12 +93,12 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, void *caller)
         return; /* more pending closes than we keep: this one is not judged */
     }
     g->idx = idx;
-    g->uid = atomic_load(&e->reg_uid);
+    g->uid = reg->uid;
     g->fd = fd;
     g->dev = st.st_dev;
     g->ino = st.st_ino;
-    g->add_stack = atomic_load(&e->add_stack);
-    g->add_pid = atomic_load(&e->add_pid);
+    g->add_stack = reg->add_stack;
+    g->add_pid = reg->add_pid;
     if (S_ISSOCK(st.st_mode)) {
         ef_fmt(g->target, sizeof g->target, "socket:[%llu]", (unsigned long long)st.st_ino);
     } else if (S_ISFIFO(st.st_mode)) {

@@ -410,6 +410,8 @@ static void conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
                      uint32_t other_proc, int use, void *caller)
 {
     struct ef_inst *in = inst_of(idx);
+    if (atomic_load(&in->allowed))
+        return; /* the program said it shares this list on purpose */
     if (!ef_dedup_insert(conflict_key(idx, atomic_load(&in->uid), c)))
         return;
     struct ef_report r;
@@ -504,6 +506,143 @@ static void scan(uint32_t idx, int use, void *caller)
     ef_in_shim--;
 }
 
+/* --------------------------------------------------------- registrations */
+/* The fd table keeps one registration per fd (the common case, no extra
+ * cost); an fd that several instances watch (threads with one epoll each on a
+ * shared listener) keeps the others here, keyed on (fd, instance). */
+
+#define SIDE 4096
+#define SIDE_TOMB (~0ull)
+static struct {
+    _Atomic uint64_t key;
+    uint32_t uid, add_stack;
+    int32_t add_pid;
+} side[SIDE];
+
+static uint64_t side_key(int fd, uint32_t idx)
+{
+    return (uint64_t)(uint32_t)fd << 32 | idx;
+}
+
+static int side_slot(uint64_t key, int create)
+{
+    uint64_t h = key * 0x9e3779b97f4a7c15ull;
+    int tomb = -1;
+    for (uint32_t p = 0; p < SIDE; p++) {
+        uint32_t s = (uint32_t)((h >> 40) + p) & (SIDE - 1);
+        uint64_t cur = atomic_load(&side[s].key);
+        if (cur == key)
+            return (int)s;
+        if (cur == SIDE_TOMB && tomb < 0)
+            tomb = (int)s;
+        if (cur == 0) {
+            if (!create)
+                return -1;
+            if (tomb >= 0) {
+                uint64_t t_ = SIDE_TOMB;
+                if (atomic_compare_exchange_strong(&side[tomb].key, &t_, key))
+                    return tomb;
+            }
+            if (atomic_compare_exchange_strong(&side[s].key, &cur, key))
+                return (int)s;
+        }
+    }
+    return -1;
+}
+
+static int primary_valid(struct ef_fd *e)
+{
+    if (!(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_REG))
+        return 0;
+    uint32_t idx = atomic_load_explicit(&e->reg_inst, memory_order_relaxed);
+    return holds(idx) && atomic_load(&local[idx].uid) == atomic_load(&e->reg_uid);
+}
+
+static void reg_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t uid, uint32_t stack)
+{
+    if (!primary_valid(e) || atomic_load_explicit(&e->reg_inst, memory_order_relaxed) == idx) {
+        atomic_store_explicit(&e->add_stack, stack, memory_order_relaxed);
+        atomic_store_explicit(&e->add_pid, ef_self.pid, memory_order_relaxed);
+        atomic_store_explicit(&e->reg_inst, idx, memory_order_relaxed);
+        atomic_store_explicit(&e->reg_uid, uid, memory_order_relaxed);
+        atomic_fetch_or_explicit(&e->flags, EF_FD_REG, memory_order_relaxed);
+        return;
+    }
+    int s = side_slot(side_key(fd, idx), 1);
+    if (s < 0)
+        return; /* full: this registration's ADD stack will be missing */
+    side[s].uid = uid;
+    side[s].add_stack = stack;
+    side[s].add_pid = ef_self.pid;
+    atomic_fetch_or(&e->flags, EF_FD_MULTI);
+}
+
+int ef_reg_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_regrec *out)
+{
+    if (!e)
+        return 0;
+    uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
+    if ((f & EF_FD_REG) && atomic_load_explicit(&e->reg_inst, memory_order_relaxed) == idx) {
+        *out = (struct ef_regrec){idx, atomic_load(&e->reg_uid), atomic_load(&e->add_stack),
+                                  atomic_load(&e->add_pid)};
+        return 1;
+    }
+    if (!(f & EF_FD_MULTI))
+        return 0;
+    int s = side_slot(side_key(fd, idx), 0);
+    if (s < 0)
+        return 0;
+    *out = (struct ef_regrec){idx, side[s].uid, side[s].add_stack, side[s].add_pid};
+    return 1;
+}
+
+static void reg_del(int fd, struct ef_fd *e, uint32_t idx)
+{
+    uint32_t f = atomic_load(&e->flags);
+    if ((f & EF_FD_REG) && atomic_load(&e->reg_inst) == idx) {
+        atomic_fetch_and(&e->flags, ~EF_FD_REG);
+        atomic_store(&e->add_stack, 0);
+        return;
+    }
+    if (!(f & EF_FD_MULTI))
+        return;
+    int s = side_slot(side_key(fd, idx), 0);
+    if (s >= 0)
+        atomic_store(&side[s].key, SIDE_TOMB);
+}
+
+/* Every registration of fd (the primary first); clears them when `clear`. */
+static int reg_collect(int fd, struct ef_fd *e, struct ef_regrec *out, int max, int clear)
+{
+    int n = 0;
+    uint32_t f = atomic_load(&e->flags);
+    if ((f & EF_FD_REG) && n < max)
+        out[n++] = (struct ef_regrec){atomic_load(&e->reg_inst), atomic_load(&e->reg_uid),
+                                      atomic_load(&e->add_stack), atomic_load(&e->add_pid)};
+    if (f & EF_FD_MULTI) {
+        for (uint32_t s = 0; s < SIDE; s++) {
+            uint64_t k = atomic_load(&side[s].key);
+            if (!k || k == SIDE_TOMB || (uint32_t)(k >> 32) != (uint32_t)fd)
+                continue;
+            if (n < max)
+                out[n++] = (struct ef_regrec){(uint32_t)k, side[s].uid, side[s].add_stack,
+                                              side[s].add_pid};
+            if (clear)
+                atomic_store(&side[s].key, SIDE_TOMB);
+        }
+    }
+    if (clear) {
+        atomic_fetch_and(&e->flags, ~(EF_FD_REG | EF_FD_MULTI));
+        atomic_store(&e->add_stack, 0);
+    }
+    return n;
+}
+
+int ef_reg_all(int fd, struct ef_fd *e, struct ef_regrec *out, int max)
+{
+    return e ? reg_collect(fd, e, out, max, 0) : 0;
+}
+
 /* ------------------------------------------------------------------- ctl */
 
 void ef_on_ctl_before(int epfd, void *caller)
@@ -545,9 +684,10 @@ static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_ev
     c->events = ev && op != EPOLL_CTL_DEL ? ev->events : 0;
     c->data = ev && op != EPOLL_CTL_DEL ? ev->data.u64 : 0;
     c->call_stack = call_stack;
-    int reg = t && (atomic_load(&t->flags) & EF_FD_REG) && atomic_load(&t->reg_inst) == idx;
-    c->add_stack = reg ? atomic_load(&t->add_stack) : 0;
-    c->add_proc = reg ? (uint32_t)atomic_load(&t->add_pid) : 0;
+    struct ef_regrec rr;
+    int reg = ef_reg_find(fd, t, idx, &rr);
+    c->add_stack = reg ? rr.add_stack : 0;
+    c->add_proc = reg ? (uint32_t)rr.add_pid : 0;
     c->flags = cut ? EF_CHG_UNSAFE_STACK : 0;
     c->time_ns = ef_realtime_ns();
     memset(&c->target, 0, sizeof c->target);
@@ -609,14 +749,8 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
         call = ef_stack_capture(EF_SKIP_SHIM, caller);
         cut = ef_stack_last_cut();
         ef_in_shim--;
-        if (t) {
-            atomic_store_explicit(&t->add_stack, call, memory_order_relaxed);
-            atomic_store_explicit(&t->add_pid, ef_self.pid, memory_order_relaxed);
-            atomic_store_explicit(&t->reg_inst, idx, memory_order_relaxed);
-            atomic_store_explicit(&t->reg_uid, atomic_load_explicit(&in->uid, memory_order_relaxed),
-                                  memory_order_relaxed);
-            atomic_fetch_or_explicit(&t->flags, EF_FD_REG, memory_order_relaxed);
-        }
+        if (t)
+            reg_add(fd, t, idx, atomic_load_explicit(&in->uid, memory_order_relaxed), call);
     }
     if (EF_UNLIKELY(atomic_load_explicit(&in->crossed, memory_order_relaxed))) {
         int mine = atomic_load(&local[idx].slot) >= 0;
@@ -632,11 +766,9 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
             ef_in_shim--;
         }
     }
-    if (op == EPOLL_CTL_DEL && t && atomic_load_explicit(&t->reg_inst, memory_order_relaxed) == idx &&
-        (atomic_load_explicit(&t->flags, memory_order_relaxed) & EF_FD_REG)) {
-        atomic_fetch_and(&t->flags, ~EF_FD_REG);
-        atomic_store(&t->add_stack, 0);
-    }
+    if (op == EPOLL_CTL_DEL && t &&
+        (atomic_load_explicit(&t->flags, memory_order_relaxed) & (EF_FD_REG | EF_FD_MULTI)))
+        reg_del(fd, t, idx);
 }
 
 /* ------------------------------------------------------------------ wait */
@@ -714,7 +846,7 @@ void ef_on_close(int fd, void *caller)
     uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
     if (!f)
         return;
-    if (!(f & (EF_FD_EPOLL | EF_FD_REG))) {
+    if (!(f & (EF_FD_EPOLL | EF_FD_REG | EF_FD_MULTI))) {
         atomic_fetch_and(&e->flags, ~EF_FD_DUPED);
         return;
     }
@@ -722,10 +854,13 @@ void ef_on_close(int fd, void *caller)
         return;
     if (f & EF_FD_EPOLL)
         drop_alias(e);
-    if (f & EF_FD_REG)
-        ef_stale_on_close(fd, e, f, caller);
-    atomic_fetch_and(&e->flags, ~(EF_FD_REG | EF_FD_DUPED));
-    atomic_store(&e->add_stack, 0);
+    if (f & (EF_FD_REG | EF_FD_MULTI)) {
+        struct ef_regrec regs[16];
+        int n = reg_collect(fd, e, regs, 16, 1);
+        for (int i = 0; i < n; i++)
+            ef_stale_on_close(fd, e, f, &regs[i], caller);
+    }
+    atomic_fetch_and(&e->flags, ~EF_FD_DUPED);
     atomic_store(&e->born, 0);
 }
 
@@ -790,10 +925,15 @@ void ef_on_fd_born(int fd)
     if (!e)
         return;
     uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
-    if (EF_UNLIKELY(f & (EF_FD_EPOLL | EF_FD_REG | EF_FD_DUPED))) {
+    if (EF_UNLIKELY(f & (EF_FD_EPOLL | EF_FD_REG | EF_FD_MULTI | EF_FD_DUPED))) {
         if ((f & EF_FD_EPOLL) && tracking() && enter())
             drop_alias(e);
-        atomic_fetch_and(&e->flags, ~(EF_FD_EPOLL | EF_FD_REG | EF_FD_DUPED | EF_FD_CLOEXEC));
+        if (f & EF_FD_MULTI) {
+            struct ef_regrec regs[16];
+            reg_collect(fd, e, regs, 16, 1);
+        }
+        atomic_fetch_and(&e->flags,
+                         ~(EF_FD_EPOLL | EF_FD_REG | EF_FD_MULTI | EF_FD_DUPED | EF_FD_CLOEXEC));
     }
     atomic_store_explicit(&e->born, epoch, memory_order_relaxed);
 }
@@ -893,6 +1033,7 @@ void ef_on_fork_returned(pid_t child)
 void ef_on_fork_child(void)
 {
     atomic_store(&ef_vfork_depth, 0);
+    ef_report_after_fork_child();
     if (!tracking())
         return;
     ef_wipe->valid = 1;
@@ -931,6 +1072,7 @@ void ef_on_fork_child(void)
 void ef_on_fork_detected(void)
 {
     ef_wipe->valid = 1;
+    ef_report_after_fork_child();
     atomic_fetch_add(&ef_fork_epoch, 1);
     atomic_store(&ef_vfork_depth, 0);
     pid_t parent = ef_self.pid;
@@ -967,4 +1109,18 @@ void ef_on_exit(void)
     for (uint32_t i = 1; i < h; i++)
         if (holds(i))
             release(i);
+}
+
+int ef_allow_shared(int epfd)
+{
+    if (!tracking())
+        return -1;
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (!e || !(atomic_load(&e->flags) & EF_FD_EPOLL) || !enter())
+        return -1;
+    uint32_t idx = atomic_load(&e->inst);
+    if (!holds(idx))
+        return -1;
+    atomic_store(&inst_of(idx)->allowed, 1);
+    return 0;
 }

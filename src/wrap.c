@@ -145,8 +145,11 @@ EXPORT int close(int fd)
     if (d) {
         uint32_t f = atomic_load_explicit(&d->flags, memory_order_relaxed);
         if (EF_UNLIKELY(f)) {
-            if (f & EF_FD_OWNED)
-                return ebadf();
+            if (f & EF_FD_OWNED) {
+                if (!ef_in_shim)
+                    return ebadf(); /* the program never opened it */
+                ef_own_fd(fd, 0);   /* libunwind closing its own pipe */
+            }
             if (active()) {
                 int e = errno;
                 ef_on_close(fd, CALLER);
@@ -406,10 +409,31 @@ EXPORT int socketpair(int domain, int type, int proto, int sv[2])
     return r;
 }
 
+/* A pipe made inside the shim (libunwind's memory-validation pipe, created on
+ * its first use) must not take the program's lowest free numbers: move it up
+ * among the shim's own fds. */
+static void hide_pipe(int p[2])
+{
+    int e = errno;
+    for (int i = 0; i < 2; i++) {
+        int hi = ef_real.fcntl(p[i], F_DUPFD_CLOEXEC, ef_high_fd_base());
+        if (hi < 0)
+            continue;
+        ef_real.close(p[i]);
+        p[i] = hi;
+        ef_own_fd(hi, 1);
+    }
+    errno = e;
+}
+
 EXPORT int pipe(int p[2])
 {
     ef_ensure_init();
     int r = ef_real.pipe(p);
+    if (r == 0 && EF_UNLIKELY(ef_in_shim)) {
+        hide_pipe(p);
+        return r;
+    }
     if (r == 0) {
         born(p[0]);
         born(p[1]);
@@ -422,6 +446,10 @@ EXPORT int pipe2(int p[2], int flags)
     ef_ensure_init();
     int r = ef_real.pipe2(p, flags);
     if (r == 0) {
+        if (EF_UNLIKELY(ef_in_shim)) {
+            hide_pipe(p);
+            return r;
+        }
         born(p[0]);
         born(p[1]);
     }

@@ -1,0 +1,161 @@
+/*
+ * suppress.c - EPOLLFORK_SUPPRESSIONS: known reports a team has decided to live
+ * with, counted instead of printed.
+ *
+ * Like the sanitizers' suppression files: one rule per line, `KIND:GLOB`, where
+ * KIND is a report kind or `*` and GLOB (fnmatch) is matched against the
+ * function names, module paths and module base names of the offending call's
+ * frames (the epoll_ctl for shared-epoll-ctl, the close for
+ * stale-registration, the exec for epoll-fd-exec-leak, or the program itself
+ * for a leak found at start-up).  `#` starts a comment.  The file is read once
+ * at start-up; a bad line is named and ignored, the rest still apply.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ef.h"
+
+#define MAXRULES 256
+
+struct rule {
+    char kind[32];
+    char glob[224];
+};
+
+static struct rule rules[MAXRULES];
+static int nrules;
+
+static const char *const kinds[] = {"shared-epoll-ctl", "stale-registration",
+                                    "epoll-fd-exec-leak", "*"};
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = 0;
+    return s;
+}
+
+static void parse_line(char *line, int lineno, const char *path)
+{
+    char *hash = strchr(line, '#');
+    if (hash)
+        *hash = 0;
+    line = trim(line);
+    if (!*line)
+        return;
+    char *colon = strchr(line, ':');
+    const char *why = NULL;
+    if (!colon)
+        why = "expected KIND:GLOB";
+    else {
+        *colon = 0;
+        char *kind = trim(line), *glob = trim(colon + 1);
+        int known = 0;
+        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            known |= !strcmp(kind, kinds[i]);
+        if (!known)
+            why = "unknown kind (shared-epoll-ctl, stale-registration, epoll-fd-exec-leak or *)";
+        else if (!*glob)
+            why = "empty pattern";
+        else if (strlen(glob) >= sizeof rules[0].glob)
+            why = "pattern too long";
+        else if (nrules == MAXRULES)
+            why = "too many rules";
+        else {
+            ef_fmt(rules[nrules].kind, sizeof rules[nrules].kind, "%s", kind);
+            ef_fmt(rules[nrules].glob, sizeof rules[nrules].glob, "%s", glob);
+            nrules++;
+            return;
+        }
+    }
+    ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS: %s:%d: %s; rule ignored", path, lineno, why);
+}
+
+void ef_suppressions_load(const char *path)
+{
+    if (!path || !*path)
+        return;
+    int saved = errno;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS='%s' cannot be read (%s); no suppressions",
+                      path, strerror(errno));
+        errno = saved;
+        return;
+    }
+    char buf[4096], line[1024];
+    size_t used = 0;
+    int lineno = 0;
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == '\n') {
+                line[used] = 0;
+                parse_line(line, ++lineno, path);
+                used = 0;
+            } else if (used + 1 < sizeof line) {
+                line[used++] = buf[i];
+            }
+        }
+    }
+    if (used) {
+        line[used] = 0;
+        parse_line(line, ++lineno, path);
+    }
+    ef_sys_close(fd);
+    errno = saved;
+}
+
+static int matches(const char *glob, const char *s)
+{
+    return s && *s && fnmatch(glob, s, 0) == 0;
+}
+
+static int frame_matches(const struct rule *ru, const struct ef_sym *sy)
+{
+    const char *base = strrchr(sy->module, '/');
+    return matches(ru->glob, sy->function) || matches(ru->glob, sy->module) ||
+           matches(ru->glob, base ? base + 1 : NULL);
+}
+
+int ef_suppressed(const struct ef_report *r)
+{
+    if (!nrules)
+        return 0;
+    uint32_t id = !strcmp(r->kind, "stale-registration")   ? r->close_stack
+                  : !strcmp(r->kind, "epoll-fd-exec-leak") ? r->exec_stack
+                                                           : r->call_stack;
+    uint32_t n = 0;
+    const uint64_t *f = ef_depot_get(id, &n);
+    struct ef_symctx *c = n ? ef_sym_begin() : NULL;
+    int hit = 0;
+    for (int k = 0; k < nrules && !hit; k++) {
+        const struct rule *ru = &rules[k];
+        if (strcmp(ru->kind, "*") && strcmp(ru->kind, r->kind))
+            continue;
+        if (!n) { /* a leak found at start-up: the program is all we know */
+            struct ef_sym sy;
+            memset(&sy, 0, sizeof sy);
+            ef_fmt(sy.module, sizeof sy.module, "%s", r->program);
+            hit = frame_matches(ru, &sy);
+            continue;
+        }
+        for (uint32_t i = 0; i < n && !hit; i++) {
+            struct ef_sym sy;
+            ef_sym_lookup(c, (uintptr_t)f[i] - 1, &sy);
+            char *at = strchr(sy.function, '@');
+            if (at)
+                *at = 0;
+            hit = frame_matches(ru, &sy);
+        }
+    }
+    ef_sym_end(c);
+    return hit;
+}
