@@ -232,6 +232,7 @@ void ef_stack_after_fork_child(int parent_multithreaded);
 void ef_stack_after_unseen_fork(void);
 int ef_stack_parent_mt(void);
 int ef_stack_unsafe(void);          /* 1 in a child where unwinding may hang */
+void ef_stack_disable(int fd);      /* the program took libunwind's pipe */
 int ef_pc_in_shim(uintptr_t pc);
 
 /* --------------------------------------------------------------- symbolize.c */
@@ -247,7 +248,8 @@ void ef_sym_lookup(struct ef_symctx *c, uintptr_t pc, struct ef_sym *out);
 void ef_sym_end(struct ef_symctx *c);
 
 /* ------------------------------------------------------------------- log.c */
-void ef_log_setup(void);                  /* dup stderr, open a shared file */
+void ef_log_copy_stderr(void);            /* at init: the stderr the process started with */
+void ef_log_setup(void);                  /* open a shared file, syslog */
 void ef_log_after_fork_child(void);
 int ef_log_owns(int fd);                  /* is fd one of the shim's own? */
 int ef_log_relocate(int fd);              /* the program wants this number */

@@ -6,8 +6,10 @@
  * constructor runs, so every wrapper calls ef_ensure_init(), and the real
  * function table works (with syscall fallbacks) before init finishes.  Init is
  * cheap on purpose: every exec'd process pays it, epoll or not (resolving the
- * real functions, reading EPOLLFORK_* once, registering atfork handlers).  The
- * shared registry, the stderr copy and libunwind wait for the first epoll
+ * real functions, reading EPOLLFORK_* once, registering atfork handlers, and
+ * one dup of fd 2: the stderr sink must be the stderr the process started with,
+ * not whatever the program has made of fd 2 by its first epoll call).  The
+ * shared registry, the log file and libunwind wait for the first epoll
  * instance (track.c, log.c, stack.c).
  */
 #define _GNU_SOURCE
@@ -38,6 +40,10 @@ static void on_child(void)
 {
     int e = errno;
     ef_on_fork_child();
+    /* The sinks exist before tracking starts (the stderr copy): tell log.c
+     * whose they are now, tracking or not (idempotent after the call that
+     * ef_on_fork_child makes when tracking). */
+    ef_log_after_fork_child();
     errno = e;
 }
 
@@ -64,6 +70,7 @@ void ef_init(void)
         }
     }
     if (!ef_opt.disable) {
+        ef_log_copy_stderr();
         ef_suppressions_load(ef_opt.suppressions);
         pthread_atfork(on_prepare, on_parent, on_child);
         ef_startup_scan(); /* epoll fds inherited through an exec we did not see */

@@ -11,6 +11,11 @@
  * the fd is checked against the identity we saved, so that if something closed
  * it behind our back we drop the report rather than write into a stranger.
  *
+ * The stderr copy is taken when the shim initializes, not when epoll is first
+ * used: a program that points fd 2 at a socket or /dev/null before its first
+ * epoll call must not get reports in it (tests/scenarios/sink_fds.c
+ * sock-before).  It costs one fd above 975 in every process under the shim.
+ *
  * Each report is one write() to an O_APPEND file, so processes sharing a log do
  * not interleave lines.  With '%p' each process opens its own file on its first
  * report; if it cannot (it dropped privileges, the directory is gone) it reports
@@ -47,6 +52,8 @@ static pid_t own_pid;
 static _Atomic int owned_fds[MAX_OWNED];
 static _Atomic int own_state;               /* 0 not tried, 1 opening, 2 open, 3 failed */
 static _Atomic int setup_done;
+static _Atomic int err_copied;              /* the stderr copy was attempted */
+static pid_t sink_pid;                      /* the process these variables belong to */
 static char open_error[600];
 
 int ef_high_fd_base(void)
@@ -87,9 +94,9 @@ int ef_high_fd_base(void);
 /* Move fd to a high close-on-exec number the program is unlikely to want. */
 static int adopt(int fd, struct sink *s)
 {
-    int hi = fcntl(fd, F_DUPFD_CLOEXEC, ef_high_fd_base());
+    int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_high_fd_base());
     if (hi < 0)
-        hi = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (hi < 0)
         return -1;
     struct stat st;
@@ -212,17 +219,40 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
     return r;
 }
 
+/* Copy fd 2 as the process started with it: called by ef_init() (declared
+ * there), and again, harmlessly, by ef_log_setup().  If fd 2 was closed at
+ * start there is no stderr sink: whatever the program opens at 2 later is its
+ * own, not the original stderr. */
+void ef_log_copy_stderr(void)
+{
+    /* With a shared log file the copy is only a fallback: take it if the file
+     * cannot be opened (ef_log_setup), and do not hold the program's stderr
+     * open otherwise (a reader waiting for EOF on it would wait for us). */
+    if (use_file() && !has_pid_pattern() && !atomic_load(&setup_done))
+        return;
+    int expect = 0;
+    if (!atomic_compare_exchange_strong(&err_copied, &expect, 1))
+        return;
+    int saved = errno;
+    struct stat st;
+    sink_pid = ef_sys_getpid();
+    if (fstat(2, &st) == 0)
+        adopt(2, &err_sink);
+    errno = saved;
+}
+
 void ef_log_setup(void)
 {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&setup_done, &expect, 1))
         return;
     int saved = errno;
-    struct stat st;
-    if (fstat(2, &st) == 0)
-        adopt(2, &err_sink);
-    if (use_file() && !has_pid_pattern())
-        open_file(ef_opt.log, &file_sink, open_error, sizeof open_error);
+    if (use_file() && !has_pid_pattern()) {
+        if (open_file(ef_opt.log, &file_sink, open_error, sizeof open_error) != 0)
+            ef_log_copy_stderr();
+    } else {
+        ef_log_copy_stderr();
+    }
     if (use_syslog())
         syslog_connect(open_error, sizeof open_error);
     errno = saved;
@@ -230,6 +260,7 @@ void ef_log_setup(void)
 
 void ef_log_after_fork_child(void)
 {
+    sink_pid = ef_sys_getpid();
     /* A per-process file belongs to the parent: close our copy of it (the
      * number stays hidden until we do) and open our own on first report. */
     if (own_sink.fd >= 0) {
@@ -260,15 +291,38 @@ int ef_log_fds(int *out, int max)
 int ef_log_relocate(int fd)
 {
     struct sink *all[] = {&err_sink, &file_sink, &own_sink, &sys_sink};
+    /* A vfork child shares our memory until it execs: moving our fd there
+     * would rewrite the parent's sink table and fd marks, and the parent
+     * would lose its sink (tests/scenarios/spawners.c vfork-dup2high).  The
+     * child's fd table is its own copy and ours are close-on-exec: let its
+     * dup2 replace its copy, and change nothing here. */
+    if (atomic_load(&ef_vfork_depth) && ef_sys_getpid() != sink_pid)
+        return 0;
     int saved = errno;
-    /* Not a sink (libunwind's pipe): its owner keeps the number, so all we
-     * can do is let go of it. */
+    /* Not a sink (libunwind's pipe): its owner keeps the number, so let go
+     * of it and stop calling libunwind, which would use the program's fd. */
+    int sink = 0;
+    for (unsigned i = 0; i < 4; i++)
+        sink |= all[i]->fd == fd;
     mark(fd, 0);
+    if (!sink) {
+        ef_stack_disable(fd);
+        errno = saved;
+        return 0;
+    }
     for (unsigned i = 0; i < 4; i++) {
         struct sink *s = all[i];
         if (s->fd != fd)
             continue;
-        int hi = fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+        /* Just above the number the program wants, else anywhere: a program
+         * that dup2s onto every number up to its limit (1024 by default) pushes
+         * ours to the top, and then a low number beats losing the sink
+         * (tests/scenarios/sink_fds.c dup2-high). */
+        int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+        if (hi < 0)
+            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_high_fd_base() / 2);
+        if (hi < 0)
+            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
         mark(fd, 0);
         if (hi >= 0) {
             s->fd = hi;

@@ -17,12 +17,12 @@
 
 #include "ef.h"
 
+/* glibc's syscall() already returns -1 and sets errno on failure, so there is
+ * nothing to decode: turning its -1 into errno = 1 made every failing fallback
+ * report EPERM (a library constructor's close(-1) before our constructor ran;
+ * tests/scenarios/ctor_lib.c).  Kept as the one place the fallbacks return. */
 static long fb_ret(long r)
 {
-    if (r < 0 && r > -4096) {
-        errno = (int)-r;
-        return -1;
-    }
     return r;
 }
 

@@ -281,6 +281,17 @@ void ef_stack_after_unseen_fork(void)
         unsafe_child = 1;
 }
 
+/* The program took the number of libunwind's validation pipe (dup2 onto it):
+ * libunwind would read and write the program's fd from now on.  Stop calling
+ * it; stacks keep their calling frame. */
+void ef_stack_disable(int fd)
+{
+    if (atomic_exchange(&uw_state, 3) == 3)
+        return;
+    ef_log_notice("epollfork: the program took fd %d, libunwind's own pipe; stacks show the "
+                  "calling frame only from now on", fd);
+}
+
 int ef_stack_unsafe(void)
 {
     return unsafe_child;

@@ -47,8 +47,10 @@ struct ef_symctx {
 
 static int in_map(const struct elf_syms *s, const void *p, size_t len)
 {
-    const char *b = s->map, *q = p;
-    return q >= b && q + len <= b + s->size && q + len >= q;
+    /* Integer arithmetic: a pointer-overflow test (q + len >= q) is undefined
+     * behaviour and compilers may drop it (cppcheck invalidTestForOverflow). */
+    uintptr_t b = (uintptr_t)s->map, q = (uintptr_t)p;
+    return q >= b && len <= s->size && q - b <= s->size - len;
 }
 
 /* Find the symbol table of kind `type` in an mmap'd ELF file. */
