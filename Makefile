@@ -26,7 +26,7 @@ HDRS := src/ef.h include/epollfork.h
 LIB := $(BUILD)/libepollfork.so
 DEPS_STAMP := $(BUILD)/.deps
 
-.PHONY: all deps test demo bench clean cppcheck options
+.PHONY: all deps test test-real demo bench clean cppcheck options install uninstall
 all: $(LIB)
 
 $(DEPS_STAMP):
@@ -73,6 +73,10 @@ demo: $(LIB)
 test: $(LIB)
 	@sh tests/run.sh
 
+# Only the real programs (tests/test_real.py), after the same install step.
+test-real: $(LIB)
+	@sh tests/run.sh real/
+
 bench: $(LIB)
 	@sh bench/run.sh
 
@@ -81,6 +85,32 @@ cppcheck:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	    --inline-suppr --std=c11 -Iinclude -Isrc -D__x86_64__ -D__linux__ \
 	    --suppress=missingIncludeSystem $(LIB_SRCS)
+
+# `make install PREFIX=/usr/local DESTDIR=`: the launcher finds the library at
+# ../lib/epollfork/ from its own directory, so the two must stay together.
+# epollfork-report(1) and epollfork-symbolize(1) are .so links to epollfork.1.
+PREFIX ?= /usr/local
+DESTDIR ?=
+INST := $(DESTDIR)$(PREFIX)
+TOOLS := epollfork epollfork-report epollfork-symbolize
+INSTALLED := $(INST)/lib/epollfork/libepollfork.so $(addprefix $(INST)/bin/,$(TOOLS)) \
+             $(INST)/include/epollfork.h $(INST)/share/man/man7/epollfork.7 \
+             $(addprefix $(INST)/share/man/man1/,$(addsuffix .1,$(TOOLS)))
+
+install: $(LIB)
+	install -d $(INST)/lib/epollfork $(INST)/bin $(INST)/include \
+	    $(INST)/share/man/man1 $(INST)/share/man/man7
+	install -m 755 $(LIB) $(INST)/lib/epollfork/libepollfork.so
+	install -m 755 $(addprefix scripts/,$(TOOLS)) $(INST)/bin/
+	install -m 644 include/epollfork.h $(INST)/include/
+	install -m 644 man/epollfork.1 $(INST)/share/man/man1/
+	install -m 644 man/epollfork.7 $(INST)/share/man/man7/
+	for t in epollfork-report epollfork-symbolize; do \
+	    echo '.so man1/epollfork.1' > $(INST)/share/man/man1/$$t.1; chmod 644 $(INST)/share/man/man1/$$t.1; done
+
+uninstall:
+	rm -f $(INSTALLED)
+	-rmdir $(INST)/lib/epollfork 2>/dev/null
 
 clean:
 	rm -rf $(BUILD)

@@ -25,6 +25,18 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "install-deps: installing$missing" >&2
 export DEBIAN_FRONTEND=noninteractive
+# Server packages (nginx, apache2, lighttpd, memcached, redis...) start their
+# service on install, some on every address: the tests run their own copies on
+# 127.0.0.1 only, so no service may start here.  A policy-rc.d that says 101
+# stops invoke-rc.d and deb-systemd-invoke; if the machine has none, ours is
+# there for the install and removed after.
+policy=/usr/sbin/policy-rc.d
+ours=""
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# installed by epollfork scripts/install-deps.sh for one apt-get run\nexit 101\n' |
+        $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy" && ours=1
+    trap '[ -n "$ours" ] && $SUDO rm -f "$policy"' EXIT
+fi
 # An old package index may name versions the mirror no longer has: refresh it.
 $SUDO apt-get update -qq >&2 || true
 $SUDO apt-get install -y -qq --no-install-recommends $missing >&2

@@ -352,6 +352,7 @@ void ef_on_fork_returned(pid_t result);         /* our fork wrapper, in the pare
 void ef_on_fork_detected(void);                 /* a fork no handler saw */
 void ef_on_exit(void);
 int ef_allow_shared(int epfd);                  /* epollfork_allow_shared() */
+int ef_holds_any(void);                         /* does this process hold an instance? */
 /* One registration of an fd in an instance (the fd table holds the first; a
  * side table the others, for an fd that several instances watch). */
 struct ef_regrec {

@@ -173,8 +173,15 @@ static int syslog_send(const char *line, size_t len)
                       months[mon - 1], ts[8] == '0' ? ' ' : ts[8], ts[9], ts + 11,
                       (int)ef_sys_getpid(), (int)len, line);
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (still_ours(&sys_sink) && send(sys_sink.fd, msg, n, MSG_NOSIGNAL) == (ssize_t)n)
-            return 0;
+        /* Never block the program on a stalled syslog reader: a full queue
+         * sends this record to the stderr sink instead. */
+        if (still_ours(&sys_sink)) {
+            ssize_t w = send(sys_sink.fd, msg, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (w == (ssize_t)n)
+                return 0;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return -1;
+        }
         if (attempt == 0) { /* the daemon restarted: reconnect once */
             char why[300];
             if (sys_sink.fd >= 0) {

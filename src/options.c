@@ -82,7 +82,7 @@ static int parse_int(const char *v, long lo, long hi, long *out, char *why, size
 {
     char *end;
     long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
+    if (*v < '0' || *v > '9' || *end || x < lo || x > hi) {
         ef_fmt(why, n, "expected a whole number from %ld to %ld", lo, hi);
         return -1;
     }
@@ -161,6 +161,8 @@ static const struct ef_option_desc options[] = {EF_OPTION_TABLE(EF_OPT_ROW)};
 
 static void append(char *err, size_t errlen, const char *line)
 {
+    if (!err || !errlen)
+        return;
     size_t used = strlen(err);
     if (used + strlen(line) + 1 < errlen) {
         strcat(err, line);
@@ -209,6 +211,13 @@ void ef_options_parse(char *const *envp, char *err, size_t errlen)
         char why[160];
         why[0] = 0;
         if (d->parse(eq + 1, why, sizeof why) != 0) {
+            /* "using the default" must be true even if an earlier copy of the
+             * variable set something else */
+            char ignored[160];
+            if (d->def[0])
+                d->parse(d->def, ignored, sizeof ignored);
+            else
+                ef_opt.suppressions[0] = 0;
             ef_fmt(line, sizeof line, "epollfork: %s='%.200s' is invalid (%s); using the default '%s'",
                    d->name, eq + 1, why, d->def);
             append(err, errlen, line);

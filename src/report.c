@@ -69,6 +69,8 @@ struct out {
 
 static void put(struct out *o, const char *s, size_t n)
 {
+    if (!o->cap)
+        return;
     if (o->len + n >= o->cap)
         n = o->cap > o->len + 1 ? o->cap - o->len - 1 : 0;
     memcpy(o->p + o->len, s, n);
@@ -129,6 +131,26 @@ static void put_kv(struct out *o, const char *key, const char *val)
     puts_(o, "\"");
 }
 
+/* A name for a text line: control characters shown as \n, \t, \xNN, so that a
+ * path with a newline cannot start a line without the ==PID== prefix. */
+static const char *vis(const char *s, char *buf, size_t len)
+{
+    size_t k = 0;
+    for (; *s && k + 5 < len; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '\n')
+            k += ef_fmt(buf + k, len - k, "\\n");
+        else if (c == '\t')
+            k += ef_fmt(buf + k, len - k, "\\t");
+        else if (c < 0x20 || c == 0x7f)
+            k += ef_fmt(buf + k, len - k, "\\x%02x", c);
+        else
+            buf[k++] = (char)c;
+    }
+    buf[k] = 0;
+    return buf;
+}
+
 /* ------------------------------------------------------------ stacks */
 struct stack_desc {
     const char *key;        /* JSON name */
@@ -186,7 +208,9 @@ static void describe(const struct ef_report *r, struct stack_desc *s, int *ns)
     static const char *uses[] = {"epoll_wait", "epoll_ctl", "blocked in epoll_wait"};
     if (!strcmp(r->kind, "epoll-fd-exec-leak")) {
         s[n] = (struct stack_desc){"exec", r->exec_stack, "", NULL, NULL};
-        ef_fmt(s[n].title, sizeof s[n].title, "the exec of %s in process %d:", r->program, r->pid);
+        char prog[512];
+        ef_fmt(s[n].title, sizeof s[n].title, "the exec of %s in process %d:",
+               vis(r->program, prog, sizeof prog), r->pid);
         s[n].missing = "exec made where the shim cannot see it (posix_spawn, system, popen, or "
                        "a program without the shim): no stack";
         n++;
@@ -262,8 +286,9 @@ static void frame_text(struct out *o, const char *pfx, int i, uintptr_t pc, stru
     struct ef_sym sy;
     ef_sym_lookup(c, pc, &sy);
     const char *f = fname(&sy);
+    char mod[600];
     putf(o, "%s    #%d 0x%lx in %s (%s+0x%lx)\n", pfx, i, (unsigned long)pc, f ? f : "??",
-         sy.have_module ? sy.module : "<unknown module>",
+         sy.have_module ? vis(sy.module, mod, sizeof mod) : "<unknown module>",
          (unsigned long)sy.offset);
 }
 
@@ -318,17 +343,20 @@ static void kv_int(struct out *o, const char *key, long v)
 
 static void headline(const struct ef_report *r, struct out *o, const char *pfx)
 {
+    char prog_[600], target_[600];
+    const char *program = vis(r->program, prog_, sizeof prog_);
+    const char *target = vis(r->target, target_, sizeof target_);
     if (!strcmp(r->kind, "epoll-fd-exec-leak")) {
         if (!strcmp(r->exec_how, "start-up"))
             putf(o, "%s epollfork: WARNING: epoll-fd-exec-leak: this program (%s) started holding "
                     "epoll fd %d, inherited without close-on-exec from the program that exec'd it "
                     "(%d registrations kept alive)\n",
-                 pfx, r->program, r->epfd, r->entries);
+                 pfx, program, r->epfd, r->entries);
         else
             putf(o, "%s epollfork: WARNING: epoll-fd-exec-leak: epoll fd %d (created by process "
                     "%d) has no close-on-exec and will be inherited by %s (%d registrations kept "
                     "alive)\n",
-                 pfx, r->epfd, r->owner_pid, r->program, r->entries);
+                 pfx, r->epfd, r->owner_pid, program, r->entries);
         return;
     }
     if (!strcmp(r->kind, "stale-registration")) {
@@ -344,7 +372,7 @@ static void headline(const struct ef_report *r, struct out *o, const char *pfx)
                 "EPOLL_CTL_DEL, but its registration in epoll fd %d survives because %s: "
                 "epoll_wait keeps reporting events for the closed number and EPOLL_CTL_DEL fails "
                 "with EBADF\n",
-             pfx, r->pid, r->fd, r->target[0] ? r->target : "unknown target", r->epfd, who);
+             pfx, r->pid, r->fd, target[0] ? target : "unknown target", r->epfd, who);
         return;
     }
     const char *verb = r->op == EPOLL_CTL_ADD ? "added" : r->op == EPOLL_CTL_MOD ? "modified"
@@ -356,10 +384,11 @@ static void headline(const struct ef_report *r, struct out *o, const char *pfx)
     putf(o, "%s epollfork: WARNING: shared-epoll-ctl: process %d %s fd %d (%s) %s the interest "
             "list of epoll fd %d, which process %d shares since a fork and %s (instance created "
             "by process %d)\n",
-         pfx, r->modifier_pid, verb, r->fd, r->target[0] ? r->target : "unknown target", prep,
+         pfx, r->modifier_pid, verb, r->fd, target[0] ? target : "unknown target", prep,
          r->epfd, r->other_pid, use, r->owner_pid);
     if (r->lost_changes)
-        putf(o, "%s   (%u more changes by other processes were not recorded: ring overflow)\n",
+        putf(o, "%s   (%u earlier changes could not be read: more changes than the ring keeps "
+                "were made before this use)\n",
              pfx, r->lost_changes);
 }
 
@@ -371,6 +400,9 @@ static void summary(const struct ef_report *r, struct out *o, const char *pfx, s
     int leak = !strcmp(kind, "epoll-fd-exec-leak"), stale = !strcmp(kind, "stale-registration");
     top_frame(leak ? r->exec_stack : stale ? r->close_stack : r->call_stack, c, site, sizeof site);
     putf(o, "%s epollfork: SUMMARY: %s", pfx, kind);
+    char ts[48];
+    ef_rfc3339(r->time_ns ? r->time_ns : ef_realtime_ns(), ts, sizeof ts);
+    put_kv(o, "time", ts);
     kv_int(o, "pid", r->pid);
     if (leak) {
         kv_int(o, "epfd", r->epfd);

@@ -54,8 +54,10 @@ EF_TLS int ef_tls_fork_how;
 struct ef_wipe *ef_wipe;
 
 _Atomic uint32_t ef_fork_epoch;
+static _Atomic int ef_in_fork_child;    /* no output from an atfork child handler */
 _Atomic uint32_t ef_ghosts_pending;
 static struct ef_local *local;          /* [EF_MAX_INST], process-private */
+static _Atomic uint32_t held_count;     /* instances this process holds */
 static uint32_t pending_fork_stack;
 static int pending_fork_how;
 static uint32_t pending_child_proc; /* allocated before the fork, filled by both sides */
@@ -152,7 +154,12 @@ static int claim_slot(struct ef_inst *in, uint64_t word)
             return i;
         }
     }
-    atomic_store(&in->overflow, 1);
+    /* No slot: this holder is counted instead, so that the instance is never
+     * freed under it and every change on it is recorded. */
+    if (atomic_fetch_add(&in->overflow, 1) == 0 && ef_notice_once(EF_NOTICE_HOLDERS) &&
+        !atomic_load(&ef_in_fork_child))
+        ef_log_notice("epollfork: an epoll instance is held by more than %d processes; the "
+                      "others are not told apart (no reports are lost or invented)", EF_HOLDERS);
     return -1;
 }
 
@@ -178,9 +185,14 @@ static void release(uint32_t idx)
         ef_stale_drop(idx); /* the instance itself is being closed: no ghost to report */
     uint32_t uid = atomic_exchange(&l->uid, 0);
     int slot = atomic_exchange(&l->slot, -1);
+    if (uid && atomic_load(&held_count))
+        atomic_fetch_sub(&held_count, 1);
     if (!uid || uid != atomic_load(&in->uid))
         return;
-    release_slot(in, slot, (uint32_t)ef_self.pid);
+    if (slot >= 0)
+        release_slot(in, slot, (uint32_t)ef_self.pid);
+    else if (atomic_load(&in->overflow))
+        atomic_fetch_sub(&in->overflow, 1); /* we were one of the slot-less holders */
     if (atomic_load(&in->nholders) == 0 && !atomic_load(&in->overflow))
         ef_inst_free(idx);
 }
@@ -223,6 +235,7 @@ static uint32_t new_instance(int fd, struct ef_fd *e, int how, int flags, void *
     in->create_flags = flags;
     in->create_stack = how == 2 ? 0 : ef_stack_capture(EF_SKIP_SHIM, caller);
     struct ef_local *l = &local[idx];
+    atomic_fetch_add(&held_count, 1);
     int slot = claim_slot(in, (uint64_t)(uint32_t)ef_self.pid << 32);
     atomic_store(&l->slot, slot);
     l->resv = -1;
@@ -406,14 +419,16 @@ static uint64_t conflict_key(uint32_t idx, uint32_t uid, const struct ef_change 
     return k ^ (k >> 31);
 }
 
-static void conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
-                     uint32_t other_proc, int use, void *caller)
+/* Returns 1 when a report was made (the caller's count of lost changes has
+ * then been said). */
+static int conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
+                    uint32_t other_proc, int use, void *caller, uint32_t lost)
 {
     struct ef_inst *in = inst_of(idx);
     if (atomic_load(&in->allowed))
-        return; /* the program said it shares this list on purpose */
+        return 0; /* the program said it shares this list on purpose */
     if (!ef_dedup_insert(conflict_key(idx, atomic_load(&in->uid), c)))
-        return;
+        return 0;
     struct ef_report r;
     memset(&r, 0, sizeof r);
     r.kind = "shared-epoll-ctl";
@@ -441,7 +456,9 @@ static void conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
     r.add_pid = (int)c->add_proc;
     if (use != EF_USE_BLOCKED)
         r.use_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+    r.lost_changes = lost;
     ef_report_emit(&r);
+    return 1;
 }
 
 /* Copy ring entry g if it is complete; 1 ok, 0 lost (overwritten), -1 not yet
@@ -497,9 +514,9 @@ static void scan(uint32_t idx, int use, void *caller)
         }
         if (c.pid == ef_self.pid)
             continue;
-        conflict(idx, &c, ef_self.pid, ef_self.proc, use, caller);
+        if (conflict(idx, &c, ef_self.pid, ef_self.proc, use, caller, lost))
+            lost = 0;
     }
-    (void)lost;
     uint64_t cur = from;
     while (cur < upto && !atomic_compare_exchange_weak(&l->lastseen, &cur, upto))
         ;
@@ -716,7 +733,7 @@ static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_ev
             continue;
         struct ef_change copy;
         if (read_change(in, g, &copy) == 1)
-            conflict(idx, &copy, (int32_t)pid, ef_proc_of_pid((int32_t)pid), EF_USE_BLOCKED, NULL);
+            conflict(idx, &copy, (int32_t)pid, ef_proc_of_pid((int32_t)pid), EF_USE_BLOCKED, NULL, 0);
         break;
     }
     if ((g & 63) == 0)
@@ -959,19 +976,33 @@ static uint32_t hw(void)
 
 /* In the parent, before the fork (under glibc's atfork lock, so forks that run
  * handlers are serialized and `resv` cannot be mixed up between two forks). */
+int ef_holds_any(void)
+{
+    return atomic_load_explicit(&held_count, memory_order_relaxed) != 0;
+}
+
 void ef_on_fork_prepare(void)
 {
     atomic_fetch_add(&ef_fork_epoch, 1); /* every fd open now gets a copy */
-    if (!tracking() || !enter())
+    /* The registry is made at the first fork even without epoll: workers
+     * forked before any epoll instance exists then share one process tree
+     * (identical reports from 500 workers are printed once).  Cheap: one
+     * mmap, no libunwind. */
+    if (!tracking() && !ef_track_start())
+        return;
+    if (!enter())
         return;
     ef_in_shim++;
     if (ef_tls_fork_stack) {
         pending_fork_stack = ef_tls_fork_stack;
         pending_fork_how = ef_tls_fork_how;
         ef_tls_fork_stack = 0;
-    } else {
+    } else if (ef_holds_any()) {
         /* daemon(), forkpty(): skip our frames and glibc's handler runner. */
         pending_fork_stack = ef_stack_capture(EF_SKIP_SHIM_AND_ONE, __builtin_return_address(0));
+        pending_fork_how = EF_FORK_ATFORK;
+    } else {
+        pending_fork_stack = 0; /* nothing crosses this fork: no stack needed */
         pending_fork_how = EF_FORK_ATFORK;
     }
     ef_in_shim--;
@@ -1036,6 +1067,7 @@ void ef_on_fork_child(void)
     ef_report_after_fork_child();
     if (!tracking())
         return;
+    atomic_store(&ef_in_fork_child, 1);
     ef_wipe->valid = 1;
     pid_t parent = ef_self.pid;
     ef_self.pid = ef_sys_getpid();
@@ -1064,6 +1096,7 @@ void ef_on_fork_child(void)
     }
     ef_stack_after_fork_child(pending_parent_mt);
     ef_log_after_fork_child();
+    atomic_store(&ef_in_fork_child, 0);
 }
 
 /* The first event in a child whose fork ran no handler (syscall(SYS_fork),
@@ -1092,6 +1125,8 @@ void ef_on_fork_detected(void)
         struct ef_inst *in = inst_of(i);
         if (!holds(i) || atomic_load(&in->state) != 1) {
             atomic_store(&l->uid, 0);
+            if (atomic_load(&held_count))
+                atomic_fetch_sub(&held_count, 1);
             continue;
         }
         atomic_store(&in->crossed, 1);

@@ -349,8 +349,8 @@ static inline int tracking_on(void)
 
 EXPORT pid_t fork(void)
 {
-    if (!active() || !tracking_on())
-        return ef_real.fork();
+    if (!active() || !tracking_on() || !ef_holds_any())
+        return ef_real.fork(); /* the atfork handlers still see it */
     int e = errno;
     ef_in_shim++;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
@@ -371,7 +371,7 @@ EXPORT pid_t fork(void)
  * (track.c) and takes the stack left here in its copy of this thread's TLS. */
 EXPORT pid_t _Fork(void)
 {
-    if (!active() || !tracking_on())
+    if (!active() || !tracking_on() || !ef_holds_any())
         return ef_real._Fork();
     int e = errno;
     ef_in_shim++;

@@ -7,6 +7,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh gcc make pkg-config libunwind-dev python3 binutils cppcheck \
-    libuv1-dev libevent-dev libev-dev strace python3-gevent
+    libuv1-dev libevent-dev libev-dev strace python3-gevent man-db groff-base
+# the real programs of tests/test_real.py (each case also asks for its own)
+sh scripts/install-deps.sh redis-server redis-tools nginx memcached lighttpd haproxy php8.2-fpm \
+    uwsgi-core uwsgi-plugin-python3 apache2 python3-twisted python3-tornado nodejs
 make -s all build/ubsan/libepollfork.so build/asan/libepollfork.so >/dev/null
 exec python3 tests/run.py "$@"

@@ -78,6 +78,7 @@ class Result:
         self.logdir = logdir
         self.reports = []
         self.notices = []
+        self.totals = []        # the per-process TOTALS records written at exit
         self.garbage = []
         for line in log_lines:
             try:
@@ -85,7 +86,9 @@ class Result:
             except ValueError:
                 self.garbage.append(line)
                 continue
-            (self.notices if obj.get("kind") == "notice" else self.reports).append(obj)
+            kind = obj.get("kind")
+            (self.notices if kind == "notice" else self.totals if kind == "totals"
+             else self.reports).append(obj)
 
     def kinds(self, kind="shared-epoll-ctl"):
         return [r for r in self.reports if r.get("kind") == kind]
