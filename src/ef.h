@@ -105,8 +105,18 @@ struct ef_fd {
     _Atomic uint32_t born;      /* fork epoch when a wrapped call created it, 0 unknown */
 };
 #define EF_FD_MAX (1u << 26)
-/* Lookup without allocating; NULL when the fd never had an entry. */
-struct ef_fd *ef_fd_peek(int fd);
+/* Lookup without allocating; NULL when the fd never had an entry.  Inline:
+ * every wrapper does it, on the hot path. */
+#define EF_FD_PAGE_BITS 12
+extern struct ef_fd *_Atomic ef_l1[EF_FD_MAX >> EF_FD_PAGE_BITS];
+static inline struct ef_fd *ef_fd_peek(int fd)
+{
+    if (EF_UNLIKELY((unsigned)fd >= EF_FD_MAX))
+        return NULL;
+    struct ef_fd *p = atomic_load_explicit(&ef_l1[(unsigned)fd >> EF_FD_PAGE_BITS],
+                                           memory_order_acquire);
+    return p ? &p[(unsigned)fd & ((1u << EF_FD_PAGE_BITS) - 1)] : NULL;
+}
 /* Lookup, allocating the page; NULL when fd is out of range or mmap failed. */
 struct ef_fd *ef_fd_get(int fd);
 /* Call fn for every fd in [lo, hi] that has a non-empty entry. */
@@ -218,11 +228,33 @@ int ef_dedup_insert(uint64_t key);
 /* One-time tree-wide notice; returns 1 the first time bit is raised. */
 int ef_notice_once(uint32_t bit);
 
+extern EF_TLS int ef_in_shim;            /* re-entrancy guard (track.c) */
+
 /* ------------------------------------------------------------------- stack.c */
 enum ef_skip { EF_SKIP_SHIM = 0, EF_SKIP_SHIM_AND_ONE = 1 };
 /* Capture the calling stack into the depot; returns its id (0 none). */
 uint32_t ef_stack_capture(enum ef_skip skip, void *caller);
 int ef_stack_last_cut(void);        /* did this thread's last capture stop at one frame? */
+uint32_t ef_stack_from_raw(void *const *raw, int n);
+extern int (*ef_bt)(void **, int);  /* libunwind's unw_backtrace, when usable here */
+extern EF_TLS int ef_unwinding;
+/* Unwind from the caller's own frame (a wrapper): every frame of ours that
+ * libunwind walks costs ~100 instructions, so a wrapper that captures a
+ * stack itself saves the frames of track.c and stack.c.  0 when unwinding is
+ * not available here (then the events capture, with the usual fallbacks). */
+#define EF_RAW_FRAMES (EF_MAX_FRAMES + 8)
+static inline int ef_capture_here(void **raw, int depth)
+{
+    int (*bt)(void **, int) = ef_bt;
+    if (!bt || ef_unwinding || ef_in_shim)
+        return 0;
+    ef_unwinding = 1;
+    ef_in_shim++;
+    int n = bt(raw, depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES);
+    ef_in_shim--;
+    ef_unwinding = 0;
+    return n > 0 ? n : 0;
+}
 uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n);
 /* Returns the frames of id (pointer into the registry) and their count. */
 const uint64_t *ef_depot_get(uint32_t id, uint32_t *n);
@@ -339,6 +371,9 @@ int ef_track_start(void);                       /* lazily create the registry */
 void ef_on_epoll_create(int fd, int how, int flags, void *caller);
 void ef_on_ctl_before(int epfd, void *caller);  /* the use check before epoll_ctl */
 void ef_on_ctl(int epfd, int op, int fd, const void *ev, void *caller); /* after success */
+/* After a successful ADD or DEL on a quiet instance (ef_epoll_quiet), with
+ * the ADD's stack already captured by the wrapper. */
+void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, void *caller);
 void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *t, void *caller);
 void ef_on_wait_exit(int epfd, const struct ef_wait_token *t, int result);
 void ef_on_close(int fd, void *caller);         /* before the real close */
@@ -410,6 +445,33 @@ extern EF_TLS uint32_t ef_tls_fork_stack; /* set by the fork wrapper */
 extern EF_TLS int ef_tls_fork_how;
 struct ef_wipe { uint32_t valid; };
 extern struct ef_wipe *ef_wipe;           /* zeroed in any fork child (MADV_WIPEONFORK) */
+
+/* The fast path of the busiest calls (bench/RESULTS.md), owned by track.c:
+ * EPOLL_CTL_MOD and a wait with timeout 0 on an instance that never crossed a
+ * fork, with no ghost pending, in the process this state belongs to.  There
+ * ef_on_ctl_before(), ef_on_ctl() (for MOD) and ef_on_wait_enter() (not
+ * blocking) do nothing, so the wrapper makes the real call and returns: no
+ * errno save, no events.  A new rule in track.c for those calls must make
+ * this return 0 in its case.  The
+ * checks are those of track.c's enter() and of those events, in that order;
+ * anything else (a fork seen through the wipe page, a vfork child, ghosts, a
+ * crossed instance, an fd we do not know) takes the full path.  Measured on
+ * the MOD re-arm loop: +37 ns -> +2 ns per call. */
+static inline int ef_epoll_quiet(int epfd)
+{
+    if (atomic_load_explicit(&ef_self.tracking, memory_order_acquire) != 2)
+        return 0;
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL))
+        return 0;
+    if (EF_UNLIKELY(!ef_wipe->valid) ||
+        EF_UNLIKELY(atomic_load_explicit(&ef_vfork_depth, memory_order_relaxed)) ||
+        EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
+        return 0;
+    uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
+    return !atomic_load_explicit(&ef_reg->inst[idx].crossed, memory_order_seq_cst);
+}
+
 
 /* -------------------------------------------------------------------- init.c */
 extern _Atomic int ef_init_state;        /* 0 none, 1 running, 2 done */

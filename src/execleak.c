@@ -22,7 +22,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -130,18 +132,13 @@ static void report_leak(int fd, uint32_t idx, const char *program, char *const a
     ef_report_emit(&r);
 }
 
+/* Collect the epoll fds that would leak; nothing is reported yet. */
 static void check_fd(int fd, struct ef_fd *e, void *arg)
 {
     struct scan_arg *a = arg;
-    if (!(atomic_load(&e->flags) & EF_FD_EPOLL) || !still_leaking(fd))
+    if (!(atomic_load(&e->flags) & EF_FD_EPOLL) || a->nfound >= MAXLEAK || !still_leaking(fd))
         return;
-    uint32_t idx = atomic_load(&e->inst);
-    if (a->nfound < MAXLEAK)
-        a->found[a->nfound++] = fd;
-    uint32_t uid = ef_holds(idx) ? atomic_load(&ef_local_at(idx)->uid) : 0;
-    if (!ef_dedup_insert(leak_key(idx, uid, fd, a->exec_stack)))
-        return;
-    report_leak(fd, ef_holds(idx) ? idx : 0, a->program, a->argv, a->exec_stack, "exec");
+    a->found[a->nfound++] = fd;
 }
 
 /* A new environment: envp without any old marker, plus ours. */
@@ -178,16 +175,28 @@ char *const *ef_exec_prepare(const char *path, char *const argv[], char *const e
     resolve(path, program, sizeof program);
     a.program = program;
     a.argv = argv;
+    /* Only a process that holds an epoll instance has one to leak; and an
+     * exec that will fail leaks nothing.  The exec stack is captured only
+     * once a leak is found (a fork-and-exec child must not pay for it). */
     int tracking = atomic_load(&ef_self.tracking) == 2;
-    if (tracking && ef_enter()) {
-        ef_in_shim++;
-        a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
-        ef_in_shim--;
-        /* An exec that will fail reports nothing: no leak happens. */
-        if (access(program, X_OK) == 0)
-            ef_fd_foreach(0, EF_FD_MAX - 1, check_fd, &a);
-        else
+    if (tracking && ef_holds_any() && ef_enter()) {
+        if (access(program, X_OK) != 0)
             return NULL;
+        ef_fd_foreach(0, EF_FD_MAX - 1, check_fd, &a);
+        for (int i = 0; i < a.nfound; i++) {
+            int fd = a.found[i];
+            struct ef_fd *e = ef_fd_peek(fd);
+            uint32_t idx = e ? atomic_load(&e->inst) : 0;
+            if (!a.exec_stack) {
+                ef_in_shim++;
+                a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+                ef_in_shim--;
+            }
+            int held = ef_holds(idx);
+            uint32_t uid = held ? atomic_load(&ef_local_at(idx)->uid) : 0;
+            if (ef_dedup_insert(leak_key(idx, uid, fd, a.exec_stack)))
+                report_leak(fd, held ? idx : 0, program, argv, a.exec_stack, "exec");
+        }
     }
     for (int i = 0; i < nknown && a.nfound < MAXLEAK; i++) {
         int dup_ = 0;
@@ -244,6 +253,48 @@ static int startup_fd(int fd, void *arg)
     return 0;
 }
 
+/* Every open fd, at start-up, cheaply: every exec'd process pays for this.
+ * poll() over [0, 1024) says which numbers are open (POLLNVAL for the
+ * others): ~25 us in a fresh process, where opening /proc/self/fd costs ~60 us
+ * (bench/RESULTS.md).  Numbers above 1023 exist only in a process allowed more
+ * fds that has nearly a thousand open: then the /proc scan, for all of them. */
+static int poll_open_fds(int limit, int *open_fds, int max, int *count)
+{
+    struct pollfd p[256]; /* on the stack: a static 8 KiB array costs page faults */
+    int highest = -1;
+    *count = 0;
+    for (int base = 0; base < limit; base += 256) {
+        int k = limit - base < 256 ? limit - base : 256;
+        for (int i = 0; i < k; i++)
+            p[i] = (struct pollfd){.fd = base + i, .events = 0, .revents = 0};
+        if (poll(p, (nfds_t)k, 0) < 0)
+            return -2;
+        for (int i = 0; i < k; i++) {
+            if (p[i].revents & POLLNVAL)
+                continue;
+            highest = base + i;
+            if (*count < max)
+                open_fds[(*count)++] = base + i;
+        }
+    }
+    return highest;
+}
+
+static void startup_fds(struct startup_arg *a)
+{
+    struct rlimit rl;
+    long limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                     ? (long)rl.rlim_cur : 1L << 20;
+    int fds[1024], n = 0;
+    int highest = poll_open_fds(limit < 1024 ? (int)limit : 1024, fds, 1024, &n);
+    if (highest == -2 || (limit > 1024 && highest >= 960)) {
+        ef_proc_fds(0, startup_fd, a);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        startup_fd(fds[i], a);
+}
+
 void ef_startup_scan(void)
 {
     struct startup_arg a;
@@ -264,7 +315,7 @@ void ef_startup_scan(void)
         unsetenv(MARKER); /* the program never sees it */
     }
     int saved = errno;
-    ef_proc_fds(0, startup_fd, &a);
+    startup_fds(&a);
     errno = saved;
     if (!a.nleaks)
         return;

@@ -3,8 +3,9 @@
  *
  * A two-level table like tsan_fd.cpp's: a first level of 16,384 page pointers
  * in .bss (untouched pages cost no memory) and second-level pages of 4,096
- * 16-byte entries mapped on first use, so fd 70,000 costs one 64 KiB page, not
- * a 1 MiB array.  Lookups are two loads and no lock; pages are installed with a
+ * entries mapped on first use, so fd 70,000 costs one page, not
+ * a 1 MiB array.  (Entries are 32 bytes: 128 KiB a page, of which only the
+ * touched 4 KiB pieces cost memory.)  Lookups are two loads and no lock; pages are installed with a
  * compare-and-swap and never freed.  The table is process-private: fork copies
  * it, which is exactly the kernel's fd table semantics.
  */
@@ -13,20 +14,14 @@
 
 #include "ef.h"
 
-#define PAGE_BITS 12
+#define PAGE_BITS EF_FD_PAGE_BITS
 #define PAGE_ENTRIES (1u << PAGE_BITS)
 #define L1_ENTRIES (EF_FD_MAX >> PAGE_BITS)
 
-static struct ef_fd *_Atomic l1[L1_ENTRIES];
+struct ef_fd *_Atomic ef_l1[L1_ENTRIES];
+#define l1 ef_l1
 static _Atomic size_t pages_mapped;
-
-struct ef_fd *ef_fd_peek(int fd)
-{
-    if (EF_UNLIKELY((unsigned)fd >= EF_FD_MAX))
-        return NULL;
-    struct ef_fd *p = atomic_load_explicit(&l1[(unsigned)fd >> PAGE_BITS], memory_order_acquire);
-    return p ? &p[(unsigned)fd & (PAGE_ENTRIES - 1)] : NULL;
-}
+static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
 
 struct ef_fd *ef_fd_get(int fd)
 {
@@ -43,6 +38,9 @@ struct ef_fd *ef_fd_get(int fd)
         if (atomic_compare_exchange_strong(&l1[i], &expect, (struct ef_fd *)m)) {
             p = m;
             atomic_fetch_add(&pages_mapped, 1);
+            unsigned top = atomic_load(&l1_top);
+            while (top < i + 1 && !atomic_compare_exchange_weak(&l1_top, &top, i + 1))
+                ;
         } else {
             munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
             p = expect;
@@ -55,6 +53,13 @@ void ef_fd_foreach(unsigned lo, unsigned hi, void (*fn)(int, struct ef_fd *, voi
 {
     if (hi >= EF_FD_MAX)
         hi = EF_FD_MAX - 1;
+    /* pages above the highest one ever mapped are empty: do not read their
+     * 16,384 first-level pointers (a fresh fork child would fault them in) */
+    unsigned top = atomic_load(&l1_top);
+    if (!top)
+        return;
+    if (hi >= (top << PAGE_BITS))
+        hi = (top << PAGE_BITS) - 1;
     for (unsigned i = lo >> PAGE_BITS; i <= (hi >> PAGE_BITS) && lo <= hi; i++) {
         struct ef_fd *p = atomic_load_explicit(&l1[i], memory_order_acquire);
         if (!p)

@@ -39,11 +39,7 @@ static void on_parent(void)
 static void on_child(void)
 {
     int e = errno;
-    ef_on_fork_child();
-    /* The sinks exist before tracking starts (the stderr copy): tell log.c
-     * whose they are now, tracking or not (idempotent after the call that
-     * ef_on_fork_child makes when tracking). */
-    ef_log_after_fork_child();
+    ef_on_fork_child(); /* almost nothing: see track.c */
     errno = e;
 }
 
@@ -70,7 +66,6 @@ void ef_init(void)
         }
     }
     if (!ef_opt.disable) {
-        ef_log_copy_stderr();
         ef_suppressions_load(ef_opt.suppressions);
         pthread_atfork(on_prepare, on_parent, on_child);
         ef_startup_scan(); /* epoll fds inherited through an exec we did not see */

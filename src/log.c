@@ -11,10 +11,15 @@
  * the fd is checked against the identity we saved, so that if something closed
  * it behind our back we drop the report rather than write into a stranger.
  *
- * The stderr copy is taken when the shim initializes, not when epoll is first
- * used: a program that points fd 2 at a socket or /dev/null before its first
- * epoll call must not get reports in it (tests/scenarios/sink_fds.c
- * sock-before).  It costs one fd above 975 in every process under the shim.
+ * The stderr copy is taken when the process first uses epoll, or earlier, just
+ * before the program replaces fd 2 through a wrapper we see (close, dup2,
+ * dup3, close_range, closefrom): a program that points fd 2 at a socket
+ * before its first epoll call must not get reports in it
+ * (tests/scenarios/sink_fds.c sock-before), and a process that never uses
+ * epoll must not pay for the copy (the fd table grows to 1024 slots: ~18 us
+ * at start-up, bench/RESULTS.md).  A replacement we cannot see (freopen(),
+ * raw syscalls) before the first epoll call makes the copy point at the new
+ * fd 2: those reports go where the program's own stderr goes.
  *
  * Each report is one write() to an O_APPEND file, so processes sharing a log do
  * not interleave lines.  With '%p' each process opens its own file on its first

@@ -620,7 +620,12 @@ void ef_report_totals(void)
 /* Counters are per process: a child starts from zero. */
 void ef_report_after_fork_child(void)
 {
-    atomic_store(&ef_report_count, 0);
-    atomic_store(&ef_suppressed_count, 0);
-    atomic_store(&ef_deduped_count, 0);
+    /* written only when non-zero: a page written in a fork child is a
+     * copy-on-write fault */
+    if (atomic_load(&ef_report_count))
+        atomic_store(&ef_report_count, 0);
+    if (atomic_load(&ef_suppressed_count))
+        atomic_store(&ef_suppressed_count, 0);
+    if (atomic_load(&ef_deduped_count))
+        atomic_store(&ef_deduped_count, 0);
 }

@@ -12,10 +12,14 @@
  * uses epoll never pays it.
  *
  * Unwinding in a fork child can hang for ever (libunwind's mutex and glibc's
- * dl_load_write_lock are inherited locked, FACTS.md).  So (1) the atfork prepare
- * handler waits until none of our own unwinds is in flight, and (2) a child of a
+ * dl_load_write_lock are inherited locked, FACTS.md).  So a child of a
  * multithreaded parent, where another thread may have held those locks, does
  * not unwind at all: it records the calling frame only, and reports say so.
+ * In a single-threaded parent the only unwind that can be in flight at a fork
+ * is one that a signal handler interrupted in the forking thread itself: a
+ * thread-local flag tells, and that child does not unwind either.  (No global
+ * counter: two locked instructions per capture cost more than the rest of an
+ * EPOLL_CTL_ADD's bookkeeping, bench/RESULTS.md.)
  *
  * The depot is an open-addressing hash set in the shared registry, so a stack id
  * means the same thing in every process of the tree.
@@ -25,7 +29,6 @@
 #include <link.h>
 #include <string.h>
 #include <sys/single_threaded.h>
-#include <time.h>
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
@@ -35,11 +38,14 @@
 #define STR(x) #x
 
 static int (*p_backtrace)(void **, int);
+/* p_backtrace while unwinding is allowed in this process (NULL otherwise):
+ * wrappers call it from their own frame (ef_capture_here in ef.h). */
+int (*ef_bt)(void **, int);
+EF_TLS int ef_unwinding;
 static _Atomic int uw_state;        /* 0 untried, 1 loading, 2 ready, 3 unavailable */
 static uintptr_t shim_lo, shim_hi;  /* our own text, never shown */
-static _Atomic int unwinders;       /* threads inside unw_backtrace */
-static _Atomic int forking;         /* a fork is being prepared */
-static int drain_failed;
+#define unwinding ef_unwinding      /* this thread is inside unw_backtrace */
+static int drain_failed;            /* the forking thread was (a signal handler) */
 static int unsafe_child;            /* see the paragraph on top */
 static int ever_mt;
 
@@ -116,6 +122,8 @@ static void load_unwind(void)
     void *warm[8];
     p_backtrace(warm, 8); /* the first call costs ~0.2 ms: pay it here, once */
     ef_in_shim--;
+    if (!unsafe_child)
+        ef_bt = p_backtrace;
     atomic_store(&uw_state, 2);
 }
 
@@ -126,24 +134,22 @@ static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, i
         ever_mt = 1;
     if (atomic_load_explicit(&uw_state, memory_order_acquire) == 0)
         load_unwind();
-    int ok = atomic_load_explicit(&uw_state, memory_order_acquire) == 2 && !unsafe_child;
-    if (ok) {
-        atomic_fetch_add(&unwinders, 1);
-        if (atomic_load(&forking)) {
-            atomic_fetch_sub(&unwinders, 1);
-            ok = 0;
-        }
-    }
+    int ok = atomic_load_explicit(&uw_state, memory_order_acquire) == 2 && !unsafe_child &&
+             !unwinding;
     if (!ok) {
         pcs[0] = (uintptr_t)caller;
         *cut = 1;
         return 1;
     }
-    void *raw[EF_MAX_FRAMES + 24];
+    /* our own frames (at most a few) plus the frames wanted: libunwind walks
+     * only as far as asked */
+    void *raw[EF_MAX_FRAMES + 16];
+    int want = max + 16 < (int)(sizeof raw / sizeof raw[0]) ? max + 16 : (int)(sizeof raw / sizeof raw[0]);
     ef_in_shim++;
-    int n = p_backtrace(raw, (int)(sizeof raw / sizeof raw[0]));
+    unwinding = 1;
+    int n = p_backtrace(raw, want);
+    unwinding = 0;
     ef_in_shim--;
-    atomic_fetch_sub(&unwinders, 1);
     int i = 0;
     while (i < n && ef_pc_in_shim((uintptr_t)raw[i]))
         i++;
@@ -160,6 +166,23 @@ static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, i
 }
 
 static EF_TLS int last_cut;
+
+/* Frames a wrapper captured itself (ef_capture_here): drop the wrapper's own
+ * frame(s), keep the configured depth, store them once. */
+uint32_t ef_stack_from_raw(void *const *raw, int n)
+{
+    uintptr_t pcs[EF_MAX_FRAMES];
+    int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
+                                                                           : EF_MAX_FRAMES;
+    int i = 0;
+    while (i < n && ef_pc_in_shim((uintptr_t)raw[i]))
+        i++;
+    uint32_t k = 0;
+    for (; i < n && (int)k < max; i++)
+        pcs[k++] = (uintptr_t)raw[i];
+    last_cut = 0;
+    return k ? ef_depot_put(pcs, k) : 0;
+}
 
 uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
 {
@@ -245,40 +268,30 @@ void ef_stack_before_fork(void)
 {
     if (!__libc_single_threaded)
         ever_mt = 1;
-    atomic_store(&forking, 1);
-    drain_failed = 0;
-    /* Wait for our own unwinds in other threads (microseconds).  Bounded: the
-     * thread that forks may be a signal handler that interrupted our unwind. */
-    struct timespec ts = {0, 20000};
-    for (int i = 0; atomic_load(&unwinders) > 0; i++) {
-        if (i >= 1000) {
-            drain_failed = 1;
-            break;
-        }
-        nanosleep(&ts, NULL);
-    }
+    drain_failed = unwinding; /* a signal handler forking in the middle of our unwind */
 }
 
 void ef_stack_after_fork_parent(void)
 {
-    atomic_store(&forking, 0);
 }
 
 void ef_stack_after_fork_child(int parent_multithreaded)
 {
-    atomic_store(&unwinders, 0);
-    atomic_store(&forking, 0);
-    if (parent_multithreaded || drain_failed)
+    if (parent_multithreaded || drain_failed) {
         unsafe_child = 1;
+        ef_bt = NULL;
+    }
+    unwinding = 0;
 }
 
 /* A fork that no handler saw (raw clone, _Fork): decide from what we knew. */
 void ef_stack_after_unseen_fork(void)
 {
-    atomic_store(&unwinders, 0);
-    atomic_store(&forking, 0);
-    if (ever_mt || !__libc_single_threaded)
+    if (ever_mt || !__libc_single_threaded || unwinding) {
         unsafe_child = 1;
+        ef_bt = NULL;
+    }
+    unwinding = 0;
 }
 
 /* The program took the number of libunwind's validation pipe (dup2 onto it):
@@ -286,6 +299,7 @@ void ef_stack_after_unseen_fork(void)
  * it; stacks keep their calling frame. */
 void ef_stack_disable(int fd)
 {
+    ef_bt = NULL;
     if (atomic_exchange(&uw_state, 3) == 3)
         return;
     ef_log_notice("epollfork: the program took fd %d, libunwind's own pipe; stacks show the "

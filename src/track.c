@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/single_threaded.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/syscall.h>
@@ -54,7 +55,7 @@ EF_TLS int ef_tls_fork_how;
 struct ef_wipe *ef_wipe;
 
 _Atomic uint32_t ef_fork_epoch;
-static _Atomic int ef_in_fork_child;    /* no output from an atfork child handler */
+
 _Atomic uint32_t ef_ghosts_pending;
 static struct ef_local *local;          /* [EF_MAX_INST], process-private */
 static _Atomic uint32_t held_count;     /* instances this process holds */
@@ -156,8 +157,7 @@ static int claim_slot(struct ef_inst *in, uint64_t word)
     }
     /* No slot: this holder is counted instead, so that the instance is never
      * freed under it and every change on it is recorded. */
-    if (atomic_fetch_add(&in->overflow, 1) == 0 && ef_notice_once(EF_NOTICE_HOLDERS) &&
-        !atomic_load(&ef_in_fork_child))
+    if (atomic_fetch_add(&in->overflow, 1) == 0 && ef_notice_once(EF_NOTICE_HOLDERS))
         ef_log_notice("epollfork: an epoll instance is held by more than %d processes; the "
                       "others are not told apart (no reports are lost or invented)", EF_HOLDERS);
     return -1;
@@ -788,6 +788,37 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
         reg_del(fd, t, idx);
 }
 
+/* An ADD or DEL on an instance that never crossed a fork (the wrapper checked
+ * ef_epoll_quiet and captured the ADD's stack from its own frame): only the
+ * registration bookkeeping, nothing is recorded or reported. */
+void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, void *caller)
+{
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (!e)
+        return;
+    uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
+    if (!holds(idx))
+        return;
+    if (op == EPOLL_CTL_ADD) {
+        struct ef_fd *t = ef_fd_get(fd);
+        if (!t)
+            return;
+        uint32_t call;
+        if (nraw) {
+            call = ef_stack_from_raw(raw, nraw);
+        } else {
+            ef_in_shim++;
+            call = ef_stack_capture(EF_SKIP_SHIM, caller);
+            ef_in_shim--;
+        }
+        reg_add(fd, t, idx, atomic_load_explicit(&inst_of(idx)->uid, memory_order_relaxed), call);
+    } else if (op == EPOLL_CTL_DEL) {
+        struct ef_fd *t = ef_fd_peek(fd);
+        if (t && (atomic_load_explicit(&t->flags, memory_order_relaxed) & (EF_FD_REG | EF_FD_MULTI)))
+            reg_del(fd, t, idx);
+    }
+}
+
 /* ------------------------------------------------------------------ wait */
 
 void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *tok, void *caller)
@@ -805,11 +836,14 @@ void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *tok, void *c
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     struct ef_inst *in = inst_of(idx);
     struct ef_local *l = &local[idx];
-    if (blocking) {
+    if (blocking && (!__libc_single_threaded ||
+                     atomic_load_explicit(&in->crossed, memory_order_relaxed))) {
         /* Publish "I am waiting" before looking at gen (see the top), even on
          * an instance that has not crossed a fork yet: another thread may fork
-         * while this one stays blocked.  A wait with timeout 0 cannot block
-         * and skips this. */
+         * while this one stays blocked.  Not needed when this is the only
+         * thread and the instance never crossed a fork: nothing can fork
+         * while it is blocked (a signal handler's fork runs after the wait
+         * returned EINTR).  A wait with timeout 0 cannot block. */
         int slot = atomic_load_explicit(&l->slot, memory_order_relaxed);
         if (slot >= 0 && holds(idx)) {
             uint64_t w = atomic_load_explicit(&in->holders[slot], memory_order_relaxed);
@@ -981,15 +1015,23 @@ int ef_holds_any(void)
     return atomic_load_explicit(&held_count, memory_order_relaxed) != 0;
 }
 
+/* Set by the prepare handler, cleared by the parent handler: a child whose
+ * copy still says 1 was forked through our handlers (reservations and a
+ * process record wait for it). */
+static int fork_seen;
+
 void ef_on_fork_prepare(void)
 {
     atomic_fetch_add(&ef_fork_epoch, 1); /* every fd open now gets a copy */
-    /* The registry is made at the first fork even without epoll: workers
-     * forked before any epoll instance exists then share one process tree
-     * (identical reports from 500 workers are printed once).  Cheap: one
-     * mmap, no libunwind. */
-    if (!tracking() && !ef_track_start())
+    if (!tracking()) {
+        /* Workers forked before any epoll instance exists must still form
+         * one process tree (identical reports from 500 workers printed
+         * once): the registry is mapped at the first fork.  One mmap, and
+         * nothing else until the process really uses epoll. */
+        if (!ef_reg && !ef_opt.disable)
+            ef_registry_create();
         return;
+    }
     if (!enter())
         return;
     ef_in_shim++;
@@ -1022,6 +1064,7 @@ void ef_on_fork_prepare(void)
         atomic_store(&in->crossed, 1);
         l->resv = claim_slot(in, word);
     }
+    fork_seen = 1;
     ef_stack_before_fork();
 }
 
@@ -1029,11 +1072,15 @@ void ef_on_fork_parent(void)
 {
     if (!tracking())
         return;
+    fork_seen = 0;
     ef_stack_after_fork_parent();
 }
 
 /* Our own fork wrapper knows the child's pid (daemon() does not): turn the
- * reservations into the child's slots, or free them if the fork failed. */
+ * reservations into the child's slots, or free them if the fork failed.
+ * Only shared pages are written: a private page written after fork costs a
+ * copy-on-write fault (the reservations in `local` are left as they are;
+ * the next prepare rewrites them). */
 void ef_on_fork_returned(pid_t child)
 {
     if (!tracking() || !enter())
@@ -1047,7 +1094,7 @@ void ef_on_fork_returned(pid_t child)
     uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
     for (uint32_t i = 1; i < h; i++) {
         struct ef_local *l = &local[i];
-        if (l->resv < 0)
+        if (l->resv < 0 || !holds(i))
             continue;
         struct ef_inst *in = inst_of(i);
         uint64_t w = resv;
@@ -1056,69 +1103,51 @@ void ef_on_fork_returned(pid_t child)
         } else if (atomic_compare_exchange_strong(&in->holders[l->resv], &w, 0)) {
             atomic_fetch_sub(&in->nholders, 1);
         }
-        l->resv = -1;
     }
 }
 
-/* In the child, inside fork(): async-signal-safe work only, no output. */
+/* In the child, inside fork().  Nothing but what must not wait: every page
+ * written here is a copy-on-write fault on every fork (a fork-and-exec child
+ * would pay for bookkeeping it never uses).  The rest happens at the child's
+ * first event, when enter() finds the wipe page zeroed. */
 void ef_on_fork_child(void)
 {
-    atomic_store(&ef_vfork_depth, 0);
     ef_report_after_fork_child();
-    if (!tracking())
-        return;
-    atomic_store(&ef_in_fork_child, 1);
-    ef_wipe->valid = 1;
-    pid_t parent = ef_self.pid;
-    ef_self.pid = ef_sys_getpid();
-    ef_self.proc = pending_child_proc;
-    struct ef_proc *me = ef_proc_at(ef_self.proc);
-    if (me)
-        atomic_store(&me->pid, ef_self.pid);
-    uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)parent) << 32;
-    uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
-    uint32_t h = hw();
-    for (uint32_t i = 1; i < h; i++) {
-        struct ef_local *l = &local[i];
-        if (!holds(i)) {
-            l->resv = -1;
-            continue;
-        }
-        int s = l->resv;
-        l->resv = -1;
-        if (s >= 0) {
-            uint64_t w = resv;
-            struct ef_inst *in = inst_of(i);
-            if (!atomic_compare_exchange_strong(&in->holders[s], &w, mine) && w != mine)
-                s = -1;
-        }
-        atomic_store(&l->slot, s);
-    }
-    ef_stack_after_fork_child(pending_parent_mt);
-    ef_log_after_fork_child();
-    atomic_store(&ef_in_fork_child, 0);
 }
 
-/* The first event in a child whose fork ran no handler (syscall(SYS_fork),
- * clone without CLONE_VM, _Fork): become a holder of what we inherited.  The
- * parent did not know, so changes it made in between were not recorded. */
+/* The first event in a child (the wipe page reads zero in any fork child).
+ * Through our handlers (fork_seen): take the reserved slots and the process
+ * record prepared for us.  Through a fork that ran no handler
+ * (syscall(SYS_fork), clone without CLONE_VM, _Fork): become a holder of what
+ * we inherited; the parent did not know, so changes it made in between were
+ * not recorded. */
 void ef_on_fork_detected(void)
 {
     ef_wipe->valid = 1;
     ef_report_after_fork_child();
-    atomic_fetch_add(&ef_fork_epoch, 1);
     atomic_store(&ef_vfork_depth, 0);
     pid_t parent = ef_self.pid;
-    (void)parent;
     ef_self.pid = ef_sys_getpid();
-    uint32_t fs = ef_tls_fork_stack;
-    uint32_t how = fs ? EF_FORK_UNDERSCORE : EF_FORK_UNSEEN;
-    ef_tls_fork_stack = 0;
-    ef_self.proc = ef_proc_alloc(ef_self.pid, ef_self.proc, fs, how);
     uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
     uint32_t h = hw();
+    int seen = fork_seen;
+    fork_seen = 0;
+    if (seen) {
+        ef_self.proc = pending_child_proc;
+        struct ef_proc *me = ef_proc_at(ef_self.proc);
+        if (me)
+            atomic_store(&me->pid, ef_self.pid);
+    } else {
+        atomic_fetch_add(&ef_fork_epoch, 1);
+        uint32_t fs = ef_tls_fork_stack;
+        ef_tls_fork_stack = 0;
+        ef_self.proc = ef_proc_alloc(ef_self.pid, ef_self.proc, fs,
+                                     fs ? EF_FORK_UNDERSCORE : EF_FORK_UNSEEN);
+    }
+    uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)parent) << 32;
     for (uint32_t i = 1; i < h; i++) {
         struct ef_local *l = &local[i];
+        int s = l->resv;
         l->resv = -1;
         if (!atomic_load(&l->uid))
             continue;
@@ -1129,16 +1158,47 @@ void ef_on_fork_detected(void)
                 atomic_fetch_sub(&held_count, 1);
             continue;
         }
-        atomic_store(&in->crossed, 1);
-        atomic_store(&l->slot, claim_slot(in, mine));
+        if (seen) {
+            /* reserved for us by the parent, or already ours (its wrapper
+             * knew our pid); a failed reservation was counted as overflow */
+            uint64_t w = resv;
+            if (s >= 0 && !atomic_compare_exchange_strong(&in->holders[s], &w, mine) && w != mine)
+                s = -1;
+            atomic_store(&l->slot, s);
+        } else {
+            atomic_store(&in->crossed, 1);
+            atomic_store(&l->slot, claim_slot(in, mine));
+        }
     }
-    ef_stack_after_unseen_fork();
+    if (seen)
+        ef_stack_after_fork_child(pending_parent_mt);
+    else
+        ef_stack_after_unseen_fork();
     ef_log_after_fork_child();
 }
 
 void ef_on_exit(void)
 {
-    if (!tracking() || !enter())
+    if (!tracking())
+        return;
+    if (!ef_wipe->valid && fork_seen) {
+        /* A child that exits without ever touching epoll: give back what
+         * the parent reserved for it, without the rest of the bookkeeping. */
+        uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
+        uint64_t mine = (uint64_t)(uint32_t)ef_sys_getpid() << 32;
+        for (uint32_t i = 1; i < hw(); i++) {
+            struct ef_local *l = &local[i];
+            if (l->resv < 0 || !holds(i))
+                continue;
+            struct ef_inst *in = inst_of(i);
+            uint64_t w = resv;
+            if (atomic_compare_exchange_strong(&in->holders[l->resv], &w, 0) ||
+                (w == mine && atomic_compare_exchange_strong(&in->holders[l->resv], &w, 0)))
+                atomic_fetch_sub(&in->nholders, 1);
+        }
+        return;
+    }
+    if (!enter())
         return;
     uint32_t h = hw();
     for (uint32_t i = 1; i < h; i++)

@@ -47,30 +47,6 @@ static inline int ebadf(void)
 
 /* ------------------------------------------------------------- epoll */
 
-/* The fast path of the busiest calls (bench/RESULTS.md): EPOLL_CTL_MOD and a
- * wait with timeout 0 on an instance that never crossed a fork, with no ghost
- * pending, in the process this state belongs to.  There ef_on_ctl_before(),
- * ef_on_ctl() (for MOD) and ef_on_wait_enter() (not blocking) do nothing, so
- * the wrapper makes the real call and returns: no errno save, no events.  The
- * checks are those of track.c's enter() and of those events, in that order;
- * anything else (a fork seen through the wipe page, a vfork child, ghosts, a
- * crossed instance, an fd we do not know) takes the full path.  Measured on
- * the MOD re-arm loop: +37 ns -> +2 ns per call. */
-static inline int quiet_epoll(int epfd)
-{
-    if (atomic_load_explicit(&ef_self.tracking, memory_order_acquire) != 2)
-        return 0;
-    struct ef_fd *e = ef_fd_peek(epfd);
-    if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL))
-        return 0;
-    if (EF_UNLIKELY(!ef_wipe->valid) ||
-        EF_UNLIKELY(atomic_load_explicit(&ef_vfork_depth, memory_order_relaxed)) ||
-        EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
-        return 0;
-    uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
-    return !atomic_load_explicit(&ef_reg->inst[idx].crossed, memory_order_seq_cst);
-}
-
 EXPORT int epoll_create(int size)
 {
     int r = ef_real.epoll_create(size);
@@ -95,8 +71,19 @@ EXPORT int epoll_create1(int flags)
 
 EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
-    if (op == EPOLL_CTL_MOD && quiet_epoll(epfd))
-        return ef_real.epoll_ctl(epfd, op, fd, ev);
+    if (ef_epoll_quiet(epfd)) {
+        /* never crossed a fork: no use check, nothing to record; an ADD
+         * keeps its stack (captured from this frame: fewer frames to walk) */
+        int r = ef_real.epoll_ctl(epfd, op, fd, ev);
+        if (r == 0 && op != EPOLL_CTL_MOD) {
+            int e = errno;
+            void *raw[EF_RAW_FRAMES];
+            int n = op == EPOLL_CTL_ADD ? ef_capture_here(raw, ef_opt.stack_depth) : 0;
+            ef_on_ctl_quiet(epfd, op, fd, raw, n, CALLER);
+            errno = e;
+        }
+        return r;
+    }
     if (!active())
         return ef_real.epoll_ctl(epfd, op, fd, ev);
     int e = errno;
@@ -112,7 +99,7 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 
 EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 {
-    if (timeout == 0 && quiet_epoll(epfd))
+    if (timeout == 0 && ef_epoll_quiet(epfd))
         return ef_real.epoll_wait(epfd, evs, max, timeout);
     if (!active())
         return ef_real.epoll_wait(epfd, evs, max, timeout);
@@ -132,7 +119,7 @@ EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
                        const sigset_t *ss)
 {
-    if (timeout == 0 && quiet_epoll(epfd))
+    if (timeout == 0 && ef_epoll_quiet(epfd))
         return ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
     if (!active())
         return ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
@@ -152,7 +139,7 @@ EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
 EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *to,
                         const sigset_t *ss)
 {
-    if (to && !to->tv_sec && !to->tv_nsec && quiet_epoll(epfd))
+    if (to && !to->tv_sec && !to->tv_nsec && ef_epoll_quiet(epfd))
         return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
     if (!active())
         return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
@@ -171,8 +158,16 @@ EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct
 
 /* ------------------------------------------------------------- close */
 
+/* Keep the original stderr before the program lets go of fd 2 (log.c). */
+static inline void before_fd2_changes(int fd)
+{
+    if (EF_UNLIKELY(fd == 2) && !ef_opt.disable)
+        ef_log_copy_stderr();
+}
+
 EXPORT int close(int fd)
 {
+    before_fd2_changes(fd);
     struct ef_fd *d = ef_fd_peek(fd);
     if (d) {
         uint32_t f = atomic_load_explicit(&d->flags, memory_order_relaxed);
@@ -223,6 +218,8 @@ EXPORT int close_range(unsigned lo, unsigned hi, int flags)
 {
     if (!active() || lo > hi)
         return ef_real.close_range(lo, hi, flags);
+    if (lo <= 2 && hi >= 2 && !(flags & CLOSE_RANGE_CLOEXEC))
+        before_fd2_changes(2);
     int e = errno;
     ef_on_close_range(lo, hi, flags, CALLER);
     errno = e;
@@ -238,6 +235,8 @@ EXPORT void closefrom(int lo)
         return;
     }
     int e = errno;
+    if (lo <= 2)
+        before_fd2_changes(2);
     ef_on_close_range((unsigned)lo, ~0u, 0, CALLER);
     int own[4];
     int n = ef_log_fds(own, 4), top = -1;
@@ -278,6 +277,8 @@ EXPORT int dup2(int fd, int fd2)
 {
     if (EF_UNLIKELY(owned(fd)))
         return ebadf();
+    if (fd != fd2)
+        before_fd2_changes(fd2);
     if (EF_UNLIKELY(fd != fd2 && owned(fd2)))
         ef_log_relocate(fd2);
     int r = ef_real.dup2(fd, fd2);
@@ -293,6 +294,8 @@ EXPORT int dup3(int fd, int fd2, int flags)
 {
     if (EF_UNLIKELY(owned(fd)))
         return ebadf();
+    if (fd != fd2)
+        before_fd2_changes(fd2);
     if (EF_UNLIKELY(fd != fd2 && owned(fd2)))
         ef_log_relocate(fd2);
     int r = ef_real.dup3(fd, fd2, flags);

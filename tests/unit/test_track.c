@@ -24,6 +24,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <pthread.h>
+#include <sys/single_threaded.h>
+
 #include "unit.h"
 
 #define SHARED "shared-epoll-ctl"
@@ -757,14 +760,20 @@ static void g_blocked(void)
     int slot = LD(ef_local_at(f.idx)->slot);
     unsigned m = rep_mark();
     struct ef_wait_token tok;
-    ef_on_wait_enter(f.ep, 1, &tok, NULL); /* as if blocked in epoll_wait */
-    CHECK(tok.slot == slot && (uint32_t)LD(f.in->holders[slot]) == 1);
+    int go[2];
+    gate_make(go);
     pid_t c = t_fork();
     if (c == 0) {
+        gate_wait(go);
         child_del(f.ep, f.p[0]);
         CHECKF(rep_count(m, SHARED) == 1, "reported at once, by the modifier");
         _exit(0);
     }
+    /* The parent waits after the fork (a single-threaded process cannot fork
+     * while it is blocked), as if blocked in epoll_wait; then the child deletes. */
+    ef_on_wait_enter(f.ep, 1, &tok, NULL);
+    CHECK(tok.slot == slot && (uint32_t)LD(f.in->holders[slot]) == 1);
+    gate_open(go);
     reap(c);
     ef_on_wait_exit(f.ep, &tok, 0);
     CHECK((uint32_t)LD(f.in->holders[slot]) == 0);
@@ -1014,6 +1023,11 @@ static void g_interleave(void)
 
 /* ------------------------------------------------------------------- wait */
 
+static void *noop_thread(void *arg)
+{
+    return arg;
+}
+
 /* Wait tokens count blocked threads; a wait or ctl on an epoll fd the shim
  * never saw created adopts it. */
 static void g_wait(void)
@@ -1025,6 +1039,16 @@ static void g_wait(void)
     _Atomic uint64_t *w = &f.in->holders[slot];
 #define WAITERS() ((uint32_t)atomic_load(w))
     struct ef_wait_token a, b, nb;
+    /* The only thread, on an instance that never crossed a fork: nothing can
+     * fork while it is blocked, so the wait is not published. */
+    if (__libc_single_threaded) {
+        ef_on_wait_enter(f.ep, 1, &a, NULL);
+        CHECK(a.slot == -1 && WAITERS() == 0);
+        ef_on_wait_exit(f.ep, &a, 0);
+        pthread_t th;
+        CHECK(pthread_create(&th, NULL, noop_thread, NULL) == 0 && pthread_join(th, NULL) == 0);
+    }
+    CHECK(!__libc_single_threaded); /* from now on waits are counted */
     ef_on_wait_enter(f.ep, 1, &a, NULL);
     CHECK(a.slot == slot && a.idx == f.idx && a.uid == LD(f.in->uid) && WAITERS() == 1);
     ef_on_wait_enter(f.ep, 1, &b, NULL);

@@ -307,8 +307,10 @@ NOINLINE pid_t t_fork(void)
     ef_on_fork_prepare();
     pid_t p = fork();
     if (p == 0) {
-        ef_on_fork_child(); /* init.c's child handler: both calls */
-        ef_log_after_fork_child();
+        ef_on_fork_child(); /* init.c's child handler (almost nothing) */
+        if (tracking_on())
+            ef_enter();     /* the child's first event: track.c does the child's
+                             * bookkeeping there, when the wipe page reads zero */
         t_child_setup();
         return 0;
     }
@@ -326,7 +328,8 @@ NOINLINE pid_t t_fork_atfork(void)
     pid_t p = fork();
     if (p == 0) {
         ef_on_fork_child();
-        ef_log_after_fork_child();
+        if (tracking_on())
+            ef_enter(); /* the child's first event */
         t_child_setup();
         return 0;
     }
