@@ -382,7 +382,6 @@ void ef_on_dup(int oldfd, int newfd, int cloexec, void *caller); /* after succes
 void ef_on_setfd(int fd, int cloexec);
 void ef_on_fork_prepare(void);
 void ef_on_fork_parent(void);
-void ef_on_fork_child(void);
 void ef_on_fork_returned(pid_t result);         /* our fork wrapper, in the parent */
 void ef_on_fork_detected(void);                 /* a fork no handler saw */
 void ef_on_exit(void);
@@ -397,8 +396,23 @@ struct ef_regrec {
 int ef_reg_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_regrec *out);
 int ef_reg_all(int fd, struct ef_fd *e, struct ef_regrec *out, int max);
 
-/* Fork epoch: forks this process took part in (parent or child). */
-extern _Atomic uint32_t ef_fork_epoch;
+/* What a fork writes in the parent, on one page (track.c). */
+#define EF_FORK_RESV 64
+struct ef_fork_state {
+    _Atomic uint32_t epoch;     /* forks this process took part in (parent or child) */
+    uint32_t stack;             /* the fork being made: its stack, how, the child's record */
+    int how;
+    uint32_t child_proc;
+    int parent_mt;
+    int counted;                /* this process counted a report (report.c) */
+    int nresv;                  /* holder slots reserved for the child */
+    struct {
+        uint32_t idx;
+        int32_t slot;
+    } resv[EF_FORK_RESV];
+};
+extern struct ef_fork_state ef_fork;
+#define ef_fork_epoch ef_fork.epoch
 extern _Atomic uint32_t ef_ghosts_pending;       /* any ghost candidates at all? */
 /* Internals shared by the rule files (track.c, stale.c, execleak.c). */
 struct ef_local *ef_local_at(uint32_t idx);

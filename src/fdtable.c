@@ -18,7 +18,11 @@
 #define PAGE_ENTRIES (1u << PAGE_BITS)
 #define L1_ENTRIES (EF_FD_MAX >> PAGE_BITS)
 
-struct ef_fd *_Atomic ef_l1[L1_ENTRIES];
+/* The first page (fds 0-4095, all most programs ever use) lives in .bss: no
+ * mapping of its own, because every mapping a process has costs ~1.7 us at
+ * each fork (bench/RESULTS.md); untouched .bss costs nothing. */
+static struct ef_fd page0[PAGE_ENTRIES];
+struct ef_fd *_Atomic ef_l1[L1_ENTRIES]; /* .bss: set on first use, not at load */
 #define l1 ef_l1
 static _Atomic size_t pages_mapped;
 static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
@@ -30,8 +34,9 @@ struct ef_fd *ef_fd_get(int fd)
     unsigned i = (unsigned)fd >> PAGE_BITS;
     struct ef_fd *p = atomic_load_explicit(&l1[i], memory_order_acquire);
     if (!p) {
-        void *m = mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd), PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *m = i == 0 ? (void *)page0
+                         : mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd), PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return NULL;
         struct ef_fd *expect = NULL;
@@ -42,7 +47,8 @@ struct ef_fd *ef_fd_get(int fd)
             while (top < i + 1 && !atomic_compare_exchange_weak(&l1_top, &top, i + 1))
                 ;
         } else {
-            munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
+            if (m != (void *)page0)
+                munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
             p = expect;
         }
     }

@@ -22,26 +22,25 @@
 
 _Atomic int ef_init_state;
 
+/* errno is restored only if it changed: a write to a page after a fork is a
+ * copy-on-write fault, and these run on every fork. */
 static void on_prepare(void)
 {
     int e = errno;
     ef_on_fork_prepare();
-    errno = e;
+    if (errno != e)
+        errno = e;
 }
 
 static void on_parent(void)
 {
     int e = errno;
     ef_on_fork_parent();
-    errno = e;
+    if (errno != e)
+        errno = e;
 }
 
-static void on_child(void)
-{
-    int e = errno;
-    ef_on_fork_child(); /* almost nothing: see track.c */
-    errno = e;
-}
+
 
 void ef_init(void)
 {
@@ -67,7 +66,10 @@ void ef_init(void)
     }
     if (!ef_opt.disable) {
         ef_suppressions_load(ef_opt.suppressions);
-        pthread_atfork(on_prepare, on_parent, on_child);
+        /* No child handler: every page of code a fork child runs is a page
+         * fault in that child (bench/RESULTS.md), and it has nothing to do
+         * there: its bookkeeping waits for its first epoll event (track.c). */
+        pthread_atfork(on_prepare, on_parent, NULL);
         ef_startup_scan(); /* epoll fds inherited through an exec we did not see */
     }
     errno = saved;

@@ -543,6 +543,10 @@ size_t ef_report_render(const struct ef_report *r, char *buf, size_t len)
 #define REPORT_BUF (512 * 1024)
 
 _Atomic unsigned long ef_suppressed_count, ef_deduped_count;
+/* The process the counters belong to: a fork child inherits them and must
+ * not print its parent's totals (there is no atfork child handler to reset
+ * them: see init.c). */
+static pid_t counted_pid;
 
 /* "The same report": its kind and the stacks that say where the bug is. */
 static uint64_t content_key(const struct ef_report *r)
@@ -559,6 +563,12 @@ static uint64_t content_key(const struct ef_report *r)
 
 void ef_report_emit(const struct ef_report *r)
 {
+    pid_t me = ef_sys_getpid(); /* a cold path */
+    if (counted_pid != me) {
+        ef_report_after_fork_child(); /* the counts so far were the parent's */
+        counted_pid = me;
+    }
+    ef_fork.counted = 1;
     if (ef_suppressed(r)) {
         atomic_fetch_add(&ef_suppressed_count, 1);
         return;
@@ -594,6 +604,8 @@ void ef_report_emit(const struct ef_report *r)
 
 void ef_report_totals(void)
 {
+    if (!ef_fork.counted || counted_pid != ef_sys_getpid())
+        return;
     unsigned long rep = atomic_load(&ef_report_count), sup = atomic_load(&ef_suppressed_count),
                   ded = atomic_load(&ef_deduped_count);
     if (!rep && !sup && !ded)
@@ -620,8 +632,11 @@ void ef_report_totals(void)
 /* Counters are per process: a child starts from zero. */
 void ef_report_after_fork_child(void)
 {
-    /* written only when non-zero: a page written in a fork child is a
-     * copy-on-write fault */
+    /* Called at a child's first event: write nothing that is already zero
+     * (a copy-on-write fault). */
+    if (!ef_fork.counted)
+        return;
+    ef_fork.counted = 0;
     if (atomic_load(&ef_report_count))
         atomic_store(&ef_report_count, 0);
     if (atomic_load(&ef_suppressed_count))

@@ -266,9 +266,12 @@ const uint64_t *ef_depot_get(uint32_t id, uint32_t *n)
 
 void ef_stack_before_fork(void)
 {
-    if (!__libc_single_threaded)
+    /* written only when they change: every page written at each fork is a
+     * copy-on-write fault at the next one */
+    if (!__libc_single_threaded && !ever_mt)
         ever_mt = 1;
-    drain_failed = unwinding; /* a signal handler forking in the middle of our unwind */
+    if (drain_failed != unwinding)
+        drain_failed = unwinding; /* a signal handler forking in the middle of our unwind */
 }
 
 void ef_stack_after_fork_parent(void)

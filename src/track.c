@@ -54,15 +54,21 @@ EF_TLS uint32_t ef_tls_fork_stack;
 EF_TLS int ef_tls_fork_how;
 struct ef_wipe *ef_wipe;
 
-_Atomic uint32_t ef_fork_epoch;
+/* Everything a fork writes in the parent, together: a private page written
+ * after a fork costs a copy-on-write fault at the next write (~2.5 us here),
+ * so fork-time state shares one page instead of five (bench/RESULTS.md). */
+struct ef_fork_state ef_fork;
 
 _Atomic uint32_t ef_ghosts_pending;
-static struct ef_local *local;          /* [EF_MAX_INST], process-private */
+/* Process-private, in .bss: no mapping of its own (each costs at every fork),
+ * and untouched entries cost nothing. */
+static struct ef_local local_arr[EF_MAX_INST];
+static struct ef_local *local;
 static _Atomic uint32_t held_count;     /* instances this process holds */
-static uint32_t pending_fork_stack;
-static int pending_fork_how;
-static uint32_t pending_child_proc; /* allocated before the fork, filled by both sides */
-static int pending_parent_mt;
+#define pending_fork_stack ef_fork.stack
+#define pending_fork_how ef_fork.how
+#define pending_child_proc ef_fork.child_proc /* allocated before the fork */
+#define pending_parent_mt ef_fork.parent_mt
 
 /* ------------------------------------------------------------------ start */
 
@@ -78,12 +84,10 @@ int ef_track_start(void)
     int saved = errno;
     int ok = ef_registry_create() == 0;
     if (ok) {
-        void *m = mmap(NULL, sizeof(struct ef_local) * EF_MAX_INST, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        ok = m != MAP_FAILED && w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
+        ok = w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
         if (ok) {
-            local = m;
+            local = local_arr;
             ef_wipe = w;
             ef_wipe->valid = 1;
         }
@@ -1015,10 +1019,40 @@ int ef_holds_any(void)
     return atomic_load_explicit(&held_count, memory_order_relaxed) != 0;
 }
 
-/* Set by the prepare handler, cleared by the parent handler: a child whose
- * copy still says 1 was forked through our handlers (reservations and a
- * process record wait for it). */
-static int fork_seen;
+/* Reservations made for the child being forked: (instance, slot) pairs in
+ * ef_fork (one page), or local[].resv for a process holding very many. */
+static void resv_set(uint32_t i, int slot)
+{
+    if (ef_fork.nresv < EF_FORK_RESV) {
+        ef_fork.resv[ef_fork.nresv].idx = i;
+        ef_fork.resv[ef_fork.nresv].slot = slot;
+        ef_fork.nresv++;
+    } else {
+        local[i].resv = slot;
+    }
+}
+
+static int resv_get(uint32_t i)
+{
+    for (int k = 0; k < ef_fork.nresv && k < EF_FORK_RESV; k++)
+        if (ef_fork.resv[k].idx == i)
+            return ef_fork.resv[k].slot;
+    return ef_fork.nresv >= EF_FORK_RESV ? local[i].resv : -1;
+}
+
+/* Was this process forked through our handlers?  Its record, prepared by the
+ * parent, still waits for it (pid 0: daemon(), whose parent cannot know the
+ * pid) or already names it (our fork wrapper wrote it).  A fork that ran no
+ * handler finds the record of an earlier child instead.  No flag that the
+ * parent would have to clear after the fork (a copy-on-write fault). */
+static int forked_through_handlers(pid_t me)
+{
+    struct ef_proc *p = ef_proc_at(pending_child_proc);
+    if (!p || p->parent != ef_self.proc)
+        return 0;
+    int32_t pid = atomic_load(&p->pid);
+    return pid == 0 || pid == me;
+}
 
 void ef_on_fork_prepare(void)
 {
@@ -1055,16 +1089,15 @@ void ef_on_fork_prepare(void)
                                        (uint32_t)pending_fork_how);
     uint32_t h = hw();
     uint64_t word = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
+    ef_fork.nresv = 0;
     for (uint32_t i = 1; i < h; i++) {
-        struct ef_local *l = &local[i];
-        l->resv = -1;
         if (!holds(i))
             continue;
         struct ef_inst *in = inst_of(i);
-        atomic_store(&in->crossed, 1);
-        l->resv = claim_slot(in, word);
+        if (!atomic_load_explicit(&in->crossed, memory_order_relaxed))
+            atomic_store(&in->crossed, 1);
+        resv_set(i, claim_slot(in, word));
     }
-    fork_seen = 1;
     ef_stack_before_fork();
 }
 
@@ -1072,7 +1105,6 @@ void ef_on_fork_parent(void)
 {
     if (!tracking())
         return;
-    fork_seen = 0;
     ef_stack_after_fork_parent();
 }
 
@@ -1093,26 +1125,17 @@ void ef_on_fork_returned(pid_t child)
     uint32_t h = hw();
     uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
     for (uint32_t i = 1; i < h; i++) {
-        struct ef_local *l = &local[i];
-        if (l->resv < 0 || !holds(i))
+        int s = resv_get(i);
+        if (s < 0 || !holds(i))
             continue;
         struct ef_inst *in = inst_of(i);
         uint64_t w = resv;
         if (child > 0) {
-            atomic_compare_exchange_strong(&in->holders[l->resv], &w, (uint64_t)(uint32_t)child << 32);
-        } else if (atomic_compare_exchange_strong(&in->holders[l->resv], &w, 0)) {
+            atomic_compare_exchange_strong(&in->holders[s], &w, (uint64_t)(uint32_t)child << 32);
+        } else if (atomic_compare_exchange_strong(&in->holders[s], &w, 0)) {
             atomic_fetch_sub(&in->nholders, 1);
         }
     }
-}
-
-/* In the child, inside fork().  Nothing but what must not wait: every page
- * written here is a copy-on-write fault on every fork (a fork-and-exec child
- * would pay for bookkeeping it never uses).  The rest happens at the child's
- * first event, when enter() finds the wipe page zeroed. */
-void ef_on_fork_child(void)
-{
-    ef_report_after_fork_child();
 }
 
 /* The first event in a child (the wipe page reads zero in any fork child).
@@ -1130,8 +1153,7 @@ void ef_on_fork_detected(void)
     ef_self.pid = ef_sys_getpid();
     uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
     uint32_t h = hw();
-    int seen = fork_seen;
-    fork_seen = 0;
+    int seen = forked_through_handlers(ef_self.pid);
     if (seen) {
         ef_self.proc = pending_child_proc;
         struct ef_proc *me = ef_proc_at(ef_self.proc);
@@ -1147,8 +1169,7 @@ void ef_on_fork_detected(void)
     uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)parent) << 32;
     for (uint32_t i = 1; i < h; i++) {
         struct ef_local *l = &local[i];
-        int s = l->resv;
-        l->resv = -1;
+        int s = seen ? resv_get(i) : -1;
         if (!atomic_load(&l->uid))
             continue;
         struct ef_inst *in = inst_of(i);
@@ -1170,6 +1191,7 @@ void ef_on_fork_detected(void)
             atomic_store(&l->slot, claim_slot(in, mine));
         }
     }
+    ef_fork.nresv = 0;
     if (seen)
         ef_stack_after_fork_child(pending_parent_mt);
     else
@@ -1181,19 +1203,20 @@ void ef_on_exit(void)
 {
     if (!tracking())
         return;
-    if (!ef_wipe->valid && fork_seen) {
+    pid_t me = ef_sys_getpid();
+    if (!ef_wipe->valid && forked_through_handlers(me)) {
         /* A child that exits without ever touching epoll: give back what
          * the parent reserved for it, without the rest of the bookkeeping. */
         uint64_t resv = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
-        uint64_t mine = (uint64_t)(uint32_t)ef_sys_getpid() << 32;
+        uint64_t mine = (uint64_t)(uint32_t)me << 32;
         for (uint32_t i = 1; i < hw(); i++) {
-            struct ef_local *l = &local[i];
-            if (l->resv < 0 || !holds(i))
+            int s = resv_get(i);
+            if (s < 0 || !holds(i))
                 continue;
             struct ef_inst *in = inst_of(i);
             uint64_t w = resv;
-            if (atomic_compare_exchange_strong(&in->holders[l->resv], &w, 0) ||
-                (w == mine && atomic_compare_exchange_strong(&in->holders[l->resv], &w, 0)))
+            if (atomic_compare_exchange_strong(&in->holders[s], &w, 0) ||
+                (w == mine && atomic_compare_exchange_strong(&in->holders[s], &w, 0)))
                 atomic_fetch_sub(&in->nholders, 1);
         }
         return;

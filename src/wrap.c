@@ -359,13 +359,18 @@ EXPORT pid_t fork(void)
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
     ef_tls_fork_how = EF_FORK_FORK;
     ef_in_shim--;
-    errno = e;
+    if (errno != e)
+        errno = e;
     pid_t p = ef_real.fork();
     if (p != 0) {
+        /* Only shared pages are written here (and errno only if it changed):
+         * a private page written after a fork costs a copy-on-write fault. */
         e = errno;
-        ef_tls_fork_stack = 0;
+        if (ef_tls_fork_stack)
+            ef_tls_fork_stack = 0; /* the prepare handler did not consume it */
         ef_on_fork_returned(p);
-        errno = e;
+        if (errno != e)
+            errno = e;
     }
     return p;
 }

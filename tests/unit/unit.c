@@ -307,7 +307,7 @@ NOINLINE pid_t t_fork(void)
     ef_on_fork_prepare();
     pid_t p = fork();
     if (p == 0) {
-        ef_on_fork_child(); /* init.c's child handler (almost nothing) */
+        /* no atfork child handler (init.c) */
         if (tracking_on())
             ef_enter();     /* the child's first event: track.c does the child's
                              * bookkeeping there, when the wipe page reads zero */
@@ -327,7 +327,6 @@ NOINLINE pid_t t_fork_atfork(void)
     ef_on_fork_prepare();
     pid_t p = fork();
     if (p == 0) {
-        ef_on_fork_child();
         if (tracking_on())
             ef_enter(); /* the child's first event */
         t_child_setup();
