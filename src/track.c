@@ -149,7 +149,7 @@ int ef_holds(uint32_t idx)
 
 /* --------------------------------------------------------------- holders */
 
-static int claim_slot(struct ef_inst *in, uint64_t word)
+static int claim_free_slot(struct ef_inst *in, uint64_t word)
 {
     for (int i = 0; i < EF_HOLDERS; i++) {
         uint64_t z = 0;
@@ -159,6 +159,18 @@ static int claim_slot(struct ef_inst *in, uint64_t word)
             return i;
         }
     }
+    return -1;
+}
+
+static int claim_slot(struct ef_inst *in, uint64_t word)
+{
+    int s = claim_free_slot(in, word);
+    /* Full: children that _exit()ed or were killed left their slots (a
+     * prefork server reaps thousands); give back those of dead processes. */
+    if (s < 0 && ef_inst_prune((uint32_t)(in - ef_reg->inst)) < EF_HOLDERS)
+        s = claim_free_slot(in, word);
+    if (s >= 0)
+        return s;
     /* No slot: this holder is counted instead, so that the instance is never
      * freed under it and every change on it is recorded. */
     if (atomic_fetch_add(&in->overflow, 1) == 0 && ef_notice_once(EF_NOTICE_HOLDERS))

@@ -32,6 +32,13 @@ for _op, _name in (("add", "EPOLL_CTL_ADD"), ("mod", "EPOLL_CTL_MOD"), ("del", "
         check(r["site"].startswith("child_change("), "site: %r" % r["site"])
     case("core/child-%s-then-parent-waits" % _op)(_t)
 
+@case("core/holder-slots-of-exited-children-come-back")
+def _():
+    res = ctl_child("reaped-del")
+    r = expect_one(res, op="EPOLL_CTL_DEL", use="epoll_wait", reporter="other")
+    check(not res.notices, "no capacity notice after 100 exited children: %r" % res.notices)
+
+
 for _mode, _use in (("pwait-del", "epoll_wait"), ("pwait2-del", "epoll_wait"), ("ctl-del", "epoll_ctl")):
     def _t(mode=_mode, use=_use):
         r = expect_one(ctl_child(mode), op="EPOLL_CTL_DEL", use=use, reporter="other")

@@ -7,6 +7,8 @@
  *   rawfork-del, underscore-del the same through syscall(SYS_fork) / _Fork()
  *   pwait-del, pwait2-del        the parent's use is epoll_pwait / epoll_pwait2
  *   ctl-del                      the parent's use is an epoll_ctl
+ *   reaped-del    first 100 children that _exit() at once (their holder slots
+ *                 must come back), then one that deletes
  * Silent:
  *   closeonly     the child only closes the inherited epoll fd
  *   newepoll      the child closes it and gets a new epoll at the same number
@@ -99,6 +101,15 @@ int main(int argc, char **argv)
     ep = epoll_create1(0);
     CHECK(ep >= 0);
     add_fd(ep, p[0], EPOLLIN);
+    if (!strcmp(mode, "reaped-del")) {
+        for (int i = 0; i < 100; i++) {
+            pid_t k = fork();
+            CHECK(k >= 0);
+            if (k == 0)
+                _exit(0);
+            reap(k);
+        }
+    }
     pid_t c;
     if (!strncmp(mode, "rawfork", 7))
         c = (pid_t)syscall(SYS_fork);
