@@ -209,13 +209,23 @@ static uint64_t hash_pcs(const uintptr_t *pcs, uint32_t n)
     return h ? h : 1;
 }
 
+/* The last stack this thread stored, by hash: a server registers from the
+ * same few call sites over and over, and the shared table's probe and compare
+ * cost more than the hash (bench/RESULTS.md, connection churn). */
+static EF_TLS uint64_t last_hash;
+static EF_TLS uint32_t last_id, last_n;
+static EF_TLS const struct ef_registry *last_reg;
+
 uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
 {
     struct ef_registry *r = ef_reg;
     if (!r || !n)
         return 0;
     uint64_t h = hash_pcs(pcs, n);
-    for (uint32_t probe = 0; probe < 64; probe++) {
+    if (h == last_hash && n == last_n && r == last_reg && last_id)
+        return last_id;
+    uint32_t id = 0;
+    for (uint32_t probe = 0; probe < 64 && !id; probe++) {
         uint32_t s = (uint32_t)(h + probe) & (EF_DEPOT_SLOTS - 1);
         struct ef_depot_slot *d = &r->depot[s];
         uint32_t st = atomic_load_explicit(&d->state, memory_order_acquire);
@@ -226,7 +236,7 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
         if (st == 2) {
             if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h && d->n == n &&
                 !memcmp(&r->frames[d->start], pcs, n * sizeof(uint64_t)))
-                return s + 1;
+                id = s + 1;
             continue;
         }
         if (st != 0)
@@ -245,11 +255,18 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
         d->n = n;
         atomic_store_explicit(&d->hash, h, memory_order_relaxed);
         atomic_store_explicit(&d->state, 2, memory_order_release);
-        return s + 1;
+        id = s + 1;
     }
-    if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
-        ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
-    return 0;
+    if (!id) {
+        if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
+            ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
+        return 0;
+    }
+    last_hash = h;
+    last_n = n;
+    last_id = id;
+    last_reg = r;
+    return id;
 }
 
 const uint64_t *ef_depot_get(uint32_t id, uint32_t *n)
