@@ -513,12 +513,14 @@ static void scan(uint32_t idx, int use, void *caller)
     ef_in_shim++;
     uint64_t upto = from;
     uint32_t lost = 0;
-    for (uint64_t g = from + 1; g <= to; g++) {
-        if (to - g >= EF_RING) {
-            lost++;
-            upto = g;
-            continue;
-        }
+    uint64_t first = from + 1;
+    if (to - from > EF_RING) { /* older changes were overwritten: count, do not walk */
+        uint64_t skip = to - from - EF_RING;
+        lost = skip > UINT32_MAX ? UINT32_MAX : (uint32_t)skip;
+        first = to - EF_RING + 1;
+        upto = first - 1;
+    }
+    for (uint64_t g = first; g <= to; g++) {
         struct ef_change c;
         int rc = read_change(in, g, &c);
         if (rc < 0)

@@ -69,29 +69,66 @@ EXPORT int epoll_create1(int flags)
     return r;
 }
 
-EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+/* ADD or DEL on a quiet instance: the real call, then the registration
+ * bookkeeping, with the ADD's stack captured here.  Reached by a tail call, so
+ * this frame replaces the wrapper's: one frame of ours for libunwind to walk. */
+__attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd, struct epoll_event *ev,
+                                               void *caller)
 {
-    if (ef_epoll_quiet(epfd)) {
-        /* never crossed a fork: no use check, nothing to record; an ADD
-         * keeps its stack (captured from this frame: fewer frames to walk) */
-        int r = ef_real.epoll_ctl(epfd, op, fd, ev);
-        if (r == 0 && op != EPOLL_CTL_MOD) {
-            int e = errno;
-            void *raw[EF_RAW_FRAMES];
-            int n = op == EPOLL_CTL_ADD ? ef_capture_here(raw, ef_opt.stack_depth) : 0;
-            ef_on_ctl_quiet(epfd, op, fd, raw, n, CALLER);
-            errno = e;
-        }
-        return r;
+    int r = ef_real.epoll_ctl(epfd, op, fd, ev);
+    if (r == 0) {
+        int e = errno;
+        void *raw[EF_RAW_FRAMES];
+        int n = op == EPOLL_CTL_ADD ? ef_capture_here(raw, ef_opt.stack_depth) : 0;
+        ef_on_ctl_quiet(epfd, op, fd, raw, n, caller);
+        errno = e;
     }
+    return r;
+}
+
+/* The full path: the use check before, the events after. */
+__attribute__((noinline)) static int ctl_slow(int epfd, int op, int fd, struct epoll_event *ev,
+                                              void *caller)
+{
     if (!active())
         return ef_real.epoll_ctl(epfd, op, fd, ev);
     int e = errno;
-    ef_on_ctl_before(epfd, CALLER);
+    ef_on_ctl_before(epfd, caller);
     errno = e;
     int r = ef_real.epoll_ctl(epfd, op, fd, ev);
     if (r == 0) {
-        ef_on_ctl(epfd, op, fd, ev, CALLER);
+        ef_on_ctl(epfd, op, fd, ev, caller);
+        errno = e;
+    }
+    return r;
+}
+
+/* Kept tiny (no frame of its own on the fast path): the work is in ctl_quiet
+ * and ctl_slow, reached by tail calls. */
+EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    if (ef_epoll_quiet(epfd)) {
+        /* never crossed a fork: no use check, nothing to record */
+        if (op == EPOLL_CTL_MOD)
+            return ef_real.epoll_ctl(epfd, op, fd, ev);
+        return ctl_quiet(epfd, op, fd, ev, CALLER);
+    }
+    return ctl_slow(epfd, op, fd, ev, CALLER);
+}
+
+__attribute__((noinline)) static int wait_slow(int epfd, struct epoll_event *evs, int max,
+                                               int timeout, void *caller)
+{
+    if (!active())
+        return ef_real.epoll_wait(epfd, evs, max, timeout);
+    struct ef_wait_token t;
+    int e = errno;
+    ef_on_wait_enter(epfd, timeout != 0, &t, caller);
+    errno = e;
+    int r = ef_real.epoll_wait(epfd, evs, max, timeout);
+    if (EF_UNLIKELY(t.slot != -1)) {
+        e = errno;
+        ef_on_wait_exit(epfd, &t, r);
         errno = e;
     }
     return r;
@@ -101,13 +138,19 @@ EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 {
     if (timeout == 0 && ef_epoll_quiet(epfd))
         return ef_real.epoll_wait(epfd, evs, max, timeout);
+    return wait_slow(epfd, evs, max, timeout, CALLER);
+}
+
+__attribute__((noinline)) static int pwait_slow(int epfd, struct epoll_event *evs, int max,
+                                                int timeout, const sigset_t *ss, void *caller)
+{
     if (!active())
-        return ef_real.epoll_wait(epfd, evs, max, timeout);
+        return ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
     struct ef_wait_token t;
     int e = errno;
-    ef_on_wait_enter(epfd, timeout != 0, &t, CALLER);
+    ef_on_wait_enter(epfd, timeout != 0, &t, caller);
     errno = e;
-    int r = ef_real.epoll_wait(epfd, evs, max, timeout);
+    int r = ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
     if (EF_UNLIKELY(t.slot != -1)) {
         e = errno;
         ef_on_wait_exit(epfd, &t, r);
@@ -121,13 +164,20 @@ EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
 {
     if (timeout == 0 && ef_epoll_quiet(epfd))
         return ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
+    return pwait_slow(epfd, evs, max, timeout, ss, CALLER);
+}
+
+__attribute__((noinline)) static int pwait2_slow(int epfd, struct epoll_event *evs, int max,
+                                                 const struct timespec *to, const sigset_t *ss,
+                                                 void *caller)
+{
     if (!active())
-        return ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
+        return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
     struct ef_wait_token t;
     int e = errno;
-    ef_on_wait_enter(epfd, timeout != 0, &t, CALLER);
+    ef_on_wait_enter(epfd, !to || to->tv_sec || to->tv_nsec, &t, caller);
     errno = e;
-    int r = ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
+    int r = ef_real.epoll_pwait2(epfd, evs, max, to, ss);
     if (EF_UNLIKELY(t.slot != -1)) {
         e = errno;
         ef_on_wait_exit(epfd, &t, r);
@@ -141,22 +191,8 @@ EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct
 {
     if (to && !to->tv_sec && !to->tv_nsec && ef_epoll_quiet(epfd))
         return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
-    if (!active())
-        return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
-    struct ef_wait_token t;
-    int e = errno;
-    ef_on_wait_enter(epfd, !to || to->tv_sec || to->tv_nsec, &t, CALLER);
-    errno = e;
-    int r = ef_real.epoll_pwait2(epfd, evs, max, to, ss);
-    if (EF_UNLIKELY(t.slot != -1)) {
-        e = errno;
-        ef_on_wait_exit(epfd, &t, r);
-        errno = e;
-    }
-    return r;
+    return pwait2_slow(epfd, evs, max, to, ss, CALLER);
 }
-
-/* ------------------------------------------------------------- close */
 
 /* Keep the original stderr before the program lets go of fd 2 (log.c). */
 static inline void before_fd2_changes(int fd)
