@@ -322,6 +322,13 @@ struct ef_report {
     const char *exec_how;        /* "execve", "execvp"... or "start-up" */
     int entries;                 /* registrations the leaked instance holds, -1 unknown */
 };
+/* The fields every report has: kind, pids, time, and what the instance says. */
+void ef_report_init(struct ef_report *r, const char *kind, const struct ef_inst *in, int epfd);
+/* Mix v into a 64-bit dedup key. */
+static inline uint64_t ef_mix(uint64_t k, uint64_t v)
+{
+    return (k ^ v) * 0x9e3779b97f4a7c15ull;
+}
 const char *ef_op_name(int op);
 /* Decode epoll event flags as "EPOLLIN|EPOLLET" into buf. */
 size_t ef_events_str(uint32_t ev, char *buf, size_t len);

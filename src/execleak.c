@@ -85,11 +85,8 @@ static int entries_of(int epfd)
 
 static uint64_t leak_key(uint32_t idx, uint32_t uid, int fd, uint32_t stack)
 {
-    uint64_t k = 0x4c45414b00000003ull; /* kind: epoll-fd-exec-leak */
-    k = (k ^ idx) * 0x9e3779b97f4a7c15ull;
-    k = (k ^ uid) * 0x9e3779b97f4a7c15ull;
-    k = (k ^ (uint32_t)fd) * 0x9e3779b97f4a7c15ull;
-    k = (k ^ stack) * 0x9e3779b97f4a7c15ull;
+    uint64_t k = ef_mix(ef_mix(0x4c45414b00000003ull /* epoll-fd-exec-leak */, idx), uid);
+    k = ef_mix(ef_mix(k, (uint32_t)fd), stack);
     return k ^ (k >> 31);
 }
 
@@ -105,30 +102,14 @@ static void report_leak(int fd, uint32_t idx, const char *program, char *const a
                         uint32_t exec_stack, const char *how)
 {
     struct ef_report r;
-    memset(&r, 0, sizeof r);
-    r.kind = "epoll-fd-exec-leak";
-    r.pid = ef_sys_getpid();
-    r.ppid = ef_sys_getppid();
-    r.epfd = fd;
+    ef_report_init(&r, "epoll-fd-exec-leak", idx && ef_reg ? &ef_reg->inst[idx] : NULL, fd);
     r.fd = -1;
-    r.holder_fd = -1;
     r.exec_stack = exec_stack;
     r.exec_how = how;
     r.entries = entries_of(fd);
-    r.time_ns = ef_realtime_ns();
     ef_fmt(r.program, sizeof r.program, "%s", program ? program : "");
     if (argv && argv[0])
         ef_fmt(r.argv0, sizeof r.argv0, "%s", argv[0]);
-    r.create_how = 2;
-    r.create_fd = fd;
-    if (idx && ef_reg) {
-        struct ef_inst *in = &ef_reg->inst[idx];
-        r.owner_pid = in->owner_pid;
-        r.create_how = in->create_how;
-        r.create_flags = in->create_flags;
-        r.create_fd = in->create_fd;
-        r.create_stack = in->create_stack;
-    }
     ef_report_emit(&r);
 }
 

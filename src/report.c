@@ -24,6 +24,26 @@
 _Atomic unsigned long ef_report_count;
 void (*ef_report_hook)(const struct ef_report *r);
 
+void ef_report_init(struct ef_report *r, const char *kind, const struct ef_inst *in, int epfd)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->pid = ef_sys_getpid();
+    r->ppid = ef_sys_getppid();
+    r->epfd = epfd;
+    r->holder_fd = -1;
+    r->time_ns = ef_realtime_ns();
+    r->create_how = 2; /* not known until an instance says */
+    r->create_fd = epfd;
+    if (in) {
+        r->owner_pid = in->owner_pid;
+        r->create_how = in->create_how;
+        r->create_flags = in->create_flags;
+        r->create_fd = in->create_fd;
+        r->create_stack = in->create_stack;
+    }
+}
+
 const char *ef_op_name(int op)
 {
     switch (op) {

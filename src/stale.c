@@ -231,11 +231,8 @@ static int find_holder(const struct ghost *g, int epfd, int *fd_out)
 
 static uint64_t stale_key(const struct ghost *g)
 {
-    uint64_t k = 0x5354414c45000002ull; /* kind: stale-registration */
-    k = (k ^ g->idx) * 0x9e3779b97f4a7c15ull;
-    k = (k ^ g->uid) * 0x9e3779b97f4a7c15ull;
-    k = (k ^ (g->close_stack ? g->close_stack : 0x80000000u | (uint32_t)g->fd)) *
-        0x9e3779b97f4a7c15ull;
+    uint64_t k = ef_mix(ef_mix(0x5354414c45000002ull /* stale-registration */, g->idx), g->uid);
+    k = ef_mix(k, g->close_stack ? g->close_stack : 0x80000000u | (uint32_t)g->fd);
     return k ^ (k >> 29);
 }
 
@@ -245,27 +242,16 @@ static void report(const struct ghost *g, const struct find_arg *f, int epfd, vo
         return;
     struct ef_inst *in = &ef_reg->inst[g->idx];
     struct ef_report r;
-    memset(&r, 0, sizeof r);
-    r.kind = "stale-registration";
-    r.pid = ef_self.pid;
-    r.ppid = ef_sys_getppid();
-    r.owner_pid = in->owner_pid;
+    ef_report_init(&r, "stale-registration", in, epfd);
     r.modifier_pid = ef_self.pid;
     r.other_pid = ef_self.pid;
-    r.epfd = epfd;
     r.fd = g->fd;
     r.events = f->events & ~(uint32_t)(EPOLLERR | EPOLLHUP);
     r.data = f->data;
     ef_fmt(r.target, sizeof r.target, "%s", g->target);
-    r.create_how = in->create_how;
-    r.create_flags = in->create_flags;
-    r.create_fd = in->create_fd;
-    r.create_stack = in->create_stack;
-    r.time_ns = ef_realtime_ns();
     r.close_stack = g->close_stack;
     r.add_stack = g->add_stack;
     r.add_pid = g->add_pid;
-    r.holder_fd = -1;
     r.holder_pid = find_holder(g, epfd, &r.holder_fd);
     if (r.holder_pid > 0 && r.holder_pid != ef_self.pid)
         ef_fill_fork(&r, ef_split_fork(ef_self.proc, ef_proc_of_pid(r.holder_pid)));

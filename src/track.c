@@ -425,13 +425,8 @@ static void describe_target(const struct ef_change *c, char *out, size_t len)
 
 static uint64_t conflict_key(uint32_t idx, uint32_t uid, const struct ef_change *c)
 {
-    uint64_t k = 0x5348415245440001ull; /* kind: shared-epoll-ctl */
-    k = (k ^ idx) * 0x9e3779b97f4a7c15ull;
-    k = (k ^ uid) * 0x9e3779b97f4a7c15ull;
-    if (c->call_stack)
-        k = (k ^ c->call_stack) * 0x9e3779b97f4a7c15ull;
-    else
-        k = (k ^ ((uint64_t)c->op << 40 | (uint32_t)c->fd)) * 0x9e3779b97f4a7c15ull;
+    uint64_t k = ef_mix(ef_mix(0x5348415245440001ull /* shared-epoll-ctl */, idx), uid);
+    k = ef_mix(k, c->call_stack ? c->call_stack : ((uint64_t)c->op << 40 | (uint32_t)c->fd));
     return k ^ (k >> 31);
 }
 
@@ -446,28 +441,18 @@ static int conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
     if (!ef_dedup_insert(conflict_key(idx, atomic_load(&in->uid), c)))
         return 0;
     struct ef_report r;
-    memset(&r, 0, sizeof r);
-    r.kind = "shared-epoll-ctl";
-    r.pid = ef_self.pid;
-    r.ppid = ef_sys_getppid();
-    r.owner_pid = in->owner_pid;
+    ef_report_init(&r, "shared-epoll-ctl", in, c->epfd);
     r.modifier_pid = c->pid;
     r.other_pid = other_pid;
     r.other_use = use;
     r.op = c->op;
-    r.epfd = c->epfd;
     r.fd = c->fd;
     r.events = c->events;
     r.data = c->data;
     describe_target(c, r.target, sizeof r.target);
-    r.create_how = in->create_how;
-    r.create_flags = in->create_flags;
-    r.create_fd = in->create_fd;
-    r.time_ns = ef_realtime_ns();
     ef_fill_fork(&r, ef_split_fork(c->proc, other_proc));
     r.call_stack = c->call_stack;
     r.call_stack_unsafe = (c->flags & EF_CHG_UNSAFE_STACK) != 0;
-    r.create_stack = in->create_stack;
     r.add_stack = c->add_stack;
     r.add_pid = (int)c->add_proc;
     if (use != EF_USE_BLOCKED)

@@ -55,13 +55,6 @@ int main(int argc, char **argv)
         printf("epfd=%d fd=%d\n", ep, p[0]);
         fflush(stdout);
     }
-    pid_t c = fork();
-    CHECK(c >= 0);
-    if (c == 0) {
-        CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, p[0], NULL) == 0);
-        _exit(0);
-    }
-    CHECK(WIFEXITED(reap(c)));
-    CHECK(epoll_wait(ep, &out, 1, 0) == 0);
+    child_deletes_parent_waits(ep, p[0]);
     return 0;
 }

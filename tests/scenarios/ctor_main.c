@@ -26,14 +26,6 @@ int main(int argc, char **argv)
     int ep = epoll_create1(0);
     CHECK(ep >= 0);
     add_fd(ep, p[0], EPOLLIN);
-    pid_t c = fork();
-    CHECK(c >= 0);
-    if (c == 0) {
-        CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, p[0], NULL) == 0);
-        _exit(0);
-    }
-    CHECK(WIFEXITED(reap(c)));
-    struct epoll_event out;
-    CHECK(epoll_wait(ep, &out, 1, 0) == 0);
+    child_deletes_parent_waits(ep, p[0]);
     return 0;
 }

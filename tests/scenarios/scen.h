@@ -85,4 +85,19 @@ static inline int reap(pid_t c)
         ;
     return st;
 }
+
+/* The seed's conflict in its smallest form: a child deletes fd from the shared
+ * list and exits; the parent then waits on the list (and finds nothing). */
+static inline void child_deletes_parent_waits(int ep, int fd)
+{
+    pid_t c = fork();
+    CHECK(c >= 0);
+    if (c == 0) {
+        CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL) == 0);
+        _exit(0);
+    }
+    CHECK(WIFEXITED(reap(c)));
+    struct epoll_event out;
+    CHECK(epoll_wait(ep, &out, 1, 0) == 0);
+}
 #endif

@@ -49,15 +49,7 @@ static void start_epoll(void)
 
 static void conflict(void)
 {
-    pid_t c = fork();
-    CHECK(c >= 0);
-    if (c == 0) {
-        CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, p[0], NULL) == 0);
-        _exit(0);
-    }
-    CHECK(WIFEXITED(reap(c)));
-    struct epoll_event out;
-    CHECK(epoll_wait(ep, &out, 1, 0) == 0);
+    child_deletes_parent_waits(ep, p[0]);
 }
 
 static int deep_add(int n)
