@@ -25,8 +25,12 @@
  * never read by anyone else.
  *
  * Cost.  A process that never forks never touches `gen` or the ring: ctl and
- * wait on an uncrossed instance read one shared flag.  The only per-call work
- * kept on the fast path is the registration stack of EPOLL_CTL_ADD.
+ * wait on an uncrossed instance read one shared flag (ef_epoll_quiet() in
+ * ef.h).  The only per-call work kept on the fast path is the registration
+ * stack of EPOLL_CTL_ADD.  A fork child does nothing in the fork itself: its
+ * bookkeeping (its process record, the holder slots reserved for it) waits for
+ * its first epoll event, found through the wipe page, because every page a
+ * child runs or writes is a page fault and most children exec or exit first.
  */
 #define _GNU_SOURCE
 #include <errno.h>
