@@ -434,6 +434,7 @@ void ef_on_fd_born(int fd);                      /* socket(), accept(), pipe()..
 void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_regrec *reg,
                        void *caller);
 void ef_stale_check(uint32_t idx, int epfd, void *caller);
+int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags);
 void ef_stale_drop(uint32_t idx);
 void ef_startup_note_inherited(int fd);
 /* execleak.c */

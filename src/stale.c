@@ -55,6 +55,8 @@ void ef_startup_note_inherited(int fd)
         inherited_overflow = 1;
 }
 
+int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags);
+
 static int was_inherited(int fd)
 {
     if (inherited_overflow)
@@ -65,16 +67,23 @@ static int was_inherited(int fd)
     return 0;
 }
 
+/* Can a copy of fd's open file description live on after its close?  Only
+ * if it was dup'ed (or made by a dup), inherited at exec, or created before
+ * this process's last fork.  Everything else is the common case: no copy, and
+ * the kernel drops the registration with the close. */
+int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags)
+{
+    uint32_t epoch = atomic_load_explicit(&ef_fork_epoch, memory_order_relaxed);
+    return (flags & EF_FD_DUPED) || (epoch && atomic_load(&e->born) != epoch) || was_inherited(fd);
+}
+
 void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_regrec *reg,
                        void *caller)
 {
     uint32_t idx = reg->idx;
     if (!ef_holds(idx) || atomic_load(&ef_local_at(idx)->uid) != reg->uid)
         return;
-    uint32_t epoch = atomic_load_explicit(&ef_fork_epoch, memory_order_relaxed);
-    int copy_possible = (flags & EF_FD_DUPED) || was_inherited(fd) ||
-                        (epoch && atomic_load(&e->born) != epoch);
-    if (EF_LIKELY(!copy_possible))
+    if (EF_LIKELY(!ef_stale_copy_possible(fd, e, flags)))
         return;
     struct stat st;
     int saved = errno;

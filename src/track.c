@@ -912,14 +912,20 @@ void ef_on_close(int fd, void *caller)
         return;
     if (f & EF_FD_EPOLL)
         drop_alias(e);
-    if (f & (EF_FD_REG | EF_FD_MULTI)) {
+    if (f == EF_FD_REG && !ef_stale_copy_possible(fd, e, f)) {
+        /* the common case (a connection closed without DEL): one registration,
+         * and the kernel drops it with the close */
+        atomic_fetch_and(&e->flags, ~EF_FD_REG);
+    } else if (f & (EF_FD_REG | EF_FD_MULTI)) {
         struct ef_regrec regs[16];
         int n = reg_collect(fd, e, regs, 16, 1);
         for (int i = 0; i < n; i++)
             ef_stale_on_close(fd, e, f, &regs[i], caller);
     }
-    atomic_fetch_and(&e->flags, ~EF_FD_DUPED);
-    atomic_store(&e->born, 0);
+    if (f & EF_FD_DUPED)
+        atomic_fetch_and(&e->flags, ~EF_FD_DUPED);
+    if (atomic_load_explicit(&e->born, memory_order_relaxed))
+        atomic_store(&e->born, 0);
 }
 
 static void close_one(int fd, struct ef_fd *e, void *arg)
