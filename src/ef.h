@@ -89,7 +89,6 @@ void ef_options_print_table(int fd);
 
 /* ----------------------------------------------------------------- fdtable.c */
 #define EF_FD_EPOLL   0x1u   /* the fd is an alias of an epoll instance */
-#define EF_FD_CLOEXEC 0x2u   /* close-on-exec, as far as we know */
 #define EF_FD_OWNED   0x4u   /* the shim's own fd (log sink): hidden from the program */
 #define EF_FD_REG     0x8u   /* registered (ADD) in some instance */
 #define EF_FD_DUPED   0x10u  /* dup'ed, or made by a dup: its description may have copies */
@@ -259,7 +258,6 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n);
 /* Returns the frames of id (pointer into the registry) and their count. */
 const uint64_t *ef_depot_get(uint32_t id, uint32_t *n);
 void ef_stack_before_fork(void);
-void ef_stack_after_fork_parent(void);
 void ef_stack_after_fork_child(int parent_multithreaded);
 void ef_stack_after_unseen_fork(void);
 int ef_stack_parent_mt(void);
@@ -283,7 +281,6 @@ void ef_sym_end(struct ef_symctx *c);
 void ef_log_copy_stderr(void);            /* at init: the stderr the process started with */
 void ef_log_setup(void);                  /* open a shared file, syslog */
 void ef_log_after_fork_child(void);
-int ef_log_owns(int fd);                  /* is fd one of the shim's own? */
 int ef_log_relocate(int fd);              /* the program wants this number */
 void ef_log_write(const char *buf, size_t len);
 /* A report or notice: `full` to a file/stderr, or the one line to syslog. */
@@ -355,7 +352,6 @@ struct ef_local {
     _Atomic int32_t slot;        /* my holder slot, -1 none */
     int32_t resv;                /* slot reserved for the child being forked */
     _Atomic uint64_t lastseen;   /* gen as of my last use */
-    _Atomic int32_t some_fd;     /* an fd of this process that refers to it */
     _Atomic uint32_t ghosts;     /* closes of registered fds awaiting the kernel's word */
 };
 
@@ -385,10 +381,8 @@ void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *t, void *cal
 void ef_on_wait_exit(int epfd, const struct ef_wait_token *t, int result);
 void ef_on_close(int fd, void *caller);         /* before the real close */
 void ef_on_close_range(unsigned lo, unsigned hi, int flags, void *caller);
-void ef_on_dup(int oldfd, int newfd, int cloexec, void *caller); /* after success */
-void ef_on_setfd(int fd, int cloexec);
+void ef_on_dup(int oldfd, int newfd, void *caller); /* after success */
 void ef_on_fork_prepare(void);
-void ef_on_fork_parent(void);
 void ef_on_fork_returned(pid_t result);         /* our fork wrapper, in the parent */
 void ef_on_fork_detected(void);                 /* a fork no handler saw */
 void ef_on_exit(void);
@@ -455,12 +449,6 @@ typedef int (*ef_tfd_cb)(const struct ef_tfd *t, void *arg);
 int ef_fdinfo_entries(int epfd, ef_tfd_cb cb, void *arg); /* -1 when unreadable */
 int ef_fd_is_eventpoll(int pid, int fd);
 
-/* Is the fd an epoll fd we track (cheap)? */
-static inline int ef_fd_is_epoll(int fd)
-{
-    struct ef_fd *e = ef_fd_peek(fd);
-    return e && (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL);
-}
 /* State used by wrap.c fast paths. */
 extern EF_TLS int ef_in_shim;            /* re-entrancy guard */
 extern EF_TLS uint32_t ef_tls_fork_stack; /* set by the fork wrapper */

@@ -32,14 +32,6 @@ static void on_prepare(void)
         errno = e;
 }
 
-static void on_parent(void)
-{
-    int e = errno;
-    ef_on_fork_parent();
-    if (errno != e)
-        errno = e;
-}
-
 
 
 void ef_init(void)
@@ -66,10 +58,12 @@ void ef_init(void)
     }
     if (!ef_opt.disable) {
         ef_suppressions_load(ef_opt.suppressions);
-        /* No child handler: every page of code a fork child runs is a page
-         * fault in that child (bench/RESULTS.md), and it has nothing to do
-         * there: its bookkeeping waits for its first epoll event (track.c). */
-        pthread_atfork(on_prepare, on_parent, NULL);
+        /* Prepare only.  No child handler: every page of code a fork child
+         * runs is a page fault in that child (bench/RESULTS.md), and its
+         * bookkeeping waits for its first epoll event (track.c); the parent
+         * has nothing left to do after the fork but what our fork wrapper
+         * does with the child's pid. */
+        pthread_atfork(on_prepare, NULL, NULL);
         ef_startup_scan(); /* epoll fds inherited through an exec we did not see */
     }
     errno = saved;

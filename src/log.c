@@ -283,12 +283,6 @@ void ef_log_after_fork_child(void)
     atomic_store(&own_state, 0);
 }
 
-int ef_log_owns(int fd)
-{
-    struct ef_fd *e = ef_fd_peek(fd);
-    return e && (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_OWNED);
-}
-
 int ef_log_fds(int *out, int max)
 {
     int n = 0;

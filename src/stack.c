@@ -291,10 +291,6 @@ void ef_stack_before_fork(void)
         drain_failed = unwinding; /* a signal handler forking in the middle of our unwind */
 }
 
-void ef_stack_after_fork_parent(void)
-{
-}
-
 void ef_stack_after_fork_child(int parent_multithreaded)
 {
     if (parent_multithreaded || drain_failed) {

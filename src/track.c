@@ -219,7 +219,7 @@ static void release(uint32_t idx)
 
 static void drop_alias(struct ef_fd *e)
 {
-    uint32_t f = atomic_fetch_and(&e->flags, ~(EF_FD_EPOLL | EF_FD_CLOEXEC));
+    uint32_t f = atomic_fetch_and(&e->flags, ~EF_FD_EPOLL);
     if (!(f & EF_FD_EPOLL))
         return;
     uint32_t idx = atomic_load(&e->inst);
@@ -230,12 +230,11 @@ static void drop_alias(struct ef_fd *e)
         release(idx);
 }
 
-static void set_alias(int fd, struct ef_fd *e, uint32_t idx, int cloexec)
+static void set_alias(struct ef_fd *e, uint32_t idx)
 {
-    atomic_store(&local[idx].some_fd, fd);
     atomic_store(&e->inst, idx);
     atomic_store(&e->inst_uid, atomic_load(&local[idx].uid));
-    atomic_fetch_or(&e->flags, EF_FD_EPOLL | (cloexec ? EF_FD_CLOEXEC : 0));
+    atomic_fetch_or(&e->flags, EF_FD_EPOLL);
 }
 
 /* ---------------------------------------------------------------- create */
@@ -262,7 +261,7 @@ static uint32_t new_instance(int fd, struct ef_fd *e, int how, int flags, void *
     atomic_store(&l->lastseen, 0);
     atomic_store(&l->aliases, 1);
     atomic_store(&l->uid, atomic_load(&in->uid));
-    set_alias(fd, e, idx, how == 1 ? (flags & EPOLL_CLOEXEC) != 0 : 0);
+    set_alias(e, idx);
     return idx;
 }
 
@@ -934,25 +933,14 @@ static void close_one(int fd, struct ef_fd *e, void *arg)
     ef_on_close(fd, arg);
 }
 
-static void cloexec_one(int fd, struct ef_fd *e, void *arg)
-{
-    (void)fd;
-    (void)arg;
-    if (atomic_load(&e->flags) & EF_FD_EPOLL)
-        atomic_fetch_or(&e->flags, EF_FD_CLOEXEC);
-}
-
 void ef_on_close_range(unsigned lo, unsigned hi, int flags, void *caller)
 {
-    if (lo > hi)
+    if (lo > hi || (flags & CLOSE_RANGE_CLOEXEC)) /* CLOEXEC closes nothing now */
         return;
-    if (flags & CLOSE_RANGE_CLOEXEC)
-        ef_fd_foreach(lo, hi, cloexec_one, NULL);
-    else
-        ef_fd_foreach(lo, hi, close_one, caller);
+    ef_fd_foreach(lo, hi, close_one, caller);
 }
 
-void ef_on_dup(int oldfd, int newfd, int cloexec, void *caller)
+void ef_on_dup(int oldfd, int newfd, void *caller)
 {
     if (oldfd == newfd)
         return;
@@ -976,7 +964,7 @@ void ef_on_dup(int oldfd, int newfd, int cloexec, void *caller)
     if (!holds(idx))
         return;
     atomic_fetch_add(&local[idx].aliases, 1);
-    set_alias(newfd, n, idx, cloexec);
+    set_alias(n, idx);
 }
 
 /* A wrapped call created fd: its number was free, so whatever the table says
@@ -997,20 +985,10 @@ void ef_on_fd_born(int fd)
             reg_collect(fd, e, regs, 16, 1);
         }
         atomic_fetch_and(&e->flags,
-                         ~(EF_FD_EPOLL | EF_FD_REG | EF_FD_MULTI | EF_FD_DUPED | EF_FD_CLOEXEC));
+                         ~(EF_FD_EPOLL | EF_FD_REG | EF_FD_MULTI | EF_FD_DUPED));
     }
-    atomic_store_explicit(&e->born, epoch, memory_order_relaxed);
-}
-
-void ef_on_setfd(int fd, int cloexec)
-{
-    struct ef_fd *e = ef_fd_peek(fd);
-    if (!e || !(atomic_load(&e->flags) & EF_FD_EPOLL))
-        return;
-    if (cloexec)
-        atomic_fetch_or(&e->flags, EF_FD_CLOEXEC);
-    else
-        atomic_fetch_and(&e->flags, ~EF_FD_CLOEXEC);
+    if (atomic_load_explicit(&e->born, memory_order_relaxed) != epoch)
+        atomic_store_explicit(&e->born, epoch, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------------ fork */
@@ -1108,13 +1086,6 @@ void ef_on_fork_prepare(void)
         resv_set(i, claim_slot(in, word));
     }
     ef_stack_before_fork();
-}
-
-void ef_on_fork_parent(void)
-{
-    if (!tracking())
-        return;
-    ef_stack_after_fork_parent();
 }
 
 /* Our own fork wrapper knows the child's pid (daemon() does not): turn the

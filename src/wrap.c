@@ -303,7 +303,7 @@ EXPORT int dup(int fd)
     int r = ef_real.dup(fd);
     if (r >= 0 && active()) {
         int e = errno;
-        ef_on_dup(fd, r, 0, CALLER);
+        ef_on_dup(fd, r, CALLER);
         errno = e;
     }
     return r;
@@ -320,7 +320,7 @@ EXPORT int dup2(int fd, int fd2)
     int r = ef_real.dup2(fd, fd2);
     if (r >= 0 && fd != fd2 && active()) {
         int e = errno;
-        ef_on_dup(fd, fd2, 0, CALLER);
+        ef_on_dup(fd, fd2, CALLER);
         errno = e;
     }
     return r;
@@ -337,7 +337,7 @@ EXPORT int dup3(int fd, int fd2, int flags)
     int r = ef_real.dup3(fd, fd2, flags);
     if (r >= 0 && active()) {
         int e = errno;
-        ef_on_dup(fd, fd2, (flags & O_CLOEXEC) != 0, CALLER);
+        ef_on_dup(fd, fd2, CALLER);
         errno = e;
     }
     return r;
@@ -350,12 +350,9 @@ static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg, void
     int r = real(fd, cmd, arg);
     if (r < 0 || !active())
         return r;
-    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC || cmd == F_SETFD) {
+    if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) {
         int e = errno;
-        if (cmd == F_SETFD)
-            ef_on_setfd(fd, ((int)(intptr_t)arg & FD_CLOEXEC) != 0);
-        else
-            ef_on_dup(fd, r, cmd == F_DUPFD_CLOEXEC, caller);
+        ef_on_dup(fd, r, caller);
         errno = e;
     }
     return r;

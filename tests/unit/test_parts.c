@@ -630,54 +630,22 @@ static void g_rfc3339(void)
 
 /* ----------------------------------------------------------------- render */
 
-SITE static uint32_t where_call(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
-SITE static uint32_t where_fork(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
-SITE static uint32_t where_create(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
-SITE static uint32_t where_add(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
-SITE static uint32_t where_use(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
-SITE static uint32_t where_close(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
-SITE static uint32_t where_exec(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
-SITE static uint32_t where_supp(void)
-{
-    uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);
-    NOTAIL();
-    return id;
-}
+/* One function per stack of a report, so that each stack names its own site. */
+#define WHERE(name)                                                            \
+    SITE static uint32_t name(void)                                            \
+    {                                                                          \
+        uint32_t id = ef_stack_capture(EF_SKIP_SHIM, NULL);                    \
+        NOTAIL();                                                              \
+        return id;                                                             \
+    }
+WHERE(where_call)
+WHERE(where_fork)
+WHERE(where_create)
+WHERE(where_add)
+WHERE(where_use)
+WHERE(where_close)
+WHERE(where_exec)
+WHERE(where_supp)
 
 #define RPID 4242
 #define T2026 (1795321297ull * 1000000000ull + 123456789ull)

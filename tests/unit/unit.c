@@ -246,7 +246,7 @@ NOINLINE int t_dup(int fd)
 {
     int r = dup(fd);
     if (r >= 0)
-        ef_on_dup(fd, r, 0, CALLER);
+        ef_on_dup(fd, r, CALLER);
     NOTAIL();
     return r;
 }
@@ -255,7 +255,7 @@ NOINLINE int t_dup2(int fd, int fd2)
 {
     int r = dup2(fd, fd2);
     if (r >= 0 && fd != fd2)
-        ef_on_dup(fd, fd2, 0, CALLER);
+        ef_on_dup(fd, fd2, CALLER);
     NOTAIL();
     return r;
 }
@@ -264,7 +264,7 @@ NOINLINE int t_dup3(int fd, int fd2, int flags)
 {
     int r = dup3(fd, fd2, flags);
     if (r >= 0)
-        ef_on_dup(fd, fd2, (flags & O_CLOEXEC) != 0, CALLER);
+        ef_on_dup(fd, fd2, CALLER);
     NOTAIL();
     return r;
 }
@@ -273,7 +273,7 @@ NOINLINE int t_fcntl_dupfd(int fd, int cmd, int min)
 {
     int r = fcntl(fd, cmd, min);
     if (r >= 0)
-        ef_on_dup(fd, r, cmd == F_DUPFD_CLOEXEC, CALLER);
+        ef_on_dup(fd, r, CALLER);
     NOTAIL();
     return r;
 }
@@ -314,7 +314,6 @@ NOINLINE pid_t t_fork(void)
         t_child_setup();
         return 0;
     }
-    ef_on_fork_parent();
     ef_tls_fork_stack = 0;
     ef_on_fork_returned(p);
     NOTAIL();
@@ -332,7 +331,6 @@ NOINLINE pid_t t_fork_atfork(void)
         t_child_setup();
         return 0;
     }
-    ef_on_fork_parent();
     NOTAIL();
     return p;
 }
