@@ -21,13 +21,18 @@ CORE_SRCS := src/real.c src/options.c src/fdtable.c src/registry.c src/track.c \
              src/stale.c src/execleak.c src/procfs.c src/suppress.c
 LIB_SRCS := src/wrap.c src/init.c $(CORE_SRCS)
 ASM_SRCS := src/vfork_x86_64.S
-HDRS := src/ef.h include/epollfork.h
+HDRS := src/ef.h src/procfs.h include/epollfork.h include/epollfork_version.h
+# The one source of the version (include/epollfork_version.h).
+VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p' include/epollfork_version.h)
 
 LIB := $(BUILD)/libepollfork.so
 DEPS_STAMP := $(BUILD)/.deps
 
-.PHONY: all deps test test-real demo bench clean cppcheck options install uninstall
+.PHONY: all deps test test-real demo bench clean cppcheck options install uninstall version
 all: $(LIB)
+
+version:
+	@echo $(VERSION)
 
 $(DEPS_STAMP):
 	@mkdir -p $(BUILD)
@@ -94,7 +99,8 @@ DESTDIR ?=
 INST := $(DESTDIR)$(PREFIX)
 TOOLS := epollfork epollfork-report epollfork-symbolize
 INSTALLED := $(INST)/lib/epollfork/libepollfork.so $(addprefix $(INST)/bin/,$(TOOLS)) \
-             $(INST)/include/epollfork.h $(INST)/share/man/man7/epollfork.7 \
+             $(INST)/include/epollfork.h $(INST)/include/epollfork_version.h \
+             $(INST)/share/man/man7/epollfork.7 \
              $(addprefix $(INST)/share/man/man1/,$(addsuffix .1,$(TOOLS)))
 
 install: $(LIB)
@@ -102,7 +108,8 @@ install: $(LIB)
 	    $(INST)/share/man/man1 $(INST)/share/man/man7
 	install -m 755 $(LIB) $(INST)/lib/epollfork/libepollfork.so
 	install -m 755 $(addprefix scripts/,$(TOOLS)) $(INST)/bin/
-	install -m 644 include/epollfork.h $(INST)/include/
+	sed 's/@EPOLLFORK_VERSION@/$(VERSION)/' scripts/epollfork > $(INST)/bin/epollfork
+	install -m 644 include/epollfork.h include/epollfork_version.h $(INST)/include/
 	install -m 644 man/epollfork.1 $(INST)/share/man/man1/
 	install -m 644 man/epollfork.7 $(INST)/share/man/man7/
 	for t in epollfork-report epollfork-symbolize; do \

@@ -13,16 +13,13 @@
 #ifndef EPOLLFORK_H
 #define EPOLLFORK_H
 
+#include "epollfork_version.h" /* EPOLLFORK_VERSION_{MAJOR,MINOR,PATCH,STRING} */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define EPOLLFORK_VERSION_MAJOR 0
-#define EPOLLFORK_VERSION_MINOR 1
-#define EPOLLFORK_VERSION_PATCH 0
-#define EPOLLFORK_VERSION_STRING "0.1.0"
-
-/* The version of the loaded shim, e.g. "0.1.0". */
+/* The version of the loaded shim, e.g. "0.2.0". */
 __attribute__((weak)) const char *epollfork_version(void);
 
 /* Number of reports this process has emitted so far (0 when disabled). */

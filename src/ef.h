@@ -18,7 +18,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define EF_VERSION "0.1.0"
+#include "procfs.h"
+
+#include "epollfork_version.h"
+#define EF_VERSION EPOLLFORK_VERSION_STRING
 
 #define EF_LIKELY(x) __builtin_expect(!!(x), 1)
 #define EF_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -436,18 +439,6 @@ char *const *ef_exec_prepare(const char *path, char *const argv[], char *const e
                              void *caller);
 void ef_exec_failed(char *const *env_used, char *const envp[]);
 void ef_startup_scan(void);
-/* procfs.c: kernel truth, cold paths only */
-typedef int (*ef_fd_cb)(int fd, void *arg);
-int ef_proc_fds(int pid, ef_fd_cb cb, void *arg);   /* -1 when unreadable */
-struct ef_tfd {
-    int tfd;
-    uint32_t events;
-    uint64_t data;
-    uint64_t ino;
-};
-typedef int (*ef_tfd_cb)(const struct ef_tfd *t, void *arg);
-int ef_fdinfo_entries(int epfd, ef_tfd_cb cb, void *arg); /* -1 when unreadable */
-int ef_fd_is_eventpoll(int pid, int fd);
 
 /* State used by wrap.c fast paths. */
 extern EF_TLS int ef_in_shim;            /* re-entrancy guard */

@@ -43,7 +43,7 @@ static size_t env_map_len;
 static int still_leaking(int fd)
 {
     int fl = ef_real.fcntl(fd, F_GETFD);
-    return fl >= 0 && !(fl & FD_CLOEXEC) && ef_fd_is_eventpoll(0, fd);
+    return fl >= 0 && !(fl & FD_CLOEXEC) && ef_procfs_fd_is_eventpoll(0, fd);
 }
 
 /* Where execvp would find file: for the report only. */
@@ -80,7 +80,7 @@ static int count_entry(const struct ef_tfd *t, void *arg)
 static int entries_of(int epfd)
 {
     int n = 0;
-    return ef_fdinfo_entries(epfd, count_entry, &n) == 0 ? n : -1;
+    return ef_procfs_epoll_entries(0, epfd, count_entry, &n) == 0 ? n : -1;
 }
 
 static uint64_t leak_key(uint32_t idx, uint32_t uid, int fd, uint32_t stack)
@@ -225,7 +225,7 @@ static int startup_fd(int fd, void *arg)
     /* Every anon inode (eventfd, timerfd, epoll) has no file type bits. */
     if (fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
         return 0;
-    if (!ef_fd_is_eventpoll(0, fd))
+    if (!ef_procfs_fd_is_eventpoll(0, fd))
         return 0;
     if (nknown < MAXLEAK)
         known_leaks[nknown++] = fd;
@@ -269,7 +269,7 @@ static void startup_fds(struct startup_arg *a)
     int fds[1024], n = 0;
     int highest = poll_open_fds(limit < 1024 ? (int)limit : 1024, fds, 1024, &n);
     if (highest == -2 || (limit > 1024 && highest >= 960)) {
-        ef_proc_fds(0, startup_fd, a);
+        ef_procfs_fds(0, startup_fd, a);
         return;
     }
     for (int i = 0; i < n; i++)

@@ -1,24 +1,44 @@
 /*
- * procfs.c - the kernel's own word, read from /proc on cold paths only.
+ * procfs.c - the kernel's own word, read from /proc and kcmp(2), cold paths only.
  *
- * The fd table can be stale (libc closes fds behind our back: fclose, NSS,
- * getaddrinfo), so before a report the rules ask the kernel: which fds a
- * process has (/proc/PID/fd, read with getdents64: no malloc, unlike
- * opendir), what an epoll instance really holds (/proc/self/fdinfo/EPFD has one
- * `tfd:` line per registration, including the ghosts of closed fds), and
- * whether an fd is an epoll instance (all anon inodes share one inode, so only
- * the link text "anon_inode:[eventpoll]" tells).
+ * The shim's fd table can be stale (libc closes fds behind our back: fclose,
+ * NSS, getaddrinfo), so before a report the rules ask the kernel: which fds a
+ * process has (/proc/PID/fd, read with getdents64: no malloc, unlike opendir),
+ * what an epoll instance really holds (/proc/PID/fdinfo/EPFD has one `tfd:`
+ * line per entry, including the ghosts of closed fds), whether an fd is an
+ * epoll instance, whether two fds are one open file (kcmp), and whether a
+ * process is alive.  epollfork-ps reads running processes with the same code.
+ *
+ * Standalone (procfs.h): no other epollfork header, its own formatting, and
+ * fds closed with the raw syscall (inside the shim, a close() of ours would
+ * go through the shim's own close wrapper).  Every value read from the kernel
+ * is parsed as untrusted text: bounded numbers, bounded lines.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdlib.h>
+#include <linux/kcmp.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "ef.h"
+#include "procfs.h"
+
+static void close_fd(int fd)
+{
+    (void)syscall(SYS_close, fd);
+}
+
+static void fd_path(char *out, size_t len, int pid, int fd, const char *dir)
+{
+    if (pid > 0)
+        snprintf(out, len, "/proc/%d/%s/%d", pid, dir, fd);
+    else
+        snprintf(out, len, "/proc/self/%s/%d", dir, fd);
+}
 
 struct linux_dirent64 {
     uint64_t d_ino;
@@ -28,42 +48,52 @@ struct linux_dirent64 {
     char d_name[];
 };
 
-int ef_proc_fds(int pid, ef_fd_cb cb, void *arg)
+/* A decimal fd number of at most 10 digits that fits an int; -1 otherwise. */
+static int parse_fd_name(const char *s, size_t max)
+{
+    long v = 0;
+    size_t i = 0;
+    for (; i < max && s[i]; i++) {
+        if (s[i] < '0' || s[i] > '9' || i >= 10)
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return i == 0 || v > 0x7fffffffL ? -1 : (int)v;
+}
+
+int ef_procfs_fds(int pid, ef_procfs_fd_cb cb, void *arg)
 {
     char path[64];
     if (pid > 0)
-        ef_fmt(path, sizeof path, "/proc/%d/fd", pid);
+        snprintf(path, sizeof path, "/proc/%d/fd", pid);
     else
-        ef_fmt(path, sizeof path, "/proc/self/fd");
-    int e = errno;
+        snprintf(path, sizeof path, "/proc/self/fd");
     int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) {
-        errno = e;
+    if (dfd < 0)
         return -1;
-    }
     char buf[4096] __attribute__((aligned(8)));
     int stop = 0;
-    for (;;) {
+    while (!stop) {
         long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
         if (n <= 0)
             break;
         for (long off = 0; off < n && !stop;) {
-            struct linux_dirent64 *d = (struct linux_dirent64 *)(buf + off);
+            const struct linux_dirent64 *d = (const struct linux_dirent64 *)(buf + off);
+            size_t name_off = offsetof(struct linux_dirent64, d_name);
+            if (d->d_reclen <= name_off || off + d->d_reclen > n)
+                break; /* never trust a record length */
             off += d->d_reclen;
-            if (d->d_name[0] < '0' || d->d_name[0] > '9')
-                continue;
-            int fd = atoi(d->d_name);
-            if (fd == dfd && pid <= 0)
+            int fd = parse_fd_name(d->d_name, d->d_reclen - name_off);
+            if (fd < 0 || (fd == dfd && pid <= 0))
                 continue;
             stop = cb(fd, arg);
         }
-        if (stop)
-            break;
     }
-    ef_sys_close(dfd);
-    errno = e;
+    close_fd(dfd);
     return 0;
 }
+
+/* ------------------------------------------------------------ fdinfo */
 
 static const char *field(const char *line, const char *end, const char *name)
 {
@@ -74,10 +104,13 @@ static const char *field(const char *line, const char *end, const char *name)
     return NULL;
 }
 
-static uint64_t num(const char *p, const char *end, int base)
+/* A number of at most 16 hex or 20 decimal digits, after optional spaces;
+ * 0 when there are none (ok set to 0), saturating never wraps. */
+static uint64_t num(const char *p, const char *end, int base, int *ok)
 {
     uint64_t v = 0;
-    while (p < end && *p == ' ')
+    int digits = 0;
+    while (p < end && (*p == ' ' || *p == '\t'))
         p++;
     for (; p < end; p++) {
         int d;
@@ -87,41 +120,53 @@ static uint64_t num(const char *p, const char *end, int base)
             d = *p - 'a' + 10;
         else
             break;
+        if (++digits > (base == 16 ? 16 : 19)) {
+            *ok = 0;
+            return 0;
+        }
         v = v * (uint64_t)base + (uint64_t)d;
     }
+    if (!digits)
+        *ok = 0;
     return v;
 }
 
-static int parse_line(const char *line, const char *end, ef_tfd_cb cb, void *arg)
+int ef_procfs_parse_tfd(const char *line, size_t len, struct ef_tfd *out)
 {
-    if (end - line < 4 || memcmp(line, "tfd:", 4) != 0)
+    const char *end = line + len;
+    if (len < 4 || memcmp(line, "tfd:", 4) != 0)
         return 0;
-    struct ef_tfd t;
-    memset(&t, 0, sizeof t);
-    t.tfd = (int)num(line + 4, end, 10);
+    memset(out, 0, sizeof *out);
+    int ok = 1;
+    uint64_t tfd = num(line + 4, end, 10, &ok);
+    if (!ok || tfd > 0x7fffffff)
+        return 0;
+    out->tfd = (int)tfd;
     const char *p;
-    if ((p = field(line, end, "events:")))
-        t.events = (uint32_t)num(p, end, 16);
+    if (!(p = field(line, end, "events:")))
+        return 0;
+    out->events = (uint32_t)num(p, end, 16, &ok);
     if ((p = field(line, end, "data:")))
-        t.data = num(p, end, 16);
+        out->data = num(p, end, 16, &ok);
+    if ((p = field(line, end, "pos:")))
+        out->pos = num(p, end, 10, &ok);
     if ((p = field(line, end, "ino:")))
-        t.ino = num(p, end, 16);
-    return cb(&t, arg);
+        out->ino = num(p, end, 16, &ok);
+    if ((p = field(line, end, "sdev:")))
+        out->sdev = num(p, end, 16, &ok);
+    return ok;
 }
 
-int ef_fdinfo_entries(int epfd, ef_tfd_cb cb, void *arg)
+int ef_procfs_epoll_entries(int pid, int epfd, ef_procfs_tfd_cb cb, void *arg)
 {
     char path[64];
-    ef_fmt(path, sizeof path, "/proc/self/fdinfo/%d", epfd);
-    int e = errno;
+    fd_path(path, sizeof path, pid, epfd, "fdinfo");
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errno = e;
+    if (fd < 0)
         return -1;
-    }
     char buf[8192];
     size_t have = 0;
-    int stop = 0;
+    int stop = 0, skipping = 0;
     for (;;) {
         ssize_t n = read(fd, buf + have, sizeof buf - have);
         if (n < 0 && errno == EINTR)
@@ -133,33 +178,110 @@ int ef_fdinfo_entries(int epfd, ef_tfd_cb cb, void *arg)
         for (size_t i = 0; i < have && !stop; i++) {
             if (buf[i] != '\n')
                 continue;
-            stop = parse_line(buf + start, buf + i, cb, arg);
+            struct ef_tfd t;
+            if (!skipping && ef_procfs_parse_tfd(buf + start, i - start, &t))
+                stop = cb(&t, arg);
+            skipping = 0;
             start = i + 1;
         }
         if (stop)
             break;
         memmove(buf, buf + start, have - start);
         have -= start;
-        if (have == sizeof buf) /* a line longer than the buffer: skip it */
+        if (have == sizeof buf) { /* a line longer than the buffer: skip it */
             have = 0;
+            skipping = 1;
+        }
     }
-    ef_sys_close(fd);
-    errno = e;
+    close_fd(fd);
     return 0;
 }
 
-int ef_fd_is_eventpoll(int pid, int fd)
+/* ------------------------------------------------------------ fds */
+
+ssize_t ef_procfs_fd_link(int pid, int fd, char *out, size_t len)
 {
-    char path[64], link[64];
-    if (pid > 0)
-        ef_fmt(path, sizeof path, "/proc/%d/fd/%d", pid, fd);
-    else
-        ef_fmt(path, sizeof path, "/proc/self/fd/%d", fd);
-    int e = errno;
-    ssize_t n = readlink(path, link, sizeof link - 1);
-    errno = e;
-    if (n <= 0)
+    char path[64];
+    if (!len)
+        return -1;
+    fd_path(path, sizeof path, pid, fd, "fd");
+    ssize_t n = readlink(path, out, len - 1);
+    out[n > 0 ? n : 0] = 0;
+    return n > 0 ? n : -1;
+}
+
+int ef_procfs_fd_stat(int pid, int fd, struct stat *st)
+{
+    char path[64];
+    fd_path(path, sizeof path, pid, fd, "fd");
+    return stat(path, st);
+}
+
+int ef_procfs_fd_is_eventpoll(int pid, int fd)
+{
+    char link[64];
+    return ef_procfs_fd_link(pid, fd, link, sizeof link) > 0 &&
+           strcmp(link, "anon_inode:[eventpoll]") == 0;
+}
+
+/* ------------------------------------------------------------ processes */
+
+int ef_procfs_pid_exists(int pid)
+{
+    if (pid <= 0)
         return 0;
-    link[n] = 0;
-    return strcmp(link, "anon_inode:[eventpoll]") == 0;
+    return kill(pid, 0) == 0 || errno == EPERM;
+}
+
+enum ef_pid_state ef_procfs_pid_state(int pid)
+{
+    if (!ef_procfs_pid_exists(pid))
+        return EF_PID_GONE;
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return EF_PID_RUNNING; /* exists; /proc hidden from us */
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close_fd(fd);
+    if (n <= 0)
+        return EF_PID_RUNNING;
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold ')' */
+    if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
+        return EF_PID_ZOMBIE;
+    return EF_PID_RUNNING;
+}
+
+/* ------------------------------------------------------------ kcmp */
+
+static int my_pid(int pid)
+{
+    return pid > 0 ? pid : (int)syscall(SYS_getpid);
+}
+
+int ef_procfs_same_file(int pid1, int fd1, int pid2, int fd2)
+{
+    long r = syscall(SYS_kcmp, my_pid(pid1), my_pid(pid2), KCMP_FILE, (unsigned long)fd1,
+                     (unsigned long)fd2);
+    if (r < 0)
+        return -1;
+    return r == 0 ? 0 : 1;
+}
+
+int ef_procfs_is_registered(int pid, int fd, int epoll_pid, int epfd, int tfd)
+{
+    struct kcmp_epoll_slot slot = {(uint32_t)epfd, (uint32_t)tfd, 0};
+    int unknown = 0;
+    for (slot.toff = 0; slot.toff < 4; slot.toff++) {
+        long r = syscall(SYS_kcmp, my_pid(pid), my_pid(epoll_pid), KCMP_EPOLL_TFD,
+                         (unsigned long)fd, (unsigned long)&slot);
+        if (r == 0)
+            return 1;
+        if (r < 0) {
+            unknown = errno != ENOENT;
+            break;
+        }
+    }
+    return unknown ? -1 : 0;
 }

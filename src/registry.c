@@ -49,7 +49,7 @@ int ef_notice_once(uint32_t bit)
 static int pid_dead(int32_t pid)
 {
     int e = errno;
-    int dead = kill(pid, 0) != 0 && errno == ESRCH;
+    int dead = !ef_procfs_pid_exists(pid);
     errno = e;
     return dead;
 }

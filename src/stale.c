@@ -23,7 +23,6 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <linux/kcmp.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -113,10 +112,7 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
     } else if (S_ISFIFO(st.st_mode)) {
         ef_fmt(g->target, sizeof g->target, "pipe:[%llu]", (unsigned long long)st.st_ino);
     } else {
-        char p[64];
-        ef_fmt(p, sizeof p, "/proc/self/fd/%d", fd);
-        ssize_t n = readlink(p, g->target, sizeof g->target - 1);
-        g->target[n > 0 ? n : 0] = 0;
+        ef_procfs_fd_link(0, fd, g->target, sizeof g->target);
     }
     ef_in_shim++;
     g->close_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
@@ -178,33 +174,20 @@ struct holder_arg {
 static int match_fd(int fd, void *arg)
 {
     struct holder_arg *h = arg;
-    char p[64];
     struct stat st;
-    if (h->pid > 0)
-        ef_fmt(p, sizeof p, "/proc/%d/fd/%d", h->pid, fd);
-    else
-        ef_fmt(p, sizeof p, "/proc/self/fd/%d", fd);
-    if (stat(p, &st) != 0 || st.st_dev != h->dev || st.st_ino != h->ino)
+    if (ef_procfs_fd_stat(h->pid, fd, &st) != 0 || st.st_dev != h->dev || st.st_ino != h->ino)
         return 0;
-    struct kcmp_epoll_slot slot = {(uint32_t)h->epfd, (uint32_t)h->closed, 0};
-    for (slot.toff = 0; slot.toff < 4; slot.toff++) {
-        long r = syscall(SYS_kcmp, h->pid > 0 ? h->pid : ef_self.pid, ef_self.pid, KCMP_EPOLL_TFD,
-                         (unsigned long)fd, (unsigned long)&slot);
-        if (r == 0) {
-            h->fd = fd;
-            return 1;
-        }
-        if (r < 0 && errno != ENOENT)
-            break;
-    }
-    return 0;
+    if (ef_procfs_is_registered(h->pid, fd, 0, h->epfd, h->closed) != 1)
+        return 0;
+    h->fd = fd;
+    return 1;
 }
 
 static int try_holder(struct holder_arg *h, int pid)
 {
     h->pid = pid;
     h->fd = -1;
-    return ef_proc_fds(pid, match_fd, h) == 0 && h->fd >= 0;
+    return ef_procfs_fds(pid, match_fd, h) == 0 && h->fd >= 0;
 }
 
 /* Who keeps the description alive: this process (a dup), its parent, or
@@ -280,7 +263,7 @@ void ef_stale_check(uint32_t idx, int epfd, void *caller)
             continue;
         if (g->uid == atomic_load(&l->uid)) {
             struct find_arg f = {g, 0, 0, 0};
-            if (ef_fdinfo_entries(epfd, find_tfd, &f) == 0 && f.found)
+            if (ef_procfs_epoll_entries(0, epfd, find_tfd, &f) == 0 && f.found)
                 report(g, &f, epfd, caller);
         }
         forget(g);

@@ -298,10 +298,8 @@ static uint32_t adopt(int epfd, struct ef_fd *e)
 
 int ef_pid_alive(int32_t pid)
 {
-    if (pid <= 0)
-        return 0;
     int e = errno;
-    int alive = kill(pid, 0) == 0 || errno == EPERM;
+    int alive = ef_procfs_pid_exists(pid);
     errno = e;
     return alive;
 }
@@ -310,24 +308,10 @@ int ef_pid_alive(int32_t pid)
  * waiter count behind, and must not be reported as blocked. */
 static int pid_running(int32_t pid)
 {
-    if (!ef_pid_alive(pid))
-        return 0;
-    char path[64], buf[512];
-    ef_fmt(path, sizeof path, "/proc/%d/stat", (int)pid);
     int e = errno;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errno = e;
-        return 1;
-    }
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    ef_sys_close(fd);
+    int running = ef_procfs_pid_state(pid) == EF_PID_RUNNING;
     errno = e;
-    if (n <= 0)
-        return 1;
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
-    return !(p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'));
+    return running;
 }
 
 uint32_t ef_proc_of_pid(int32_t pid)
@@ -382,33 +366,26 @@ void ef_fill_fork(struct ef_report *r, uint32_t split)
     r->fork_how = (int)fp->fork_how;
 }
 
-static int same_file(const char *path, const struct ef_target *t)
+static int same_file(int pid, int fd, const struct ef_target *t)
 {
     struct stat st;
-    return t->valid && stat(path, &st) == 0 && st.st_dev == t->dev && st.st_ino == t->ino;
+    return t->valid && ef_procfs_fd_stat(pid, fd, &st) == 0 && st.st_dev == t->dev &&
+           st.st_ino == t->ino;
 }
 
 /* Name the registered fd: from the modifier's fd if it is alive, else from
  * ours, verified against the identity recorded at the change. */
 static void describe_target(const struct ef_change *c, char *out, size_t len)
 {
-    char p[64];
     out[0] = 0;
     const struct ef_target *t = &c->target;
     int pids[2] = {c->pid, ef_self.pid};
     for (int k = 0; k < 2; k++) {
         if (k == 0 && c->pid != ef_self.pid && !ef_pid_alive(c->pid))
             continue;
-        if (k == 0 && c->pid == ef_self.pid)
-            ef_fmt(p, sizeof p, "/proc/self/fd/%d", c->fd);
-        else
-            ef_fmt(p, sizeof p, "/proc/%d/fd/%d", pids[k], c->fd);
-        ssize_t n = readlink(p, out, len - 1);
-        if (n > 0) {
-            out[n] = 0;
-            if (same_file(p, t))
-                return;
-        }
+        int pid = pids[k] == ef_self.pid ? 0 : pids[k];
+        if (ef_procfs_fd_link(pid, c->fd, out, len) > 0 && same_file(pid, c->fd, t))
+            return;
         out[0] = 0;
     }
     if (!t->valid)

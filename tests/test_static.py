@@ -182,3 +182,42 @@ def _():
             mtext = f.read().replace("\\-", "-").replace("\\_", "_")
         problems += ["%s is not in man/epollfork.1" % n for n, _d, _h in rows if n not in mtext]
     check(not problems, "\n".join(problems))
+
+
+@case("static/one-version-everywhere")
+def _():
+    """include/epollfork_version.h is the one source: the library's
+    epollfork_version(), the JSON records, the launcher (in the tree and as
+    `make install` writes it) and `make version` all say the same."""
+    with open(os.path.join(ROOT, "include", "epollfork_version.h")) as f:
+        text = f.read()
+    m = re.search(r'^#define EPOLLFORK_VERSION_STRING "([^"]+)"$', text, re.M)
+    check(m, "no EPOLLFORK_VERSION_STRING in include/epollfork_version.h")
+    ver = m.group(1)
+    parts = [re.search(r"^#define EPOLLFORK_VERSION_%s (\d+)$" % k, text, re.M) for k in ("MAJOR", "MINOR", "PATCH")]
+    check(all(parts) and ".".join(p.group(1) for p in parts) == ver,
+          "MAJOR.MINOR.PATCH do not spell %s" % ver)
+    r = sh(["make", "-s", "version"])
+    check(r.stdout.strip() == ver, "make version says %r, the header %r" % (r.stdout.strip(), ver))
+    r = sh([os.path.join(ROOT, "scripts", "epollfork"), "--version"])
+    check(r.stdout.strip() == "epollfork " + ver, "launcher says %r" % r.stdout)
+    d = tempfile.mkdtemp(prefix="epf-inst-")
+    try:
+        r = sh(["make", "-s", "install", "PREFIX=/usr", "DESTDIR=" + d])
+        check(r.returncode == 0, "make install failed: %s%s" % (r.stdout, r.stderr))
+        r = sh([os.path.join(d, "usr", "bin", "epollfork"), "--version"])
+        check(r.stdout.strip() == "epollfork " + ver, "installed launcher says %r" % r.stdout)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    src = os.path.join(BUILD, "tests", "print_version.c")
+    os.makedirs(os.path.dirname(src), exist_ok=True)
+    with open(src, "w") as f:
+        f.write('#include <stdio.h>\n#include "epollfork.h"\nint main(void){'
+                'printf("%s %s\\n", EPOLLFORK_VERSION_STRING, EPOLLFORK_LOADED() ? epollfork_version() : "-");'
+                'return 0;}\n')
+    exe = src[:-2]
+    r = sh(["cc", "-I" + os.path.join(ROOT, "include"), "-o", exe, src])
+    check(r.returncode == 0, r.stderr)
+    env = dict(os.environ, LD_PRELOAD=os.path.join(BUILD, "libepollfork.so"))
+    r = sh([exe], env=env)
+    check(r.stdout.split() == [ver, ver], "header/library say %r, expected %s twice" % (r.stdout, ver))
