@@ -16,23 +16,31 @@ CFLAGS ?= -O2
 LIB_CFLAGS = $(CFLAGS) $(CFLAGS_COMMON) -fvisibility=hidden -fno-strict-aliasing
 LDFLAGS_LIB := -shared -Wl,--version-script=src/exports.map -Wl,-z,defs -Wl,--as-needed
 
-CORE_SRCS := src/real.c src/options.c src/fdtable.c src/registry.c src/track.c \
-             src/stack.c src/symbolize.c src/report.c src/log.c src/util.c \
-             src/stale.c src/execleak.c src/procfs.c src/suppress.c
+# The layers, bottom up (docs/DESIGN.md; tests/test_static.py checks the order).
+GROUND_SRCS := src/util.c src/real.c src/guard.c src/options.c src/procfs.c src/fdtable.c \
+               src/emit.c src/log.c src/registry.c src/symbolize.c src/stack.c src/record.c \
+               src/suppress.c src/report.c
+RULES_SRCS := src/hold.c src/interest.c src/stale.c src/execleak.c src/track.c
+CORE_SRCS := $(GROUND_SRCS) $(RULES_SRCS)
 LIB_SRCS := src/wrap.c src/init.c $(CORE_SRCS)
 ASM_SRCS := src/vfork_x86_64.S
-HDRS := src/ef.h src/procfs.h include/epollfork.h include/epollfork_version.h
+HDRS := src/ef.h src/rules.h src/procfs.h include/epollfork.h include/epollfork_version.h
 # The one source of the version (include/epollfork_version.h).
 VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p' include/epollfork_version.h)
 
 LIB := $(BUILD)/libepollfork.so
 DEPS_STAMP := $(BUILD)/.deps
 
-.PHONY: all deps test test-real demo bench clean cppcheck options install uninstall version
+.PHONY: all deps test test-real demo bench clean cppcheck options install uninstall version core-srcs
 all: $(LIB)
 
 version:
 	@echo $(VERSION)
+
+# The core (every source but the interposition layer), bottom layer first: the
+# unit tests link it directly, tests/test_static.py checks its layering.
+core-srcs:
+	@echo $(CORE_SRCS)
 
 $(DEPS_STAMP):
 	@mkdir -p $(BUILD)

@@ -18,7 +18,6 @@
  * reported so that the program's own exec passes it on too (sh -c 'cmd').
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +27,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ef.h"
+#include "rules.h"
 
 #define MARKER "EPOLLFORK_EXEC_LEAKS"
 #define MAXLEAK 64
@@ -85,7 +84,7 @@ static int entries_of(int epfd)
 
 static uint64_t leak_key(uint32_t idx, uint32_t uid, int fd, uint32_t stack)
 {
-    uint64_t k = ef_mix(ef_mix(0x4c45414b00000003ull /* epoll-fd-exec-leak */, idx), uid);
+    uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_EXEC_LEAK].key_tag, idx), uid);
     k = ef_mix(ef_mix(k, (uint32_t)fd), stack);
     return k ^ (k >> 31);
 }
@@ -102,9 +101,9 @@ static void report_leak(int fd, uint32_t idx, const char *program, char *const a
                         uint32_t exec_stack, const char *how)
 {
     struct ef_report r;
-    ef_report_init(&r, "epoll-fd-exec-leak", idx && ef_reg ? &ef_reg->inst[idx] : NULL, fd);
+    ef_report_init(&r, EF_KIND_EXEC_LEAK, idx && ef_reg ? ef_inst_at(idx) : NULL, fd);
     r.fd = -1;
-    r.exec_stack = exec_stack;
+    r.stacks[EF_ST_EXEC] = exec_stack;
     r.exec_how = how;
     r.entries = entries_of(fd);
     ef_fmt(r.program, sizeof r.program, "%s", program ? program : "");
@@ -159,8 +158,7 @@ char *const *ef_exec_prepare(const char *path, char *const argv[], char *const e
     /* Only a process that holds an epoll instance has one to leak; and an
      * exec that will fail leaks nothing.  The exec stack is captured only
      * once a leak is found (a fork-and-exec child must not pay for it). */
-    int tracking = atomic_load(&ef_self.tracking) == 2;
-    if (tracking && ef_holds_any() && ef_enter()) {
+    if (ef_tracking() && ef_holds_any() && ef_enter()) {
         if (access(program, X_OK) != 0)
             return NULL;
         ef_fd_foreach(0, EF_FD_MAX - 1, check_fd, &a);
@@ -168,14 +166,11 @@ char *const *ef_exec_prepare(const char *path, char *const argv[], char *const e
             int fd = a.found[i];
             struct ef_fd *e = ef_fd_peek(fd);
             uint32_t idx = e ? atomic_load(&e->inst) : 0;
-            if (!a.exec_stack) {
-                ef_in_shim++;
+            if (!a.exec_stack)
                 a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
-                ef_in_shim--;
-            }
             int held = ef_holds(idx);
             uint32_t uid = held ? atomic_load(&ef_local_at(idx)->uid) : 0;
-            if (ef_dedup_insert(leak_key(idx, uid, fd, a.exec_stack)))
+            if (ef_claim_once(leak_key(idx, uid, fd, a.exec_stack)))
                 report_leak(fd, held ? idx : 0, program, argv, a.exec_stack, "exec");
         }
     }
@@ -191,9 +186,8 @@ char *const *ef_exec_prepare(const char *path, char *const argv[], char *const e
     return with_marker(envp, a.found, a.nfound);
 }
 
-void ef_exec_failed(char *const *env_used, char *const envp[])
+void ef_exec_failed(char *const *env_used)
 {
-    (void)envp;
     if (env_used && env_map) {
         munmap(env_map, env_map_len);
         env_map = NULL;
@@ -220,7 +214,7 @@ struct startup_arg {
 static int startup_fd(int fd, void *arg)
 {
     struct startup_arg *a = arg;
-    ef_startup_note_inherited(fd);
+    ef_stale_note_inherited(fd);
     struct stat st;
     /* Every anon inode (eventfd, timerfd, epoll) has no file type bits. */
     if (fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
@@ -295,9 +289,7 @@ void ef_startup_scan(void)
         }
         unsetenv(MARKER); /* the program never sees it */
     }
-    int saved = errno;
     startup_fds(&a);
-    errno = saved;
     if (!a.nleaks)
         return;
     ef_log_setup();
@@ -314,5 +306,4 @@ void ef_startup_scan(void)
     char *args[2] = {argv0, NULL};
     for (int i = 0; i < a.nleaks; i++)
         report_leak(a.leaks[i], 0, exe, args, 0, "start-up");
-    errno = saved;
 }

@@ -8,9 +8,16 @@
  * touched 4 KiB pieces cost memory.)  Lookups are two loads and no lock; pages are installed with a
  * compare-and-swap and never freed.  The table is process-private: fork copies
  * it, which is exactly the kernel's fd table semantics.
+ *
+ * The table also marks the shim's own fds (the log sink, libunwind's
+ * validation pipe): they live at high numbers, close-on-exec, and the
+ * wrappers hide them from the program (a close of one fails with EBADF, as it
+ * would without the shim; a dup2 onto one moves ours away first).
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include "ef.h"
 
@@ -22,8 +29,7 @@
  * mapping of its own, because every mapping a process has costs ~1.7 us at
  * each fork (bench/RESULTS.md); untouched .bss costs nothing. */
 static struct ef_fd page0[PAGE_ENTRIES];
-struct ef_fd *_Atomic ef_l1[L1_ENTRIES]; /* .bss: set on first use, not at load */
-#define l1 ef_l1
+struct ef_fd *_Atomic ef_fd_l1[L1_ENTRIES]; /* .bss: set on first use, not at load */
 static _Atomic size_t pages_mapped;
 static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
 
@@ -32,7 +38,7 @@ struct ef_fd *ef_fd_get(int fd)
     if ((unsigned)fd >= EF_FD_MAX)
         return NULL;
     unsigned i = (unsigned)fd >> PAGE_BITS;
-    struct ef_fd *p = atomic_load_explicit(&l1[i], memory_order_acquire);
+    struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[i], memory_order_acquire);
     if (!p) {
         void *m = i == 0 ? (void *)page0
                          : mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd), PROT_READ | PROT_WRITE,
@@ -40,7 +46,7 @@ struct ef_fd *ef_fd_get(int fd)
         if (m == MAP_FAILED)
             return NULL;
         struct ef_fd *expect = NULL;
-        if (atomic_compare_exchange_strong(&l1[i], &expect, (struct ef_fd *)m)) {
+        if (atomic_compare_exchange_strong(&ef_fd_l1[i], &expect, (struct ef_fd *)m)) {
             p = m;
             atomic_fetch_add(&pages_mapped, 1);
             unsigned top = atomic_load(&l1_top);
@@ -67,7 +73,7 @@ void ef_fd_foreach(unsigned lo, unsigned hi, void (*fn)(int, struct ef_fd *, voi
     if (hi >= (top << PAGE_BITS))
         hi = (top << PAGE_BITS) - 1;
     for (unsigned i = lo >> PAGE_BITS; i <= (hi >> PAGE_BITS) && lo <= hi; i++) {
-        struct ef_fd *p = atomic_load_explicit(&l1[i], memory_order_acquire);
+        struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[i], memory_order_acquire);
         if (!p)
             continue;
         unsigned first = i << PAGE_BITS;
@@ -84,4 +90,69 @@ void ef_fd_foreach(unsigned lo, unsigned hi, void (*fn)(int, struct ef_fd *, voi
 size_t ef_fd_bytes(void)
 {
     return atomic_load(&pages_mapped) * PAGE_ENTRIES * sizeof(struct ef_fd);
+}
+
+/* ------------------------------------------------------------ owned fds */
+
+/* Every fd the shim owns, stored +1 (0 = free). */
+#define MAX_OWNED 8
+static _Atomic int owned_fds[MAX_OWNED];
+
+void ef_fd_own(int fd, int on)
+{
+    struct ef_fd *e = on ? ef_fd_get(fd) : ef_fd_peek(fd);
+    if (e) {
+        if (on)
+            atomic_fetch_or(&e->flags, EF_FD_OWNED);
+        else
+            atomic_fetch_and(&e->flags, ~EF_FD_OWNED);
+    }
+    for (int i = 0; i < MAX_OWNED; i++) {
+        int cur = atomic_load(&owned_fds[i]);
+        if (on && cur == 0 && atomic_compare_exchange_strong(&owned_fds[i], &cur, fd + 1))
+            return;
+        if (!on && cur == fd + 1 && atomic_compare_exchange_strong(&owned_fds[i], &cur, 0))
+            return;
+    }
+}
+
+int ef_fd_owned_list(int *out, int max)
+{
+    int n = 0;
+    for (int i = 0; i < MAX_OWNED && n < max; i++) {
+        int v = atomic_load(&owned_fds[i]);
+        if (v > 0)
+            out[n++] = v - 1;
+    }
+    return n;
+}
+
+/* Just below 1024 (or the fd limit): numbers a program rarely asks for, and
+ * still usable by select(). */
+int ef_fd_high_base(void)
+{
+    struct rlimit rl;
+    long lim = 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
+        lim = (long)rl.rlim_cur;
+    long base = lim - 48;
+    return base < 3 ? 3 : (int)base;
+}
+
+int ef_fd_copy_high(int fd)
+{
+    int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_fd_high_base());
+    if (hi < 0)
+        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (hi >= 0)
+        ef_fd_own(hi, 1);
+    return hi;
+}
+
+int ef_fd_take_high(int fd)
+{
+    int hi = ef_fd_copy_high(fd);
+    if (hi >= 0)
+        ef_sys_close(fd);
+    return hi;
 }

@@ -10,7 +10,7 @@
  * one dup of fd 2: the stderr sink must be the stderr the process started with,
  * not whatever the program has made of fd 2 by its first epoll call).  The
  * shared registry, the log file and libunwind wait for the first epoll
- * instance (track.c, log.c, stack.c).
+ * instance (hold.c, log.c, stack.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ef.h"
+#include "rules.h"
 
 _Atomic int ef_init_state;
 
@@ -31,8 +31,6 @@ static void on_prepare(void)
     if (errno != e)
         errno = e;
 }
-
-
 
 void ef_init(void)
 {
@@ -60,7 +58,7 @@ void ef_init(void)
         ef_suppressions_load(ef_opt.suppressions);
         /* Prepare only.  No child handler: every page of code a fork child
          * runs is a page fault in that child (bench/RESULTS.md), and its
-         * bookkeeping waits for its first epoll event (track.c); the parent
+         * bookkeeping waits for its first epoll event (hold.c); the parent
          * has nothing left to do after the fork but what our fork wrapper
          * does with the child's pid. */
         pthread_atfork(on_prepare, NULL, NULL);
@@ -92,7 +90,7 @@ __attribute__((visibility("default"))) const char *epollfork_version(void)
 
 __attribute__((visibility("default"))) unsigned long epollfork_report_count(void)
 {
-    return atomic_load(&ef_report_count);
+    return ef_report_count();
 }
 
 __attribute__((visibility("default"))) int epollfork_allow_shared(int epfd)

@@ -52,67 +52,28 @@ static struct sink own_sink = {-1, 0, 0};   /* per-process '%p' file */
 static struct sink sys_sink = {-1, 0, 0};   /* syslog datagram socket */
 static char sys_path[200];
 static pid_t own_pid;
-/* Every fd the shim owns (sinks, and libunwind's validation pipe), stored +1. */
-#define MAX_OWNED 8
-static _Atomic int owned_fds[MAX_OWNED];
-static _Atomic int own_state;               /* 0 not tried, 1 opening, 2 open, 3 failed */
+enum own_state { OWN_UNTRIED = 0, OWN_OPENING, OWN_OPEN, OWN_FAILED };
+static _Atomic int own_state;               /* enum own_state: the per-process file */
 static _Atomic int setup_done;
 static _Atomic int err_copied;              /* the stderr copy was attempted */
 static pid_t sink_pid;                      /* the process these variables belong to */
 static char open_error[600];
 
-int ef_high_fd_base(void)
+/* Keep a close-on-exec copy of fd at a high number as sink s. */
+static int keep(int fd, struct sink *s)
 {
-    struct rlimit rl;
-    long lim = 1024;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
-        lim = (long)rl.rlim_cur;
-    long base = lim - 48;
-    return base < 3 ? 3 : (int)base;
-}
-
-static void mark(int fd, int on)
-{
-    struct ef_fd *e = on ? ef_fd_get(fd) : ef_fd_peek(fd);
-    if (e) {
-        if (on)
-            atomic_fetch_or(&e->flags, EF_FD_OWNED);
-        else
-            atomic_fetch_and(&e->flags, ~EF_FD_OWNED);
-    }
-    for (int i = 0; i < MAX_OWNED; i++) {
-        int cur = atomic_load(&owned_fds[i]);
-        if (on && cur == 0 && atomic_compare_exchange_strong(&owned_fds[i], &cur, fd + 1))
-            return;
-        if (!on && cur == fd + 1 && atomic_compare_exchange_strong(&owned_fds[i], &cur, 0))
-            return;
-    }
-}
-
-void ef_own_fd(int fd, int on)
-{
-    mark(fd, on);
-}
-
-int ef_high_fd_base(void);
-
-/* Move fd to a high close-on-exec number the program is unlikely to want. */
-static int adopt(int fd, struct sink *s)
-{
-    int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_high_fd_base());
-    if (hi < 0)
-        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int hi = ef_fd_copy_high(fd);
     if (hi < 0)
         return -1;
     struct stat st;
     if (fstat(hi, &st) != 0) {
+        ef_fd_own(hi, 0);
         ef_sys_close(hi);
         return -1;
     }
     s->fd = hi;
     s->dev = st.st_dev;
     s->ino = st.st_ino;
-    mark(hi, 1);
     return 0;
 }
 
@@ -144,7 +105,8 @@ static int syslog_connect(char *why, size_t whylen)
     ef_fmt(sys_path, sizeof sys_path, "%s", ef_opt.log[6] == ':' ? ef_opt.log + 7 : "/dev/log");
     int fd = ef_real.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        ef_fmt(why, whylen, "epollfork: cannot create a syslog socket (%s); reporting to stderr",
+        ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot create a syslog socket (%s); "
+               "reporting to stderr",
                strerror(errno));
         return -1;
     }
@@ -153,12 +115,13 @@ static int syslog_connect(char *why, size_t whylen)
     sa.sun_family = AF_UNIX;
     ef_fmt(sa.sun_path, sizeof sa.sun_path, "%s", sys_path);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        ef_fmt(why, whylen, "epollfork: cannot connect to syslog at %s (%s); reporting to stderr",
+        ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot connect to syslog at %s (%s); "
+               "reporting to stderr",
                sys_path, strerror(errno));
         ef_sys_close(fd);
         return -1;
     }
-    int r = adopt(fd, &sys_sink);
+    int r = keep(fd, &sys_sink);
     ef_sys_close(fd);
     return r;
 }
@@ -190,7 +153,7 @@ static int syslog_send(const char *line, size_t len)
         if (attempt == 0) { /* the daemon restarted: reconnect once */
             char why[300];
             if (sys_sink.fd >= 0) {
-                mark(sys_sink.fd, 0);
+                ef_fd_own(sys_sink.fd, 0);
                 ef_sys_close(sys_sink.fd);
                 sys_sink.fd = -1;
             }
@@ -219,15 +182,15 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
-        ef_fmt(why, whylen, "epollfork: cannot open log file '%s' (%s); reporting to stderr",
-               path, strerror(errno));
+        ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot open log file '%s' (%s); reporting "
+               "to stderr", path, strerror(errno));
         return -1;
     }
-    int r = adopt(fd, s);
+    int r = keep(fd, s);
     ef_sys_close(fd);
     if (r != 0)
-        ef_fmt(why, whylen, "epollfork: cannot keep log file '%s' open; reporting to stderr",
-               path);
+        ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot keep log file '%s' open; reporting "
+               "to stderr", path);
     return r;
 }
 
@@ -245,12 +208,10 @@ void ef_log_copy_stderr(void)
     int expect = 0;
     if (!atomic_compare_exchange_strong(&err_copied, &expect, 1))
         return;
-    int saved = errno;
     struct stat st;
     sink_pid = ef_sys_getpid();
     if (fstat(2, &st) == 0)
-        adopt(2, &err_sink);
-    errno = saved;
+        keep(2, &err_sink);
 }
 
 void ef_log_setup(void)
@@ -258,7 +219,6 @@ void ef_log_setup(void)
     int expect = 0;
     if (!atomic_compare_exchange_strong(&setup_done, &expect, 1))
         return;
-    int saved = errno;
     if (use_file() && !has_pid_pattern()) {
         if (open_file(ef_opt.log, &file_sink, open_error, sizeof open_error) != 0)
             ef_log_copy_stderr();
@@ -267,7 +227,6 @@ void ef_log_setup(void)
     }
     if (use_syslog())
         syslog_connect(open_error, sizeof open_error);
-    errno = saved;
 }
 
 void ef_log_after_fork_child(void)
@@ -276,22 +235,11 @@ void ef_log_after_fork_child(void)
     /* A per-process file belongs to the parent: close our copy of it (the
      * number stays hidden until we do) and open our own on first report. */
     if (own_sink.fd >= 0) {
-        mark(own_sink.fd, 0);
+        ef_fd_own(own_sink.fd, 0);
         ef_sys_close(own_sink.fd);
         own_sink.fd = -1;
     }
-    atomic_store(&own_state, 0);
-}
-
-int ef_log_fds(int *out, int max)
-{
-    int n = 0;
-    for (int i = 0; i < MAX_OWNED && n < max; i++) {
-        int v = atomic_load(&owned_fds[i]);
-        if (v > 0)
-            out[n++] = v - 1;
-    }
-    return n;
+    atomic_store(&own_state, OWN_UNTRIED);
 }
 
 int ef_log_relocate(int fd)
@@ -304,18 +252,12 @@ int ef_log_relocate(int fd)
      * dup2 replace its copy, and change nothing here. */
     if (atomic_load(&ef_vfork_depth) && ef_sys_getpid() != sink_pid)
         return 0;
-    int saved = errno;
-    /* Not a sink (libunwind's pipe): its owner keeps the number, so let go
-     * of it and stop calling libunwind, which would use the program's fd. */
     int sink = 0;
     for (unsigned i = 0; i < 4; i++)
         sink |= all[i]->fd == fd;
-    mark(fd, 0);
-    if (!sink) {
-        ef_stack_disable(fd);
-        errno = saved;
-        return 0;
-    }
+    if (!sink)
+        return -1;
+    ef_fd_own(fd, 0);
     for (unsigned i = 0; i < 4; i++) {
         struct sink *s = all[i];
         if (s->fd != fd)
@@ -326,19 +268,17 @@ int ef_log_relocate(int fd)
          * (tests/scenarios/sink_fds.c dup2-high). */
         int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
         if (hi < 0)
-            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_high_fd_base() / 2);
+            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_fd_high_base() / 2);
         if (hi < 0)
             hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        mark(fd, 0);
         if (hi >= 0) {
             s->fd = hi;
-            mark(hi, 1);
+            ef_fd_own(hi, 1);
         } else {
             s->fd = -1;
         }
         ef_sys_close(fd);
     }
-    errno = saved;
     return 0;
 }
 
@@ -360,17 +300,17 @@ static const struct sink *choose(void)
     if (use_file() && has_pid_pattern()) {
         pid_t me = ef_sys_getpid();
         if (own_pid != me) {
-            atomic_store(&own_state, 0);
+            atomic_store(&own_state, OWN_UNTRIED);
             own_pid = me;
         }
-        int st = 0;
-        if (atomic_compare_exchange_strong(&own_state, &st, 1)) {
+        int st = OWN_UNTRIED;
+        if (atomic_compare_exchange_strong(&own_state, &st, OWN_OPENING)) {
             char path[4200];
             expand_path(path, sizeof path, me);
             int ok = open_file(path, &own_sink, open_error, sizeof open_error) == 0;
-            atomic_store(&own_state, ok ? 2 : 3);
+            atomic_store(&own_state, ok ? OWN_OPEN : OWN_FAILED);
         }
-        if (atomic_load(&own_state) == 2 && still_ours(&own_sink))
+        if (atomic_load(&own_state) == OWN_OPEN && still_ours(&own_sink))
             return &own_sink;
     } else if (use_file() && still_ours(&file_sink)) {
         return &file_sink;
@@ -380,51 +320,60 @@ static const struct sink *choose(void)
     return NULL;
 }
 
-static _Atomic int open_error_said;
-
-void ef_log_record(const char *full, size_t len, const char *line, size_t linelen)
+/* A notice as a record of the configured format: `==PID== MSG` or a JSON
+ * object of kind "notice".  Returns its length; *one is set to the one-line
+ * form for syslog (without the "epollfork:" that syslog's tag says). */
+static size_t render_notice(const char *msg, char *buf, size_t len, const char **one)
 {
-    int saved = errno;
-    if (use_syslog() && atomic_load(&setup_done) && syslog_send(line, linelen) == 0) {
-        errno = saved;
-        return;
+    struct ef_out o = {buf, 0, len};
+    buf[0] = 0;
+    int pid = (int)ef_sys_getpid();
+    if (ef_opt.format == EF_FMT_JSON) {
+        char ts[48];
+        ef_rfc3339(ef_realtime_ns(), ts, sizeof ts);
+        ef_put_json_head(&o, "notice");
+        ef_putf(&o, ",\"time\":\"%s\",\"pid\":%d,\"message\":", ts, pid);
+        ef_put_json_str(&o, msg);
+        ef_puts(&o, "}");
+        *one = buf;
+    } else {
+        ef_putf(&o, "==%d== ", pid);
+        size_t start = o.len;
+        ef_put_vis(&o, msg);
+        *one = buf + start;
+        if (!strncmp(*one, "epollfork: ", 11))
+            *one += 11;
     }
-    ef_log_write(full, len);
-    errno = saved;
+    if (o.len + 1 < len) {
+        buf[o.len++] = '\n';
+        buf[o.len] = 0;
+    }
+    return o.len;
 }
 
-void ef_log_write(const char *buf, size_t len)
+static _Atomic int open_error_said;
+
+static void write_to_sink(const char *buf, size_t len)
 {
-    int saved = errno;
     const struct sink *s = choose();
     if (s && open_error[0] && s == &err_sink) {
         int said = 0;
         if (atomic_compare_exchange_strong(&open_error_said, &said, 1)) {
-            char line[800];
-            size_t n = ef_fmt(line, sizeof line, "==%d== %s\n", (int)ef_sys_getpid(), open_error);
+            char line[1600];
+            const char *one;
+            size_t n = render_notice(open_error, line, sizeof line, &one);
             write_all(s->fd, line, n);
         }
     }
     if (s)
         write_all(s->fd, buf, len);
-    errno = saved;
 }
 
-static void json_escape(char *out, size_t len, const char *in)
+void ef_log_record(const char *full, size_t len, const char *line, size_t linelen)
 {
-    size_t k = 0;
-    for (; *in && k + 7 < len; in++) {
-        unsigned char c = (unsigned char)*in;
-        if (c == '"' || c == '\\') {
-            out[k++] = '\\';
-            out[k++] = (char)c;
-        } else if (c < 0x20) {
-            k += ef_fmt(out + k, len - k, "\\u%04x", c);
-        } else {
-            out[k++] = (char)c;
-        }
-    }
-    out[k] = 0;
+    if (use_syslog() && atomic_load(&setup_done) && syslog_send(line, linelen) == 0)
+        return;
+    write_to_sink(full, len);
 }
 
 void ef_log_notice(const char *fmt, ...)
@@ -434,26 +383,10 @@ void ef_log_notice(const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t n;
-    int pid = (int)ef_sys_getpid();
-    if (ef_opt.format == EF_FMT_JSON) {
-        char esc[1400], ts[40];
-        json_escape(esc, sizeof esc, msg);
-        ef_rfc3339(ef_realtime_ns(), ts, sizeof ts);
-        n = ef_fmt(line, sizeof line,
-                   "{\"tool\":\"epollfork\",\"version\":\"" EF_VERSION "\",\"kind\":\"notice\","
-                   "\"time\":\"%s\",\"pid\":%d,\"message\":\"%s\"}\n", ts, pid, esc);
-    } else {
-        n = ef_fmt(line, sizeof line, "==%d== %s\n", pid, msg);
-    }
-    if (atomic_load(&setup_done)) {
-        const char *one = ef_opt.format == EF_FMT_JSON ? line : strstr(line, "epollfork: ");
-        if (!one)
-            one = line;
-        else if (one != line)
-            one += sizeof "epollfork:"; /* syslog's tag already says epollfork */
+    const char *one;
+    size_t n = render_notice(msg, line, sizeof line, &one);
+    if (atomic_load(&setup_done))
         ef_log_record(line, n, one, (size_t)(line + n - 1 - one));
-    } else {
+    else
         write_all(2, line, n);
-    }
 }

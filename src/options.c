@@ -18,15 +18,9 @@
 
 #include "ef.h"
 
-struct ef_options ef_opt = {
-    .log = "stderr",
-    .format = EF_FMT_TEXT,
-    .on_report = EF_ON_WARN,
-    .stack_depth = 24,
-    .disable = 0,
-    .dedup = 1,
-    .suppressions = "",
-};
+/* Zero until ef_options_parse() sets every field from the table's defaults
+ * (init.c runs it before anything reads an option). */
+struct ef_options ef_opt;
 
 typedef int (*ef_parse_fn)(const char *val, char *why, size_t whylen);
 
@@ -110,11 +104,11 @@ static int parse_dedup(const char *v, char *why, size_t n)
 
 static int parse_suppressions(const char *v, char *why, size_t n)
 {
-    if (!*v || strlen(v) >= sizeof ef_opt.suppressions) {
-        ef_fmt(why, n, "expected the path of a suppressions file");
+    if (strlen(v) >= sizeof ef_opt.suppressions) {
+        ef_fmt(why, n, "expected the path of a suppressions file, or nothing");
         return -1;
     }
-    if (getauxval(AT_SECURE)) {
+    if (*v && getauxval(AT_SECURE)) {
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
@@ -172,12 +166,22 @@ static void append(char *err, size_t errlen, const char *line)
 
 extern char **environ;
 
+/* Every option's default, through its own parser: the table is the only
+ * place a default is written. */
+static void set_defaults(void)
+{
+    char ignored[160];
+    for (size_t i = 0; i < NOPT; i++)
+        options[i].parse(options[i].def, ignored, sizeof ignored);
+}
+
 void ef_options_parse(char *const *envp, char *err, size_t errlen)
 {
     if (!envp)
         envp = environ;
     if (err && errlen)
         err[0] = 0;
+    set_defaults();
     if (!envp)
         return;
     for (char *const *e = envp; *e; e++) {
@@ -214,10 +218,7 @@ void ef_options_parse(char *const *envp, char *err, size_t errlen)
             /* "using the default" must be true even if an earlier copy of the
              * variable set something else */
             char ignored[160];
-            if (d->def[0])
-                d->parse(d->def, ignored, sizeof ignored);
-            else
-                ef_opt.suppressions[0] = 0;
+            d->parse(d->def, ignored, sizeof ignored);
             ef_fmt(line, sizeof line, "epollfork: %s='%.200s' is invalid (%s); using the default '%s'",
                    d->name, eq + 1, why, d->def);
             append(err, errlen, line);

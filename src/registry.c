@@ -11,7 +11,6 @@
  * The region is reserved with MAP_NORESERVE and costs memory only where touched.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -48,10 +47,7 @@ int ef_notice_once(uint32_t bit)
 
 static int pid_dead(int32_t pid)
 {
-    int e = errno;
-    int dead = !ef_procfs_pid_exists(pid);
-    errno = e;
-    return dead;
+    return !ef_procfs_pid_exists(pid);
 }
 
 /* Drop holder slots of processes that no longer exist; returns live holders. */
@@ -114,7 +110,7 @@ static struct ef_inst *init_inst(uint32_t idx)
     atomic_fetch_add(&in->uid, 1);
     if (!atomic_load(&in->uid))
         atomic_store(&in->uid, 1);
-    atomic_store_explicit(&in->state, 1, memory_order_release);
+    atomic_store_explicit(&in->state, EF_INST_LIVE, memory_order_release);
     return in;
 }
 
@@ -138,11 +134,11 @@ struct ef_inst *ef_inst_alloc(uint32_t *idx)
         uint32_t hw = atomic_load(&ef_reg->ninst_hw);
         for (uint32_t k = 1; k < hw && !i; k++) {
             struct ef_inst *in = &ef_reg->inst[k];
-            if (atomic_load(&in->state) != 1 || atomic_load(&in->overflow))
+            if (atomic_load(&in->state) != EF_INST_LIVE || atomic_load(&in->overflow))
                 continue;
             if (prune_holders(in) == 0) {
-                uint32_t one = 1;
-                if (atomic_compare_exchange_strong(&in->state, &one, 0))
+                uint32_t one = EF_INST_LIVE;
+                if (atomic_compare_exchange_strong(&in->state, &one, EF_INST_FREE))
                     i = k;
             }
         }
@@ -161,17 +157,19 @@ void ef_inst_free(uint32_t idx)
 {
     if (!ef_reg || !idx || idx >= EF_MAX_INST)
         return;
-    uint32_t one = 1;
-    if (atomic_compare_exchange_strong(&ef_reg->inst[idx].state, &one, 0))
+    uint32_t one = EF_INST_LIVE;
+    if (atomic_compare_exchange_strong(&ef_reg->inst[idx].state, &one, EF_INST_FREE))
         free_push(idx);
 }
 
 uint32_t ef_inst_prune(uint32_t idx)
 {
+    if (!ef_reg || !idx || idx >= EF_MAX_INST)
+        return 0;
     return prune_holders(&ef_reg->inst[idx]);
 }
 
-uint32_t ef_proc_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, uint32_t how)
+uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)
 {
     if (!ef_reg)
         return 0;
@@ -180,36 +178,76 @@ uint32_t ef_proc_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, uint32_t
         atomic_store(&ef_reg->nproc, EF_MAX_PROC);
         return 0; /* the caller prints the notice outside async-signal context */
     }
-    struct ef_proc *p = &ef_reg->procs[i];
-    p->parent = parent < EF_MAX_PROC ? parent : 0;
+    struct ef_process *p = &ef_reg->procs[i];
+    struct ef_process *pp = ef_process_at(parent);
+    p->parent = pp ? parent : 0;
     p->fork_stack = fork_stack;
-    p->depth = parent ? ef_reg->procs[parent].depth + 1 : 0;
-    p->fork_how = how;
+    p->depth = pp ? pp->depth + 1 : 0;
+    p->fork_how = (uint32_t)how;
     atomic_store_explicit(&p->pid, pid, memory_order_release);
     return i;
 }
 
-struct ef_proc *ef_proc_at(uint32_t idx)
+struct ef_process *ef_process_at(uint32_t idx)
 {
     if (!ef_reg || !idx || idx >= EF_MAX_PROC)
         return NULL;
     return &ef_reg->procs[idx];
 }
 
-int ef_dedup_insert(uint64_t key)
+uint32_t ef_process_of_pid(int32_t pid)
+{
+    if (!ef_reg)
+        return 0;
+    uint32_t n = atomic_load(&ef_reg->nproc);
+    if (n > EF_MAX_PROC)
+        n = EF_MAX_PROC;
+    for (uint32_t i = n; i-- > 1;)
+        if (atomic_load(&ef_reg->procs[i].pid) == pid)
+            return i;
+    return 0;
+}
+
+/* Walk both records up to their common ancestor; the fork is the first one
+ * below it on a's side (a is the modifier), or on b's side when a is the
+ * ancestor.  Parent links and depths come from shared memory: each step is
+ * checked, and the walk is bounded. */
+uint32_t ef_process_split(uint32_t a, uint32_t b)
+{
+    if (!ef_process_at(a) || !ef_process_at(b))
+        return 0;
+    uint32_t below_a = 0, below_b = 0;
+    for (int guard = 0; a != b && guard < 2 * EF_MAX_PROC; guard++) {
+        struct ef_process *pa = ef_process_at(a), *pb = ef_process_at(b);
+        if (!pa || !pb)
+            return 0;
+        if (pa->depth >= pb->depth) {
+            below_a = a;
+            a = pa->parent;
+        } else {
+            below_b = b;
+            b = pb->parent;
+        }
+    }
+    if (a != b)
+        return 0;
+    return below_a ? below_a : below_b;
+}
+
+int ef_claim_once(uint64_t key)
 {
     if (!ef_reg)
         return 1;
     if (!key)
         key = 1;
     uint64_t h = key * 0x9e3779b97f4a7c15ull;
-    for (uint32_t probe = 0; probe < EF_DEDUP_SLOTS; probe++) {
-        uint32_t s = (uint32_t)((h >> 40) + probe) & (EF_DEDUP_SLOTS - 1);
-        uint64_t cur = atomic_load(&ef_reg->dedup[s]);
+    for (uint32_t probe = 0; probe < EF_CLAIM_SLOTS; probe++) {
+        uint32_t s = (uint32_t)((h >> 40) + probe) & (EF_CLAIM_SLOTS - 1);
+        uint64_t cur = atomic_load(&ef_reg->claims[s]);
         if (cur == key)
             return 0;
         if (!cur) {
-            if (atomic_compare_exchange_strong(&ef_reg->dedup[s], &cur, key))
+            if (atomic_compare_exchange_strong(&ef_reg->claims[s], &cur, key))
                 return 1;
             if (cur == key)
                 return 0;

@@ -7,12 +7,13 @@
  *
  * libunwind is dlopen()ed RTLD_LOCAL on first need instead of linked: linking it
  * puts its unversioned _Unwind_* and weak backtrace() in the program's global
- * scope and changes how C++ exceptions unwind (FACTS.md).  Its first call costs
+ * scope and changes how C++ exceptions unwind (tests/test_static.py
+ * libunwind-is-not-a-dependency; docs/EVIDENCE.md).  Its first call costs
  * ~0.2 ms, so loading waits for the first epoll instance: a process that never
  * uses epoll never pays it.
  *
  * Unwinding in a fork child can hang for ever (libunwind's mutex and glibc's
- * dl_load_write_lock are inherited locked, FACTS.md).  So a child of a
+ * dl_load_write_lock are inherited locked; docs/EVIDENCE.md).  So a child of a
  * multithreaded parent, where another thread may have held those locks, does
  * not unwind at all: it records the calling frame only, and reports say so.
  * In a single-threaded parent the only unwind that can be in flight at a fork
@@ -42,9 +43,9 @@ static int (*p_backtrace)(void **, int);
  * wrappers call it from their own frame (ef_capture_here in ef.h). */
 int (*ef_bt)(void **, int);
 EF_TLS int ef_unwinding;
-static _Atomic int uw_state;        /* 0 untried, 1 loading, 2 ready, 3 unavailable */
+enum uw_state { UW_UNTRIED = 0, UW_LOADING, UW_READY, UW_UNAVAILABLE };
+static _Atomic int uw_state;        /* enum uw_state */
 static uintptr_t shim_lo, shim_hi;  /* our own text, never shown */
-#define unwinding ef_unwinding      /* this thread is inside unw_backtrace */
 static int drain_failed;            /* the forking thread was (a signal handler) */
 static int unsafe_child;            /* see the paragraph on top */
 static int ever_mt;
@@ -92,8 +93,8 @@ int ef_pc_in_shim(uintptr_t pc)
 
 static void load_unwind(void)
 {
-    int expect = 0;
-    if (!atomic_compare_exchange_strong(&uw_state, &expect, 1)) {
+    int expect = UW_UNTRIED;
+    if (!atomic_compare_exchange_strong(&uw_state, &expect, UW_LOADING)) {
         /* Another thread is loading: do not wait for it (we may be in a
          * signal handler that interrupted it). */
         return;
@@ -104,7 +105,7 @@ static void load_unwind(void)
         h = dlopen("libunwind.so", RTLD_NOW | RTLD_LOCAL);
     void *bt = h ? dlsym(h, "unw_backtrace") : NULL;
     if (!bt) {
-        atomic_store(&uw_state, 3);
+        atomic_store(&uw_state, UW_UNAVAILABLE);
         if (ef_notice_once(EF_NOTICE_NO_UNWIND))
             ef_log_notice("epollfork: libunwind.so.8 could not be loaded (%s); stacks will show "
                           "the calling frame only", h ? "no unw_backtrace" : dlerror());
@@ -113,43 +114,49 @@ static void load_unwind(void)
     int (*set_policy)(unw_addr_space_t, unw_caching_policy_t) =
         (int (*)(unw_addr_space_t, unw_caching_policy_t))dlsym(h, XSTR(unw_set_caching_policy));
     unw_addr_space_t *as = (unw_addr_space_t *)dlsym(h, XSTR(unw_local_addr_space));
-    /* libunwind opens a pipe on first use (address validation): ef_in_shim
+    /* libunwind opens a pipe on first use (address validation): the guard
      * makes our pipe2 wrapper move it out of the program's fd numbers. */
-    ef_in_shim++;
-    if (set_policy && as)
-        set_policy(*as, UNW_CACHE_PER_THREAD);
-    p_backtrace = (int (*)(void **, int))bt;
-    void *warm[8];
-    p_backtrace(warm, 8); /* the first call costs ~0.2 ms: pay it here, once */
-    ef_in_shim--;
+    {
+        EF_GUARD_SCOPE();
+        if (set_policy && as)
+            set_policy(*as, UNW_CACHE_PER_THREAD);
+        p_backtrace = (int (*)(void **, int))bt;
+        void *warm[8];
+        p_backtrace(warm, 8); /* the first call costs ~0.2 ms: pay it here, once */
+    }
     if (!unsafe_child)
         ef_bt = p_backtrace;
-    atomic_store(&uw_state, 2);
+    atomic_store(&uw_state, UW_READY);
 }
 
-static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, int *cut)
+static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, enum ef_cut *cut)
 {
-    *cut = 0;
+    *cut = EF_CUT_NONE;
     if (!__libc_single_threaded)
         ever_mt = 1;
-    if (atomic_load_explicit(&uw_state, memory_order_acquire) == 0)
+    if (atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED)
         load_unwind();
-    int ok = atomic_load_explicit(&uw_state, memory_order_acquire) == 2 && !unsafe_child &&
-             !unwinding;
-    if (!ok) {
+    if (unsafe_child)
+        *cut = EF_CUT_UNSAFE_CHILD;
+    else if (atomic_load_explicit(&uw_state, memory_order_acquire) != UW_READY)
+        *cut = EF_CUT_NO_UNWINDER;
+    else if (ef_unwinding)
+        *cut = EF_CUT_REENTRY;
+    if (*cut != EF_CUT_NONE) {
         pcs[0] = (uintptr_t)caller;
-        *cut = 1;
         return 1;
     }
     /* our own frames (at most a few) plus the frames wanted: libunwind walks
      * only as far as asked */
     void *raw[EF_MAX_FRAMES + 16];
     int want = max + 16 < (int)(sizeof raw / sizeof raw[0]) ? max + 16 : (int)(sizeof raw / sizeof raw[0]);
-    ef_in_shim++;
-    unwinding = 1;
-    int n = p_backtrace(raw, want);
-    unwinding = 0;
-    ef_in_shim--;
+    int n;
+    {
+        EF_GUARD_SCOPE();
+        ef_unwinding = 1;
+        n = p_backtrace(raw, want);
+        ef_unwinding = 0;
+    }
     int i = 0;
     while (i < n && ef_pc_in_shim((uintptr_t)raw[i]))
         i++;
@@ -165,7 +172,21 @@ static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, i
     return k;
 }
 
-static EF_TLS int last_cut;
+const char *ef_cut_why(enum ef_cut cut)
+{
+    switch (cut) {
+    case EF_CUT_UNSAFE_CHILD:
+        return "only the calling frame: unwinding in a child of a multithreaded parent can hang";
+    case EF_CUT_NO_UNWINDER:
+        return "only the calling frame: libunwind could not be loaded, or was given up";
+    case EF_CUT_REENTRY:
+        return "only the calling frame: a signal handler interrupted the shim's own unwinding";
+    default:
+        return NULL;
+    }
+}
+
+static EF_TLS enum ef_cut last_cut;
 
 /* Frames a wrapper captured itself (ef_capture_here): drop the wrapper's own
  * frame(s), keep the configured depth, store them once. */
@@ -180,7 +201,7 @@ uint32_t ef_stack_from_raw(void *const *raw, int n)
     uint32_t k = 0;
     for (; i < n && (int)k < max; i++)
         pcs[k++] = (uintptr_t)raw[i];
-    last_cut = 0;
+    last_cut = EF_CUT_NONE;
     return k ? ef_depot_put(pcs, k) : 0;
 }
 
@@ -193,7 +214,7 @@ uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
     return ef_depot_put(pcs, n);
 }
 
-int ef_stack_last_cut(void)
+enum ef_cut ef_stack_last_cut(void)
 {
     return last_cut;
 }
@@ -221,6 +242,8 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
     struct ef_registry *r = ef_reg;
     if (!r || !n)
         return 0;
+    if (n > EF_MAX_FRAMES)
+        n = EF_MAX_FRAMES;
     uint64_t h = hash_pcs(pcs, n);
     if (h == last_hash && n == last_n && r == last_reg && last_id)
         return last_id;
@@ -229,23 +252,28 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
         uint32_t s = (uint32_t)(h + probe) & (EF_DEPOT_SLOTS - 1);
         struct ef_depot_slot *d = &r->depot[s];
         uint32_t st = atomic_load_explicit(&d->state, memory_order_acquire);
-        for (int spin = 0; st == 1 && spin < 2000; spin++) {
+        for (int spin = 0; st == EF_DEPOT_WRITING && spin < 2000; spin++) {
             ef_cpu_relax();
             st = atomic_load_explicit(&d->state, memory_order_acquire);
         }
-        if (st == 2) {
-            if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h && d->n == n &&
-                !memcmp(&r->frames[d->start], pcs, n * sizeof(uint64_t)))
+        if (st == EF_DEPOT_READY) {
+            uint64_t have[EF_MAX_FRAMES];
+            if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h &&
+                ef_depot_copy(s + 1, have, EF_MAX_FRAMES) == n &&
+                !memcmp(have, pcs, n * sizeof(uint64_t)))
                 id = s + 1;
             continue;
         }
-        if (st != 0)
+        if (st != EF_DEPOT_EMPTY)
             continue;
-        if (!atomic_compare_exchange_strong(&d->state, &st, 1))
+        if (!atomic_compare_exchange_strong(&d->state, &st, EF_DEPOT_WRITING))
             continue;
+        /* The counter is shared: another process may have pushed it anywhere,
+         * so the check must not overflow (start + n can wrap). */
         uint32_t start = atomic_fetch_add(&r->depot_frames_used, n);
-        if (start + n > EF_DEPOT_FRAMES) {
-            atomic_store(&d->state, 0);
+        if (start >= EF_DEPOT_FRAMES || n > EF_DEPOT_FRAMES - start) {
+            atomic_store(&r->depot_frames_used, EF_DEPOT_FRAMES); /* stays full, never wraps */
+            atomic_store(&d->state, EF_DEPOT_EMPTY);
             if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
                 ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
             return 0;
@@ -254,7 +282,7 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
         d->start = start;
         d->n = n;
         atomic_store_explicit(&d->hash, h, memory_order_relaxed);
-        atomic_store_explicit(&d->state, 2, memory_order_release);
+        atomic_store_explicit(&d->state, EF_DEPOT_READY, memory_order_release);
         id = s + 1;
     }
     if (!id) {
@@ -269,16 +297,23 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
     return id;
 }
 
-const uint64_t *ef_depot_get(uint32_t id, uint32_t *n)
+uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max)
 {
-    *n = 0;
-    if (!ef_reg || !id || id > EF_DEPOT_SLOTS)
-        return NULL;
-    struct ef_depot_slot *d = &ef_reg->depot[id - 1];
-    if (atomic_load_explicit(&d->state, memory_order_acquire) != 2)
-        return NULL;
-    *n = d->n;
-    return &ef_reg->frames[d->start];
+    struct ef_registry *r = ef_reg;
+    if (!r || !id || id > EF_DEPOT_SLOTS)
+        return 0;
+    struct ef_depot_slot *d = &r->depot[id - 1];
+    if (atomic_load_explicit(&d->state, memory_order_acquire) != EF_DEPOT_READY)
+        return 0;
+    /* Any process of the tree can write the slot: read each value once and
+     * check it against the frame store before using it. */
+    uint32_t start = *(volatile uint32_t *)&d->start, n = *(volatile uint32_t *)&d->n;
+    if (n == 0 || n > EF_MAX_FRAMES || start >= EF_DEPOT_FRAMES || n > EF_DEPOT_FRAMES - start)
+        return 0;
+    if (n > max)
+        n = max;
+    memcpy(pcs, &r->frames[start], n * sizeof(uint64_t));
+    return n;
 }
 
 void ef_stack_before_fork(void)
@@ -287,8 +322,8 @@ void ef_stack_before_fork(void)
      * copy-on-write fault at the next one */
     if (!__libc_single_threaded && !ever_mt)
         ever_mt = 1;
-    if (drain_failed != unwinding)
-        drain_failed = unwinding; /* a signal handler forking in the middle of our unwind */
+    if (drain_failed != ef_unwinding)
+        drain_failed = ef_unwinding; /* a signal handler forking in the middle of our unwind */
 }
 
 void ef_stack_after_fork_child(int parent_multithreaded)
@@ -297,17 +332,17 @@ void ef_stack_after_fork_child(int parent_multithreaded)
         unsafe_child = 1;
         ef_bt = NULL;
     }
-    unwinding = 0;
+    ef_unwinding = 0;
 }
 
 /* A fork that no handler saw (raw clone, _Fork): decide from what we knew. */
 void ef_stack_after_unseen_fork(void)
 {
-    if (ever_mt || !__libc_single_threaded || unwinding) {
+    if (ever_mt || !__libc_single_threaded || ef_unwinding) {
         unsafe_child = 1;
         ef_bt = NULL;
     }
-    unwinding = 0;
+    ef_unwinding = 0;
 }
 
 /* The program took the number of libunwind's validation pipe (dup2 onto it):
@@ -316,7 +351,7 @@ void ef_stack_after_unseen_fork(void)
 void ef_stack_disable(int fd)
 {
     ef_bt = NULL;
-    if (atomic_exchange(&uw_state, 3) == 3)
+    if (atomic_exchange(&uw_state, UW_UNAVAILABLE) == UW_UNAVAILABLE)
         return;
     ef_log_notice("epollfork: the program took fd %d, libunwind's own pipe; stacks show the "
                   "calling frame only from now on", fd);

@@ -19,7 +19,6 @@
  * the use is what keeps "close every fd" loops silent whatever their order.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -27,12 +26,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "ef.h"
+#include "rules.h"
 
 #define NGHOST 64
 
+enum ghost_state { GHOST_FREE = 0, GHOST_WRITING, GHOST_READY };
 struct ghost {
-    _Atomic int state;          /* 0 free, 1 writing, 2 ready */
+    _Atomic int state;          /* enum ghost_state */
     uint32_t idx, uid;
     int fd;
     uint64_t dev, ino;
@@ -42,19 +42,18 @@ struct ghost {
 };
 
 static struct ghost ghosts[NGHOST];
+_Atomic uint32_t ef_ghosts_pending;      /* ready ghosts in all instances (rules.h) */
 static int inherited[256];            /* fds open when the program started */
 static int ninherited;
 static int inherited_overflow;
 
-void ef_startup_note_inherited(int fd)
+void ef_stale_note_inherited(int fd)
 {
     if (ninherited < (int)(sizeof inherited / sizeof inherited[0]))
         inherited[ninherited++] = fd;
     else
         inherited_overflow = 1;
 }
-
-int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags);
 
 static int was_inherited(int fd)
 {
@@ -72,11 +71,11 @@ static int was_inherited(int fd)
  * the kernel drops the registration with the close. */
 int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags)
 {
-    uint32_t epoch = atomic_load_explicit(&ef_fork_epoch, memory_order_relaxed);
+    uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
     return (flags & EF_FD_DUPED) || (epoch && atomic_load(&e->born) != epoch) || was_inherited(fd);
 }
 
-void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_regrec *reg,
+void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_interest *reg,
                        void *caller)
 {
     uint32_t idx = reg->idx;
@@ -85,21 +84,16 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
     if (EF_LIKELY(!ef_stale_copy_possible(fd, e, flags)))
         return;
     struct stat st;
-    int saved = errno;
-    if (fstat(fd, &st) != 0) {
-        errno = saved;
+    if (fstat(fd, &st) != 0)
         return;
-    }
     struct ghost *g = NULL;
     for (int i = 0; i < NGHOST && !g; i++) {
-        int z = 0;
-        if (atomic_compare_exchange_strong(&ghosts[i].state, &z, 1))
+        int z = GHOST_FREE;
+        if (atomic_compare_exchange_strong(&ghosts[i].state, &z, GHOST_WRITING))
             g = &ghosts[i];
     }
-    if (!g) {
-        errno = saved;
+    if (!g)
         return; /* more pending closes than we keep: this one is not judged */
-    }
     g->idx = idx;
     g->uid = reg->uid;
     g->fd = fd;
@@ -114,20 +108,17 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
     } else {
         ef_procfs_fd_link(0, fd, g->target, sizeof g->target);
     }
-    ef_in_shim++;
     g->close_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
-    ef_in_shim--;
-    atomic_store(&g->state, 2);
+    atomic_store(&g->state, GHOST_READY);
     atomic_fetch_add(&ef_local_at(idx)->ghosts, 1);
     atomic_fetch_add(&ef_ghosts_pending, 1);
-    errno = saved;
 }
 
 static void forget(struct ghost *g)
 {
     struct ef_local *l = ef_local_at(g->idx);
-    int two = 2;
-    if (!atomic_compare_exchange_strong(&g->state, &two, 0))
+    int ready = GHOST_READY;
+    if (!atomic_compare_exchange_strong(&g->state, &ready, GHOST_FREE))
         return;
     if (atomic_load(&l->ghosts))
         atomic_fetch_sub(&l->ghosts, 1);
@@ -138,7 +129,7 @@ static void forget(struct ghost *g)
 void ef_stale_drop(uint32_t idx)
 {
     for (int i = 0; i < NGHOST; i++)
-        if (atomic_load(&ghosts[i].state) == 2 && ghosts[i].idx == idx)
+        if (atomic_load(&ghosts[i].state) == GHOST_READY && ghosts[i].idx == idx)
             forget(&ghosts[i]);
 }
 
@@ -194,7 +185,6 @@ static int try_holder(struct holder_arg *h, int pid)
  * another process of the tree.  -1 when it cannot be known. */
 static int find_holder(const struct ghost *g, int epfd, int *fd_out)
 {
-    int saved = errno;
     struct holder_arg h = {0, epfd, g->fd, g->dev, g->ino, -1};
     int found = -1;
     pid_t ppid = ef_sys_getppid();
@@ -203,13 +193,13 @@ static int find_holder(const struct ghost *g, int epfd, int *fd_out)
     else if (ppid > 1 && try_holder(&h, ppid))
         found = ppid;
     else if (ef_reg) {
-        uint32_t n = atomic_load(&ef_reg->nproc);
+        uint32_t n = atomic_load(&ef_reg->nproc); /* shared: bounded below */
         if (n > EF_MAX_PROC)
             n = EF_MAX_PROC;
         int tried = 0;
         for (uint32_t i = n; i-- > 1 && tried < 128 && found < 0;) {
             int32_t pid = atomic_load(&ef_reg->procs[i].pid);
-            if (pid <= 0 || pid == ef_self.pid || pid == ppid || !ef_pid_alive(pid))
+            if (pid <= 0 || pid == ef_self.pid || pid == ppid || !ef_procfs_pid_exists(pid))
                 continue;
             tried++;
             if (try_holder(&h, pid))
@@ -217,37 +207,35 @@ static int find_holder(const struct ghost *g, int epfd, int *fd_out)
         }
     }
     *fd_out = found >= 0 ? h.fd : -1;
-    errno = saved;
     return found;
 }
 
 static uint64_t stale_key(const struct ghost *g)
 {
-    uint64_t k = ef_mix(ef_mix(0x5354414c45000002ull /* stale-registration */, g->idx), g->uid);
+    uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_STALE].key_tag, g->idx), g->uid);
     k = ef_mix(k, g->close_stack ? g->close_stack : 0x80000000u | (uint32_t)g->fd);
     return k ^ (k >> 29);
 }
 
 static void report(const struct ghost *g, const struct find_arg *f, int epfd, void *caller)
 {
-    if (!ef_dedup_insert(stale_key(g)))
+    if (!ef_claim_once(stale_key(g)))
         return;
-    struct ef_inst *in = &ef_reg->inst[g->idx];
     struct ef_report r;
-    ef_report_init(&r, "stale-registration", in, epfd);
+    ef_report_init(&r, EF_KIND_STALE, ef_inst_at(g->idx), epfd);
     r.modifier_pid = ef_self.pid;
     r.other_pid = ef_self.pid;
     r.fd = g->fd;
     r.events = f->events & ~(uint32_t)(EPOLLERR | EPOLLHUP);
     r.data = f->data;
     ef_fmt(r.target, sizeof r.target, "%s", g->target);
-    r.close_stack = g->close_stack;
-    r.add_stack = g->add_stack;
+    r.stacks[EF_ST_CLOSE] = g->close_stack;
+    r.stacks[EF_ST_ADD] = g->add_stack;
     r.add_pid = g->add_pid;
     r.holder_pid = find_holder(g, epfd, &r.holder_fd);
     if (r.holder_pid > 0 && r.holder_pid != ef_self.pid)
-        ef_fill_fork(&r, ef_split_fork(ef_self.proc, ef_proc_of_pid(r.holder_pid)));
-    r.use_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+        ef_report_fill_fork(&r, ef_process_split(ef_self.proc, ef_process_of_pid(r.holder_pid)));
+    r.stacks[EF_ST_USE] = ef_stack_capture(EF_SKIP_SHIM, caller);
     ef_report_emit(&r);
 }
 
@@ -256,10 +244,10 @@ void ef_stale_check(uint32_t idx, int epfd, void *caller)
     struct ef_local *l = ef_local_at(idx);
     if (!atomic_load_explicit(&l->ghosts, memory_order_relaxed) || ef_in_shim)
         return;
-    ef_in_shim++;
+    EF_GUARD_SCOPE();
     for (int i = 0; i < NGHOST; i++) {
         struct ghost *g = &ghosts[i];
-        if (atomic_load(&g->state) != 2 || g->idx != idx)
+        if (atomic_load(&g->state) != GHOST_READY || g->idx != idx)
             continue;
         if (g->uid == atomic_load(&l->uid)) {
             struct find_arg f = {g, 0, 0, 0};
@@ -268,5 +256,4 @@ void ef_stale_check(uint32_t idx, int epfd, void *caller)
         }
         forget(g);
     }
-    ef_in_shim--;
 }

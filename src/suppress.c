@@ -22,15 +22,12 @@
 #define MAXRULES 256
 
 struct rule {
-    char kind[32];
+    int kind;               /* enum ef_kind, or -1 for `*` */
     char glob[224];
 };
 
 static struct rule rules[MAXRULES];
 static int nrules;
-
-static const char *const kinds[] = {"shared-epoll-ctl", "stale-registration",
-                                    "epoll-fd-exec-leak", "*"};
 
 static char *trim(char *s)
 {
@@ -57,10 +54,8 @@ static void parse_line(char *line, int lineno, const char *path)
     else {
         *colon = 0;
         char *kind = trim(line), *glob = trim(colon + 1);
-        int known = 0;
-        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-            known |= !strcmp(kind, kinds[i]);
-        if (!known)
+        int k = strcmp(kind, "*") ? ef_kind_by_name(kind) : -1;
+        if (k < 0 && strcmp(kind, "*"))
             why = "unknown kind (shared-epoll-ctl, stale-registration, epoll-fd-exec-leak or *)";
         else if (!*glob)
             why = "empty pattern";
@@ -69,7 +64,7 @@ static void parse_line(char *line, int lineno, const char *path)
         else if (nrules == MAXRULES)
             why = "too many rules";
         else {
-            ef_fmt(rules[nrules].kind, sizeof rules[nrules].kind, "%s", kind);
+            rules[nrules].kind = k;
             ef_fmt(rules[nrules].glob, sizeof rules[nrules].glob, "%s", glob);
             nrules++;
             return;
@@ -82,12 +77,10 @@ void ef_suppressions_load(const char *path)
 {
     if (!path || !*path)
         return;
-    int saved = errno;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS='%s' cannot be read (%s); no suppressions",
                       path, strerror(errno));
-        errno = saved;
         return;
     }
     char buf[4096], line[1024];
@@ -110,7 +103,6 @@ void ef_suppressions_load(const char *path)
         parse_line(line, ++lineno, path);
     }
     ef_sys_close(fd);
-    errno = saved;
 }
 
 static int matches(const char *glob, const char *s)
@@ -127,18 +119,15 @@ static int frame_matches(const struct rule *ru, const struct ef_sym *sy)
 
 int ef_suppressed(const struct ef_report *r)
 {
-    if (!nrules)
+    if (!nrules || (unsigned)r->kind >= EF_NKINDS)
         return 0;
-    uint32_t id = !strcmp(r->kind, "stale-registration")   ? r->close_stack
-                  : !strcmp(r->kind, "epoll-fd-exec-leak") ? r->exec_stack
-                                                           : r->call_stack;
-    uint32_t n = 0;
-    const uint64_t *f = ef_depot_get(id, &n);
+    uint64_t pcs[EF_MAX_FRAMES];
+    uint32_t n = ef_depot_copy(r->stacks[ef_kinds[r->kind].offending], pcs, EF_MAX_FRAMES);
     struct ef_symctx *c = n ? ef_sym_begin() : NULL;
     int hit = 0;
     for (int k = 0; k < nrules && !hit; k++) {
         const struct rule *ru = &rules[k];
-        if (strcmp(ru->kind, "*") && strcmp(ru->kind, r->kind))
+        if (ru->kind >= 0 && ru->kind != (int)r->kind)
             continue;
         if (!n) { /* a leak found at start-up: the program is all we know */
             struct ef_sym sy;
@@ -149,10 +138,7 @@ int ef_suppressed(const struct ef_report *r)
         }
         for (uint32_t i = 0; i < n && !hit; i++) {
             struct ef_sym sy;
-            ef_sym_lookup(c, (uintptr_t)f[i] - 1, &sy);
-            char *at = strchr(sy.function, '@');
-            if (at)
-                *at = 0;
+            ef_sym_lookup(c, (uintptr_t)pcs[i] - 1, &sy);
             hit = frame_matches(ru, &sy);
         }
     }

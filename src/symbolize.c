@@ -3,7 +3,8 @@
  *
  * dladdr() knows only exported symbols, so static functions and main() of a
  * PIE come back unnamed; libunwind's unw_get_proc_name() reads .symtab but
- * costs ~60 us a frame, mallocs and calls close() through the PLT (FACTS.md).
+ * costs ~60 us a frame, mallocs and calls close() through the PLT
+ * (docs/EVIDENCE.md).
  * So we use dladdr1() for the module and its load bias (cheap, safe in a fork
  * child) and read the ELF symbol table ourselves from an mmap of the file:
  * .symtab when present, else .dynsym, else the separate debug file that
@@ -233,6 +234,10 @@ void ef_sym_lookup(struct ef_symctx *c, uintptr_t pc, struct ef_sym *out)
         const char *f = find_func(&m->s, out->offset);
         if (f)
             ef_fmt(out->function, sizeof out->function, "%s", f);
+        /* "__libc_start_main@GLIBC_2.2.5" (a .symtab name) reads as the function */
+        char *at = strchr(out->function, '@');
+        if (at && at != out->function)
+            *at = 0;
     }
 }
 

@@ -2,9 +2,10 @@
  * wrap.c - the exported libc names, and nothing else.
  *
  * Each wrapper is thin and boring (tsan_interceptors_posix.cpp): make sure init
- * ran, make the real call, hand the facts to an ef_on_*() event in track.c, and
+ * ran, make the real call, hand the facts to an ef_on_*() event (rules.h), and
  * give the program exactly what libc gave: the same return value, the same
- * errno, and errno untouched on success.  No malloc, no stdio, no lock, no
+ * errno, and errno untouched on success.  The wrappers are where errno is
+ * saved and restored around every event; nothing below them does it.  No malloc, no stdio, no lock, no
  * getenv() on these paths.  Where the fd table must change before the kernel
  * can hand a number out again (close), the event runs before the real call.
  *
@@ -22,7 +23,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "ef.h"
+#include "rules.h"
 
 #define EXPORT __attribute__((visibility("default")))
 #define CALLER __builtin_return_address(0)
@@ -31,12 +32,6 @@ static inline int active(void)
 {
     ef_ensure_init();
     return EF_LIKELY(!ef_opt.disable);
-}
-
-static inline int owned(int fd)
-{
-    struct ef_fd *e = ef_fd_peek(fd);
-    return e && (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_OWNED);
 }
 
 static inline int ebadf(void)
@@ -52,7 +47,7 @@ EXPORT int epoll_create(int size)
     int r = ef_real.epoll_create(size);
     if (r >= 0 && active()) {
         int e = errno;
-        ef_on_epoll_create(r, 0, 0, CALLER);
+        ef_on_epoll_create(r, EF_CREATE_EPOLL_CREATE, 0, CALLER);
         errno = e;
     }
     return r;
@@ -63,7 +58,7 @@ EXPORT int epoll_create1(int flags)
     int r = ef_real.epoll_create1(flags);
     if (r >= 0 && active()) {
         int e = errno;
-        ef_on_epoll_create(r, 1, flags, CALLER);
+        ef_on_epoll_create(r, EF_CREATE_EPOLL_CREATE1, flags, CALLER);
         errno = e;
     }
     return r;
@@ -116,22 +111,32 @@ EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     return ctl_slow(epfd, op, fd, ev, CALLER);
 }
 
+/* The three waits share one begin/end pair around their real call. */
+static inline void wait_begin(int epfd, int blocking, struct ef_wait_token *t, void *caller)
+{
+    int e = errno;
+    ef_on_wait_enter(epfd, blocking, t, caller);
+    errno = e;
+}
+
+static inline int wait_end(int epfd, const struct ef_wait_token *t, int r)
+{
+    if (EF_UNLIKELY(t->slot != -1)) {
+        int e = errno;
+        ef_on_wait_exit(epfd, t, r);
+        errno = e;
+    }
+    return r;
+}
+
 __attribute__((noinline)) static int wait_slow(int epfd, struct epoll_event *evs, int max,
                                                int timeout, void *caller)
 {
     if (!active())
         return ef_real.epoll_wait(epfd, evs, max, timeout);
     struct ef_wait_token t;
-    int e = errno;
-    ef_on_wait_enter(epfd, timeout != 0, &t, caller);
-    errno = e;
-    int r = ef_real.epoll_wait(epfd, evs, max, timeout);
-    if (EF_UNLIKELY(t.slot != -1)) {
-        e = errno;
-        ef_on_wait_exit(epfd, &t, r);
-        errno = e;
-    }
-    return r;
+    wait_begin(epfd, timeout != 0, &t, caller);
+    return wait_end(epfd, &t, ef_real.epoll_wait(epfd, evs, max, timeout));
 }
 
 EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
@@ -147,16 +152,8 @@ __attribute__((noinline)) static int pwait_slow(int epfd, struct epoll_event *ev
     if (!active())
         return ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
     struct ef_wait_token t;
-    int e = errno;
-    ef_on_wait_enter(epfd, timeout != 0, &t, caller);
-    errno = e;
-    int r = ef_real.epoll_pwait(epfd, evs, max, timeout, ss);
-    if (EF_UNLIKELY(t.slot != -1)) {
-        e = errno;
-        ef_on_wait_exit(epfd, &t, r);
-        errno = e;
-    }
-    return r;
+    wait_begin(epfd, timeout != 0, &t, caller);
+    return wait_end(epfd, &t, ef_real.epoll_pwait(epfd, evs, max, timeout, ss));
 }
 
 EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
@@ -167,38 +164,28 @@ EXPORT int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout,
     return pwait_slow(epfd, evs, max, timeout, ss, CALLER);
 }
 
-__attribute__((noinline)) static int pwait2_slow(int epfd, struct epoll_event *evs, int max,
-                                                 const struct timespec *to, const sigset_t *ss,
-                                                 void *caller)
+/* The timeout is the caller's memory, and the kernel has not looked at it yet:
+ * it is never read here (a bad pointer must get EFAULT from the kernel, as
+ * without the shim).  So any pwait2 counts as one that may block: the
+ * difference is only when a conflict is said, never whether. */
+EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *to,
+                        const sigset_t *ss)
 {
     if (!active())
         return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
     struct ef_wait_token t;
-    int e = errno;
-    ef_on_wait_enter(epfd, !to || to->tv_sec || to->tv_nsec, &t, caller);
-    errno = e;
-    int r = ef_real.epoll_pwait2(epfd, evs, max, to, ss);
-    if (EF_UNLIKELY(t.slot != -1)) {
-        e = errno;
-        ef_on_wait_exit(epfd, &t, r);
-        errno = e;
-    }
-    return r;
-}
-
-EXPORT int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *to,
-                        const sigset_t *ss)
-{
-    if (to && !to->tv_sec && !to->tv_nsec && ef_epoll_quiet(epfd))
-        return ef_real.epoll_pwait2(epfd, evs, max, to, ss);
-    return pwait2_slow(epfd, evs, max, to, ss, CALLER);
+    wait_begin(epfd, 1, &t, CALLER);
+    return wait_end(epfd, &t, ef_real.epoll_pwait2(epfd, evs, max, to, ss));
 }
 
 /* Keep the original stderr before the program lets go of fd 2 (log.c). */
 static inline void before_fd2_changes(int fd)
 {
-    if (EF_UNLIKELY(fd == 2) && !ef_opt.disable)
+    if (EF_UNLIKELY(fd == 2) && active()) {
+        int e = errno;
         ef_log_copy_stderr();
+        errno = e;
+    }
 }
 
 EXPORT int close(int fd)
@@ -211,7 +198,7 @@ EXPORT int close(int fd)
             if (f & EF_FD_OWNED) {
                 if (!ef_in_shim)
                     return ebadf(); /* the program never opened it */
-                ef_own_fd(fd, 0);   /* libunwind closing its own pipe */
+                ef_fd_own(fd, 0);   /* libunwind closing its own pipe */
             }
             if (active()) {
                 int e = errno;
@@ -224,10 +211,10 @@ EXPORT int close(int fd)
 }
 
 /* Close [lo, hi] except the shim's own fds, in as many calls as it takes. */
-static int close_range_around_owned(unsigned lo, unsigned hi, int flags)
+static int close_range_around_ef_fd_owned(unsigned lo, unsigned hi, int flags)
 {
     int own[4];
-    int n = ef_log_fds(own, 4);
+    int n = ef_fd_owned_list(own, 4);
     for (int i = 1; i < n; i++) /* sort, n <= 3 */
         for (int j = i; j > 0 && own[j] < own[j - 1]; j--) {
             int t = own[j];
@@ -261,7 +248,7 @@ EXPORT int close_range(unsigned lo, unsigned hi, int flags)
     errno = e;
     if (flags & CLOSE_RANGE_CLOEXEC)
         return ef_real.close_range(lo, hi, flags); /* ours are close-on-exec anyway */
-    return close_range_around_owned(lo, hi, flags);
+    return close_range_around_ef_fd_owned(lo, hi, flags);
 }
 
 EXPORT void closefrom(int lo)
@@ -275,7 +262,7 @@ EXPORT void closefrom(int lo)
         before_fd2_changes(2);
     ef_on_close_range((unsigned)lo, ~0u, 0, CALLER);
     int own[4];
-    int n = ef_log_fds(own, 4), top = -1;
+    int n = ef_fd_owned_list(own, 4), top = -1;
     for (int i = 0; i < n; i++)
         if (own[i] >= lo && own[i] > top)
             top = own[i];
@@ -284,10 +271,10 @@ EXPORT void closefrom(int lo)
         ef_real.closefrom(lo);
         return;
     }
-    if (close_range_around_owned((unsigned)lo, (unsigned)top, 0) != 0) {
+    if (close_range_around_ef_fd_owned((unsigned)lo, (unsigned)top, 0) != 0) {
         /* No close_range (old kernel): close the gap one by one. */
         for (int fd = lo; fd < top; fd++)
-            if (!owned(fd))
+            if (!ef_fd_owned(fd))
                 ef_real.close(fd);
     }
     ef_real.closefrom(top + 1);
@@ -296,9 +283,22 @@ EXPORT void closefrom(int lo)
 
 /* -------------------------------------------------------------- dups */
 
+/* The program wants number fd2, which is one of ours: move ours away first.
+ * A sink moves (log.c); libunwind's pipe is let go, and libunwind with it
+ * (it would read and write the program's fd from then on). */
+static void make_room(int fd2)
+{
+    int e = errno;
+    if (ef_log_relocate(fd2) != 0) {
+        ef_fd_own(fd2, 0);
+        ef_stack_disable(fd2);
+    }
+    errno = e;
+}
+
 EXPORT int dup(int fd)
 {
-    if (EF_UNLIKELY(owned(fd)))
+    if (EF_UNLIKELY(ef_fd_owned(fd)))
         return ebadf();
     int r = ef_real.dup(fd);
     if (r >= 0 && active()) {
@@ -311,12 +311,12 @@ EXPORT int dup(int fd)
 
 EXPORT int dup2(int fd, int fd2)
 {
-    if (EF_UNLIKELY(owned(fd)))
+    if (EF_UNLIKELY(ef_fd_owned(fd)))
         return ebadf();
     if (fd != fd2)
         before_fd2_changes(fd2);
-    if (EF_UNLIKELY(fd != fd2 && owned(fd2)))
-        ef_log_relocate(fd2);
+    if (EF_UNLIKELY(fd != fd2 && ef_fd_owned(fd2)))
+        make_room(fd2);
     int r = ef_real.dup2(fd, fd2);
     if (r >= 0 && fd != fd2 && active()) {
         int e = errno;
@@ -328,12 +328,12 @@ EXPORT int dup2(int fd, int fd2)
 
 EXPORT int dup3(int fd, int fd2, int flags)
 {
-    if (EF_UNLIKELY(owned(fd)))
+    if (EF_UNLIKELY(ef_fd_owned(fd)))
         return ebadf();
     if (fd != fd2)
         before_fd2_changes(fd2);
-    if (EF_UNLIKELY(fd != fd2 && owned(fd2)))
-        ef_log_relocate(fd2);
+    if (EF_UNLIKELY(fd != fd2 && ef_fd_owned(fd2)))
+        make_room(fd2);
     int r = ef_real.dup3(fd, fd2, flags);
     if (r >= 0 && active()) {
         int e = errno;
@@ -345,7 +345,7 @@ EXPORT int dup3(int fd, int fd2, int flags)
 
 static int do_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg, void *caller)
 {
-    if (EF_UNLIKELY(owned(fd)))
+    if (EF_UNLIKELY(ef_fd_owned(fd)))
         return ebadf();
     int r = real(fd, cmd, arg);
     if (r < 0 || !active())
@@ -378,20 +378,13 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 
 /* ------------------------------------------------------------- forks */
 
-static inline int tracking_on(void)
-{
-    return atomic_load_explicit(&ef_self.tracking, memory_order_acquire) == 2;
-}
-
 EXPORT pid_t fork(void)
 {
-    if (!active() || !tracking_on() || !ef_holds_any())
+    if (!active() || !ef_tracking() || !ef_holds_any())
         return ef_real.fork(); /* the atfork handlers still see it */
     int e = errno;
-    ef_in_shim++;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
     ef_tls_fork_how = EF_FORK_FORK;
-    ef_in_shim--;
     if (errno != e)
         errno = e;
     pid_t p = ef_real.fork();
@@ -409,16 +402,14 @@ EXPORT pid_t fork(void)
 }
 
 /* _Fork runs no atfork handlers: the child finds out through the wipe page
- * (track.c) and takes the stack left here in its copy of this thread's TLS. */
+ * (hold.c) and takes the stack left here in its copy of this thread's TLS. */
 EXPORT pid_t _Fork(void)
 {
-    if (!active() || !tracking_on() || !ef_holds_any())
+    if (!active() || !ef_tracking() || !ef_holds_any())
         return ef_real._Fork();
     int e = errno;
-    ef_in_shim++;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
     ef_tls_fork_how = EF_FORK_UNDERSCORE;
-    ef_in_shim--;
     errno = e;
     pid_t p = ef_real._Fork();
     if (p != 0)
@@ -489,12 +480,9 @@ static void hide_pipe(int p[2])
 {
     int e = errno;
     for (int i = 0; i < 2; i++) {
-        int hi = ef_real.fcntl(p[i], F_DUPFD_CLOEXEC, ef_high_fd_base());
-        if (hi < 0)
-            continue;
-        ef_real.close(p[i]);
-        p[i] = hi;
-        ef_own_fd(hi, 1);
+        int hi = ef_fd_take_high(p[i]);
+        if (hi >= 0)
+            p[i] = hi;
     }
     errno = e;
 }
@@ -561,7 +549,7 @@ static int do_exec(int kind, const char *path, int fd, char *const argv[], char 
     errno = e;
     int r = real_exec(kind, kind == X_FEXECVE ? NULL : path, fd, argv, env ? env : envp);
     e = errno;
-    ef_exec_failed(env, envp);
+    ef_exec_failed(env);
     errno = e;
     return r;
 }

@@ -34,15 +34,20 @@ def json_lines(text, kind="shared-epoll-ctl"):
 
 
 def explanation_then_report(res):
-    """stderr holds one explanation line, then the report (then totals)."""
+    """stderr holds one explanation (a JSON notice record, as every record in
+    JSON mode), then the report (then totals).  Returns the explanation as the
+    text format would print it, `==PID== MESSAGE`, and the report."""
     lines = stderr_lines(res)
-    check(len(lines) >= 2 and not lines[0].startswith("{") and all(l.startswith("{") for l in lines[1:]),
-          "an explanation, then JSON records:\n" + res.stderr)
-    others = [o for o in json_lines(res.stderr, None) if o["kind"] not in ("shared-epoll-ctl", "totals")]
+    check(len(lines) >= 2 and all(l.startswith("{") for l in lines),
+          "an explanation, then JSON records, all JSON:\n" + res.stderr)
+    first = json.loads(lines[0])
+    check(first.get("kind") == "notice" and first.get("message"), "a notice first: %r" % first)
+    others = [o for o in json_lines(res.stderr, None)[1:]
+              if o["kind"] not in ("shared-epoll-ctl", "totals")]
     check(not others, "unexpected records: %r" % others)
     reps = json_lines(res.stderr)
     check(len(reps) == 1, "one report on stderr, got %d:\n%s" % (len(reps), res.stderr))
-    return lines[0], reps[0]
+    return "==%d== %s" % (first["pid"], first["message"]), reps[0]
 
 
 def del_conflict(res, epfd=None, fd=None):
@@ -416,7 +421,8 @@ for _log in ("{dir}/missing/log", "{dir}/missing/log.%p"):
         res = run([prog("ctl_child.c"), "del"], log=log)
         check(res.rc == 0, res.describe())
         why, r = explanation_then_report(res)
-        m = re.match(r"==(\d+)== epollfork: cannot open log file '([^']+)' \((.+)\); reporting to stderr$", why)
+        m = re.match(r"==(\d+)== epollfork: EPOLLFORK_LOG: cannot open log file '([^']+)' \((.+)\); "
+                     r"reporting to stderr$", why)
         check(m, "explains why: %r" % why)
         pid = int(m.group(1))
         check(m.group(2) == log.replace("{dir}", res.logdir).replace("%p", str(pid)), "names the path: %r" % why)
@@ -434,7 +440,7 @@ def _():
     (child,) = printed_numbers(res, "child")
     check("parent woke with 1 events" in res.stdout, res.stdout)
     why, r = explanation_then_report(res)
-    check(why.startswith("==%d== epollfork: cannot open log file '%s/log.%d' (Permission denied)"
+    check(why.startswith("==%d== epollfork: EPOLLFORK_LOG: cannot open log file '%s/log.%d' (Permission denied)"
                          % (child, res.logdir, child)), "explains why: %r" % why)
     check(r["pid"] == child and r["modifier_pid"] == child and r["other_use"] == "blocked-in-wait",
           "the unprivileged child reported: %r" % r)
@@ -483,8 +489,11 @@ def _():
           "reported by the parent, its own instance: %r" % kv)
     check(int(kv["modifier_pid"]) not in (pid, 0), kv)
     check(j["pid"] == j["other_pid"] == j["owner_pid"] != j["modifier_pid"], j)
-    for k, jk in (("op", "op"), ("epfd", "epfd"), ("fd", "fd"), ("use", "other_use"), ("site", "site")):
-        check(str(kv.get(k)) == str(j[jk]), "SUMMARY %s=%r but JSON %s=%r" % (k, kv.get(k), jk, j[jk]))
+    # one record, two renderings: the SUMMARY has exactly the JSON's scalar fields
+    scalars = {k for k, v in j.items() if not isinstance(v, (dict, list))} - {"tool", "version", "kind"}
+    check(set(kv) == scalars, "SUMMARY keys %s, JSON scalar keys %s" % (sorted(kv), sorted(scalars)))
+    for k in ("op", "epfd", "fd", "other_use", "site", "lost_changes", "data"):
+        check(str(kv.get(k)) == str(j[k]), "SUMMARY %s=%r but JSON %s=%r" % (k, kv.get(k), k, j[k]))
     check(kv.get("events", "") == j["events"], "events %r vs %r" % (kv.get("events"), j["events"]))
     check(re.fullmatch(r"pipe:\[\d+\]", kv["target"]) and re.fullmatch(r"pipe:\[\d+\]", j["target"]),
           "targets: %r %r" % (kv["target"], j["target"]))

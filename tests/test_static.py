@@ -140,9 +140,7 @@ def option_table():
     out = os.path.join(BUILD, "tests")
     os.makedirs(out, exist_ok=True)
     exe = os.path.join(out, "print-options")
-    with open(os.path.join(ROOT, "Makefile")) as f:
-        text = f.read().replace("\\\n", " ")
-    core = re.search(r"^CORE_SRCS\s*:?=(.*)$", text, re.M).group(1).split()
+    core = sh(["make", "-s", "--no-print-directory", "core-srcs"]).stdout.split()
     cflags = subprocess.run(["pkg-config", "--cflags", "libunwind"], capture_output=True, text=True).stdout.split()
     r = sh(["cc", "-std=gnu11", "-g", "-Iinclude", "-Isrc"] + cflags +
            ["-o", exe, "tests/unit/print_options.c"] + core + ["-ldl", "-lpthread"])

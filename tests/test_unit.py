@@ -34,13 +34,12 @@ VARIANTS = {
 
 
 def core_srcs():
-    """CORE_SRCS as the Makefile has it today."""
-    with open(os.path.join(ROOT, "Makefile")) as f:
-        text = f.read().replace("\\\n", " ")
-    m = re.search(r"^CORE_SRCS\s*:?=(.*)$", text, re.M)
-    if not m:
-        raise Fail("no CORE_SRCS in the Makefile")
-    return m.group(1).split()
+    """CORE_SRCS as the Makefile has it today (`make core-srcs`)."""
+    r = subprocess.run(["make", "-s", "--no-print-directory", "core-srcs"], cwd=ROOT,
+                       capture_output=True, text=True)
+    if r.returncode != 0 or not r.stdout.split():
+        raise Fail("make core-srcs failed:\n" + r.stderr)
+    return r.stdout.split()
 
 
 def group_names():

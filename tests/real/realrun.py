@@ -428,6 +428,12 @@ class Box:
                         l = l.rstrip("\n")
                         if l.startswith('{"tool":"epollfork"'):
                             fallback.append(l)
+                            try:   # a notice is a JSON record too, in JSON mode
+                                obj = json.loads(l)
+                            except ValueError:
+                                continue
+                            if obj.get("kind") == "notice":
+                                notes.append(obj.get("message", ""))
                         elif "epollfork:" in l:
                             notes.append(l)
             except OSError:

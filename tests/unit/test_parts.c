@@ -147,22 +147,22 @@ static void g_dedupset(void)
     uint32_t idx;
     uintptr_t pc = 0x1234;
     CHECK(ef_reg == NULL);
-    CHECK(ef_dedup_insert(5) == 1 && ef_dedup_insert(5) == 1);
+    CHECK(ef_claim_once(5) == 1 && ef_claim_once(5) == 1);
     CHECK(ef_notice_once(0x40000000u) == 0);
-    CHECK(ef_inst_alloc(&idx) == NULL && ef_proc_at(1) == NULL && ef_depot_put(&pc, 1) == 0);
+    CHECK(ef_inst_alloc(&idx) == NULL && ef_process_at(1) == NULL && ef_depot_put(&pc, 1) == 0);
 
     CHECK(ef_track_start());
-    CHECK(ef_dedup_insert(42) == 1 && ef_dedup_insert(42) == 0);
-    CHECK(ef_dedup_insert(0) == 1 && ef_dedup_insert(1) == 0); /* 0 is kept as 1 */
+    CHECK(ef_claim_once(42) == 1 && ef_claim_once(42) == 0);
+    CHECK(ef_claim_once(0) == 1 && ef_claim_once(1) == 0); /* 0 is kept as 1 */
 
     /* Tree-wide: what a child inserted, its parent knows, and the reverse. */
     pid_t c = fork();
     if (c == 0) {
-        CHECK(ef_dedup_insert(777) == 1 && ef_dedup_insert(42) == 0);
+        CHECK(ef_claim_once(777) == 1 && ef_claim_once(42) == 0);
         _exit(0);
     }
     reap(c);
-    CHECK(ef_dedup_insert(777) == 0);
+    CHECK(ef_claim_once(777) == 0);
     CHECK(ef_notice_once(0x40000000u) == 1 && ef_notice_once(0x40000000u) == 0);
     c = fork();
     if (c == 0) {
@@ -173,23 +173,23 @@ static void g_dedupset(void)
 
     /* Fill it: every new key is new until the set is full... */
     unsigned stored = 3, wrong = 0;
-    for (uint64_t i = 1; stored < EF_DEDUP_SLOTS; i++) {
+    for (uint64_t i = 1; stored < EF_CLAIM_SLOTS; i++) {
         uint64_t k = mix(i);
         if (k <= 1 || k == 42 || k == 777)
             continue;
-        wrong += ef_dedup_insert(k) != 1;
+        wrong += ef_claim_once(k) != 1;
         stored++;
     }
     CHECK(wrong == 0);
     unsigned used = 0;
-    for (unsigned s = 0; s < EF_DEDUP_SLOTS; s++)
-        used += LD(ef_reg->dedup[s]) != 0;
-    CHECKF(used == EF_DEDUP_SLOTS, "%u of %u slots used", used, EF_DEDUP_SLOTS);
+    for (unsigned s = 0; s < EF_CLAIM_SLOTS; s++)
+        used += LD(ef_reg->claims[s]) != 0;
+    CHECKF(used == EF_CLAIM_SLOTS, "%u of %u slots used", used, EF_CLAIM_SLOTS);
     /* ...then a new key is still "new" (a repeated report beats a lost one)
      * and a known key is still known. */
     uint64_t fresh = mix(1ull << 40);
-    CHECK(ef_dedup_insert(fresh) == 1 && ef_dedup_insert(fresh) == 1);
-    CHECK(ef_dedup_insert(42) == 0 && ef_dedup_insert(mix(5)) == 0 && ef_dedup_insert(777) == 0);
+    CHECK(ef_claim_once(fresh) == 1 && ef_claim_once(fresh) == 1);
+    CHECK(ef_claim_once(42) == 0 && ef_claim_once(mix(5)) == 0 && ef_claim_once(777) == 0);
 }
 
 /* ------------------------------------------------------------------ depot */
@@ -231,9 +231,9 @@ SITE static uint32_t capture_deep(int n)
 
 static int same_frames(uint32_t id, const uintptr_t *pcs, uint32_t n)
 {
-    uint32_t got;
-    const uint64_t *f = ef_depot_get(id, &got);
-    if (!f || got != n)
+    uint64_t f[EF_MAX_FRAMES];
+    uint32_t got = ef_depot_copy(id, f, EF_MAX_FRAMES);
+    if (!got || got != n)
         return 0;
     for (uint32_t i = 0; i < n; i++)
         if (f[i] != pcs[i])
@@ -251,10 +251,11 @@ static void g_depot(void)
     CHECK(ef_depot_put(a, 3) == ida && ef_depot_put(b, 3) == idb && ef_depot_put(a, 2) == idc);
     CHECK(ida <= EF_DEPOT_SLOTS && same_frames(ida, a, 3) && same_frames(idb, b, 3));
     CHECK(same_frames(idc, a, 2));
-    CHECK(ef_depot_get(0, &n) == NULL && n == 0);
-    n = 99;
-    CHECK(ef_depot_get(EF_DEPOT_SLOTS + 1, &n) == NULL && n == 0);
-    CHECK(ef_depot_get(UINT32_MAX, &n) == NULL && n == 0);
+    uint64_t out[EF_MAX_FRAMES];
+    CHECK(ef_depot_copy(0, out, EF_MAX_FRAMES) == 0);
+    CHECK(ef_depot_copy(EF_DEPOT_SLOTS + 1, out, EF_MAX_FRAMES) == 0);
+    CHECK(ef_depot_copy(UINT32_MAX, out, EF_MAX_FRAMES) == 0);
+    CHECK(n == 99);
 
     /* Many stacks: all different ids, all round trips. */
     static uint32_t ids[1000];
@@ -321,12 +322,12 @@ static void g_depot(void)
     big[0] = 0xdead;
     CHECK(ef_depot_put(big, 64) == 0 && ef_depot_put(big, 1) == 0);
     CHECK(ef_depot_put(a, 3) == ida && same_frames(ida, a, 3) && same_frames(cid, child_pcs, 2));
-    uint32_t nf = 0;
-    const uint64_t *fr = ef_depot_get(sa[0], &nf);
+    uint64_t fr[EF_MAX_FRAMES];
+    uint32_t nf = ef_depot_copy(sa[0], fr, EF_MAX_FRAMES);
     uintptr_t again[EF_MAX_FRAMES];
-    for (uint32_t i = 0; fr && i < nf && i < EF_MAX_FRAMES; i++)
+    for (uint32_t i = 0; i < nf; i++)
         again[i] = (uintptr_t)fr[i];
-    CHECK(fr && nf && ef_depot_put(again, nf) == sa[0]);
+    CHECK(nf && ef_depot_put(again, nf) == sa[0]);
     CHECK(capture_b() == 0); /* a new call site */
     static char log[8192];
     read_file(unit_logpath, log, sizeof log);
@@ -350,7 +351,7 @@ static const struct optcase {
     {"EPOLLFORK_STACK_DEPTH",
      {"1", "24", "64"},
      {"", "0", "65", "-1", "abc", "12x", "99999999999999999999"}},
-    {"EPOLLFORK_SUPPRESSIONS", {"/tmp/ef.supp"}, {"", LONGVAL}},
+    {"EPOLLFORK_SUPPRESSIONS", {"/tmp/ef.supp", ""}, {LONGVAL}},
     {"EPOLLFORK_DEDUP", {"0", "1"}, {"", "2", "-1", "yes"}},
     {"EPOLLFORK_DISABLE", {"0", "1"}, {"", "2", "-1", "yes"}},
 };
@@ -441,6 +442,12 @@ static int parse1(const char *name, const char *value, char *err, size_t len)
 
 static void g_options(void)
 {
+    /* ef_opt holds nothing before the first parse: every default comes from
+     * the table, through the parser (options.c). */
+    char none_err[8];
+    char *none[] = {NULL};
+    ef_options_parse(none, none_err, sizeof none_err);
+    CHECK(!none_err[0]);
     defaults = ef_opt;
     memset(longval, 'a', sizeof longval - 1);
     longval[0] = '/';
@@ -655,7 +662,7 @@ WHERE(where_supp)
 static void fill_shared(struct ef_report *r)
 {
     memset(r, 0, sizeof *r);
-    r->kind = "shared-epoll-ctl";
+    r->kind = EF_KIND_SHARED_CTL;
     r->pid = RPID;
     r->ppid = 1;
     r->owner_pid = RPID;
@@ -673,11 +680,11 @@ static void fill_shared(struct ef_report *r)
     r->fork_parent_pid = RPID;
     r->fork_child_pid = RPID + 1;
     r->fork_how = EF_FORK_FORK;
-    r->call_stack = where_call();
-    r->fork_stack = where_fork();
-    r->create_stack = where_create();
-    r->add_stack = where_add();
-    r->use_stack = where_use();
+    r->stacks[EF_ST_CALL] = where_call();
+    r->stacks[EF_ST_FORK] = where_fork();
+    r->stacks[EF_ST_CREATE] = where_create();
+    r->stacks[EF_ST_ADD] = where_add();
+    r->stacks[EF_ST_USE] = where_use();
     r->add_pid = RPID;
     r->lost_changes = 3;
 }
@@ -690,10 +697,10 @@ static void fill_blocked(struct ef_report *r)
     r->data = 0xfeed;
     r->other_use = EF_USE_BLOCKED;
     r->pid = RPID + 1;
-    r->use_stack = 0;
-    r->fork_stack = r->create_stack = r->add_stack = 0;
+    r->stacks[EF_ST_USE] = 0;
+    r->stacks[EF_ST_FORK] = r->stacks[EF_ST_CREATE] = r->stacks[EF_ST_ADD] = 0;
     r->create_how = 2;
-    r->call_stack_unsafe = 1;
+    r->call_cut = 1;
     r->lost_changes = 0;
     r->target[0] = 0;
 }
@@ -701,7 +708,7 @@ static void fill_blocked(struct ef_report *r)
 static void fill_stale(struct ef_report *r)
 {
     memset(r, 0, sizeof *r);
-    r->kind = "stale-registration";
+    r->kind = EF_KIND_STALE;
     r->pid = RPID;
     r->ppid = 1;
     r->owner_pid = RPID;
@@ -714,23 +721,22 @@ static void fill_stale(struct ef_report *r)
     r->create_how = 0;
     r->create_fd = 5;
     r->time_ns = T2026;
-    r->close_stack = where_close();
-    r->close_how = "close";
-    r->add_stack = where_add();
+    r->stacks[EF_ST_CLOSE] = where_close();
+    r->stacks[EF_ST_ADD] = where_add();
     r->add_pid = RPID;
-    r->create_stack = where_create();
-    r->use_stack = where_use();
+    r->stacks[EF_ST_CREATE] = where_create();
+    r->stacks[EF_ST_USE] = where_use();
     r->holder_pid = RPID + 1;
     r->holder_fd = 9;
     r->fork_parent_pid = RPID;
     r->fork_child_pid = RPID + 1;
-    r->fork_stack = where_fork();
+    r->stacks[EF_ST_FORK] = where_fork();
 }
 
 static void fill_leak(struct ef_report *r, int startup)
 {
     memset(r, 0, sizeof *r);
-    r->kind = "epoll-fd-exec-leak";
+    r->kind = EF_KIND_EXEC_LEAK;
     r->pid = RPID;
     r->ppid = 1;
     r->owner_pid = RPID;
@@ -739,8 +745,8 @@ static void fill_leak(struct ef_report *r, int startup)
     snprintf(r->program, sizeof r->program, "/usr/bin/prog with \"space\"");
     snprintf(r->argv0, sizeof r->argv0, "prog\\");
     r->exec_how = startup ? "start-up" : "execve";
-    r->exec_stack = startup ? 0 : where_exec();
-    r->create_stack = startup ? 0 : where_create();
+    r->stacks[EF_ST_EXEC] = startup ? 0 : where_exec();
+    r->stacks[EF_ST_CREATE] = startup ? 0 : where_create();
     r->create_how = startup ? 2 : 1;
     r->create_fd = 5;
     r->entries = 2;
@@ -798,7 +804,7 @@ static void render_both(const char *name, const struct ef_report *r)
     int fmt = ef_opt.format;
     ef_opt.format = EF_FMT_TEXT;
     size_t n = ef_report_render(r, buf, sizeof buf);
-    check_text(name, buf, n, r->pid, r->kind);
+    check_text(name, buf, n, r->pid, ef_kind_name(r->kind));
     snprintf(file, sizeof file, "render-%s.txt", name);
     write_out(file, buf, n);
     const size_t sizes[] = {1, 2, 16, 100, 700};
@@ -813,7 +819,7 @@ static void render_both(const char *name, const struct ef_report *r)
     }
     ef_opt.format = EF_FMT_JSON;
     n = ef_report_render(r, buf, sizeof buf);
-    check_json(name, buf, n, r->kind);
+    check_json(name, buf, n, ef_kind_name(r->kind));
     snprintf(file, sizeof file, "render-%s.json", name);
     write_out(file, buf, n);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -849,7 +855,7 @@ static void g_render(void)
     ef_report_render(&r, text, sizeof text);
     CHECK(strstr(text, "modified fd 7 (unknown target) in") && strstr(text, "was blocked waiting on"));
     CHECK(strstr(text, "events=EPOLLIN|EPOLLET") && strstr(text, "only the calling frame"));
-    CHECK(strstr(text, "==4243==    <") && strstr(text, " use=blocked-in-wait"));
+    CHECK(strstr(text, "==4243==    <") && strstr(text, " other_use=blocked-in-wait"));
     CHECK(!strstr(text, "the affected use"));
 
     fill_stale(&r);
@@ -870,7 +876,7 @@ static void g_render(void)
 
     /* Nothing known at all: still well formed. */
     memset(&r, 0, sizeof r);
-    r.kind = "shared-epoll-ctl";
+    r.kind = EF_KIND_SHARED_CTL;
     r.pid = RPID;
     render_both("empty", &r);
 
@@ -899,7 +905,7 @@ static void g_emit(void)
 {
     static char log[256 * 1024];
     struct ef_report r;
-    unsigned long count0 = atomic_load(&ef_report_count);
+    unsigned long count0 = ef_report_counts().reports;
 
     /* 1. No hook: rendered and written to EPOLLFORK_LOG, one report per write. */
     ef_report_hook = NULL;
@@ -918,19 +924,19 @@ static void g_emit(void)
     read_file(unit_logpath, log, sizeof log);
     added = log + (before < sizeof log ? before : 0);
     check_text("emitted", added, strlen(added), RPID, "stale-registration");
-    CHECK(atomic_load(&ef_report_count) == count0 + 2);
+    CHECK(ef_report_counts().reports == count0 + 2);
 
     /* 2. EPOLLFORK_DEDUP: the same kind and stacks are printed once. */
     ef_report_hook = unit_hook;
     unsigned m = rep_mark();
-    unsigned long deduped = atomic_load(&ef_deduped_count);
+    unsigned long deduped = ef_report_counts().deduped;
     ef_report_emit(&r); /* emitted above */
-    CHECK(rep_count(m, NULL) == 0 && atomic_load(&ef_deduped_count) == deduped + 1);
+    CHECK(rep_count(m, NULL) == 0 && ef_report_counts().deduped == deduped + 1);
     fill_leak(&r, 0);
     ef_report_emit(&r);
     ef_report_emit(&r);
-    CHECK(rep_count(m, NULL) == 1 && atomic_load(&ef_deduped_count) == deduped + 2);
-    r.kind = "stale-registration"; /* same stacks, another kind: another report */
+    CHECK(rep_count(m, NULL) == 1 && ef_report_counts().deduped == deduped + 2);
+    r.kind = EF_KIND_STALE; /* same stacks, another kind: another report */
     r.exec_how = "execve";
     ef_report_emit(&r);
     CHECK(rep_count(m, NULL) == 2);
@@ -962,23 +968,23 @@ static void g_emit(void)
                count_lines_with(added, ":5: ") == 1 && count_lines_with(added, ":6: ") == 1,
            "one notice per bad line, with its number:\n%s", added);
     m = rep_mark();
-    unsigned long supp0 = atomic_load(&ef_suppressed_count);
+    unsigned long supp0 = ef_report_counts().suppressed;
     fill_shared(&r);
-    r.call_stack = where_supp();
+    r.stacks[EF_ST_CALL] = where_supp();
     ef_report_emit(&r);
-    CHECK(rep_count(m, NULL) == 0 && atomic_load(&ef_suppressed_count) == supp0 + 1);
-    r.call_stack = where_call();
-    r.fork_stack = 0; /* not the report of part 1 */
+    CHECK(rep_count(m, NULL) == 0 && ef_report_counts().suppressed == supp0 + 1);
+    r.stacks[EF_ST_CALL] = where_call();
+    r.stacks[EF_ST_FORK] = 0; /* not the report of part 1 */
     ef_report_emit(&r);
     CHECK(rep_count(m, NULL) == 1);
     fill_stale(&r); /* its close stack runs through libc's start-up frames */
-    r.use_stack = 0;
+    r.stacks[EF_ST_USE] = 0;
     ef_report_emit(&r);
-    CHECK(rep_count(m, NULL) == 1 && atomic_load(&ef_suppressed_count) == supp0 + 2);
+    CHECK(rep_count(m, NULL) == 1 && ef_report_counts().suppressed == supp0 + 2);
     fill_leak(&r, 1);
     snprintf(r.program, sizeof r.program, "/usr/bin/zzz");
     ef_report_emit(&r);
-    CHECK(rep_count(m, NULL) == 1 && atomic_load(&ef_suppressed_count) == supp0 + 3);
+    CHECK(rep_count(m, NULL) == 1 && ef_report_counts().suppressed == supp0 + 3);
 
     /* 4. EPOLLFORK_ON_REPORT=abort: report, say why, abort. */
     pid_t c = fork();

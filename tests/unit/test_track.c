@@ -108,7 +108,7 @@ static void g_basic(void)
     struct ef_fd *e = ef_fd_peek(ep), *t = ef_fd_peek(p[0]);
     CHECK(e && (LD(e->flags) & EF_FD_EPOLL));
     CHECK(e && LD(e->inst_uid) == LD(in->uid));
-    CHECK(t && (LD(t->flags) & EF_FD_REG) && LD(t->reg_inst) == idx && LD(t->add_pid) == parent);
+    CHECK(t && (LD(t->flags) & EF_FD_INTEREST) && LD(t->int_inst) == idx && LD(t->add_pid) == parent);
     if (t)
         stack_site_is(LD(t->add_stack), "g_basic");
     struct ef_local *l = ef_local_at(idx);
@@ -121,7 +121,7 @@ static void g_basic(void)
     unsigned m = rep_mark();
     pid_t c = t_fork();
     if (c == 0) {
-        struct ef_proc *pr = ef_proc_at(ef_self.proc);
+        struct ef_process *pr = ef_process_at(ef_self.proc);
         CHECK(ef_self.pid == getpid());
         CHECK(pr && pr->pid == getpid() && pr->fork_how == EF_FORK_FORK);
         CHECK(LD(in->crossed) && LD(in->nholders) == 2);
@@ -140,7 +140,7 @@ static void g_basic(void)
         return;
     const struct ef_report *r = rep_at(m);
     char want[64];
-    CHECK(!strcmp(r->kind, SHARED));
+    CHECK(r->kind == EF_KIND_SHARED_CTL);
     CHECK(r->pid == parent && r->ppid == getppid());
     CHECK(r->owner_pid == parent && r->modifier_pid == c && r->other_pid == parent);
     CHECK(r->other_use == EF_USE_WAIT);
@@ -151,16 +151,16 @@ static void g_basic(void)
     CHECK(r->create_how == 1 && r->create_flags == EPOLL_CLOEXEC && r->create_fd == ep);
     CHECK(r->time_ns >= t0 && r->time_ns <= ef_realtime_ns());
     CHECK(r->fork_parent_pid == parent && r->fork_child_pid == c && r->fork_how == EF_FORK_FORK);
-    CHECK(r->call_stack && r->fork_stack && r->create_stack && r->add_stack && r->use_stack);
-    CHECK(r->call_stack != r->add_stack && r->use_stack != r->call_stack);
-    stack_site_is(r->call_stack, "child_del");
-    stack_site_is(r->fork_stack, "g_basic");
-    stack_site_is(r->create_stack, "g_basic");
-    stack_site_is(r->add_stack, "g_basic");
-    stack_site_is(r->use_stack, "parent_waits");
-    CHECK(stack_has(r->call_stack, "main"));
+    CHECK(r->stacks[EF_ST_CALL] && r->stacks[EF_ST_FORK] && r->stacks[EF_ST_CREATE] && r->stacks[EF_ST_ADD] && r->stacks[EF_ST_USE]);
+    CHECK(r->stacks[EF_ST_CALL] != r->stacks[EF_ST_ADD] && r->stacks[EF_ST_USE] != r->stacks[EF_ST_CALL]);
+    stack_site_is(r->stacks[EF_ST_CALL], "child_del");
+    stack_site_is(r->stacks[EF_ST_FORK], "g_basic");
+    stack_site_is(r->stacks[EF_ST_CREATE], "g_basic");
+    stack_site_is(r->stacks[EF_ST_ADD], "g_basic");
+    stack_site_is(r->stacks[EF_ST_USE], "parent_waits");
+    CHECK(stack_has(r->stacks[EF_ST_CALL], "main"));
     CHECK(r->add_pid == parent);
-    CHECK(!r->call_stack_unsafe && r->lost_changes == 0);
+    CHECK(!r->call_cut && r->lost_changes == 0);
 
     /* Using the list again, any way, does not repeat the report. */
     parent_waits(ep);
@@ -168,7 +168,7 @@ static void g_basic(void)
     CHECK(t_ctl(ep, EPOLL_CTL_ADD, p[0], EPOLLIN, 7) == 0); /* the child deleted it */
     parent_waits(ep);
     CHECKF(rep_count(m, NULL) == 1, "%u reports", rep_count(m, NULL));
-    CHECK(atomic_load(&ef_report_count) == 1);
+    CHECK(ef_report_counts().reports == 1);
 }
 
 /* ------------------------------------------------------------------ sites */
@@ -238,12 +238,12 @@ static void g_sites(void)
     if (!CHECK(del && add))
         return;
     CHECK(del->modifier_pid == first && add->modifier_pid == first);
-    CHECK(del->call_stack && add->call_stack && del->call_stack != add->call_stack);
-    stack_site_is(del->call_stack, "child_two_sites");
-    stack_site_is(add->call_stack, "child_two_sites");
+    CHECK(del->stacks[EF_ST_CALL] && add->stacks[EF_ST_CALL] && del->stacks[EF_ST_CALL] != add->stacks[EF_ST_CALL]);
+    stack_site_is(del->stacks[EF_ST_CALL], "child_two_sites");
+    stack_site_is(add->stacks[EF_ST_CALL], "child_two_sites");
     CHECK(add->events == (EPOLLIN | EPOLLET) && add->data == 0xabc);
-    CHECKF(add->add_stack == add->call_stack, "an ADD's registration is the call itself");
-    CHECK(del->add_stack && del->add_stack != del->call_stack);
+    CHECKF(add->stacks[EF_ST_ADD] == add->stacks[EF_ST_CALL], "an ADD's registration is the call itself");
+    CHECK(del->stacks[EF_ST_ADD] && del->stacks[EF_ST_ADD] != del->stacks[EF_ST_CALL]);
 
     /* The same change from another call site is another report. */
     pid_t c = t_fork();
@@ -256,15 +256,15 @@ static void g_sites(void)
     CHECK(rep_count(m, SHARED) == 3);
     const struct ef_report *r = rep_at(m + 2);
     if (CHECK(r && r->op == EPOLL_CTL_DEL && r->modifier_pid == c))
-        stack_site_is(r->call_stack, "child_del");
+        stack_site_is(r->stacks[EF_ST_CALL], "child_del");
 
     /* One call site, two instances: one report each... */
     CHECKF(pair_round(f.p[0]) == 2, "two instances changed from one site: two reports");
     /* ...unless EPOLLFORK_DEDUP=1 merges reports with the same stacks. */
     ef_opt.dedup = 1;
-    unsigned long deduped = atomic_load(&ef_deduped_count);
+    unsigned long deduped = ef_report_counts().deduped;
     CHECKF(pair_round(f.p[0]) == 1, "EPOLLFORK_DEDUP=1: identical stacks, one report");
-    CHECK(atomic_load(&ef_deduped_count) == deduped + 1);
+    CHECK(ef_report_counts().deduped == deduped + 1);
 }
 
 /* ---------------------------------------------------------------- release */
@@ -776,10 +776,10 @@ static void g_blocked(void)
     const struct ef_report *r = rep_at(m);
     if (CHECK(r && rep_count(m, NULL) == 1)) {
         CHECK(r->pid == c && r->modifier_pid == c && r->other_pid == parent);
-        CHECK(r->other_use == EF_USE_BLOCKED && r->use_stack == 0);
+        CHECK(r->other_use == EF_USE_BLOCKED && r->stacks[EF_ST_USE] == 0);
         CHECK(r->op == EPOLL_CTL_DEL && r->owner_pid == parent);
         CHECK(r->fork_parent_pid == parent && r->fork_child_pid == c);
-        stack_site_is(r->call_stack, "child_del");
+        stack_site_is(r->stacks[EF_ST_CALL], "child_del");
     }
     parent_waits(f.ep); /* wakes up and looks: the same conflict */
     CHECK(rep_count(m, NULL) == 1);
@@ -821,7 +821,7 @@ static void g_forks(void)
 {
     pid_t root = getpid();
     uint32_t root_proc = ef_self.proc;
-    struct ef_proc *rp = ef_proc_at(root_proc);
+    struct ef_process *rp = ef_process_at(root_proc);
     CHECK(rp && rp->pid == root && rp->parent == 0 && rp->depth == 0 && rp->fork_how == EF_FORK_ROOT);
     struct fixture f;
     if (!setup(&f))
@@ -833,17 +833,17 @@ static void g_forks(void)
     gate_make(g);
     pid_t c = t_fork();
     if (c == 0) {
-        struct ef_proc *pr = ef_proc_at(ef_self.proc);
+        struct ef_process *pr = ef_process_at(ef_self.proc);
         CHECK(pr && pr->pid == getpid() && pr->parent == root_proc && pr->depth == 1);
         CHECK(pr && pr->fork_how == EF_FORK_FORK);
         if (pr)
             stack_site_is(pr->fork_stack, "g_forks");
-        CHECK(ef_proc_of_pid(getpid()) == ef_self.proc);
+        CHECK(ef_process_of_pid(getpid()) == ef_self.proc);
         gate_wait(g);
         _exit(0);
     }
-    uint32_t cp = ef_proc_of_pid(c);
-    CHECK(cp && ef_proc_at(cp) && ef_proc_at(cp)->parent == root_proc);
+    uint32_t cp = ef_process_of_pid(c);
+    CHECK(cp && ef_process_at(cp) && ef_process_at(cp)->parent == root_proc);
     CHECK(slot_of(in, c) >= 0 && reserved_slots(in) == 0 && LD(in->nholders) == 2);
     gate_open(g);
     reap(c);
@@ -864,7 +864,7 @@ static void g_forks(void)
     if (c1 == 0) {
         pid_t gc = t_fork();
         if (gc == 0) {
-            CHECK(ef_proc_at(ef_self.proc) && ef_proc_at(ef_self.proc)->depth == 2);
+            CHECK(ef_process_at(ef_self.proc) && ef_process_at(ef_self.proc)->depth == 2);
             child_del(f.ep, f.p[0]);
             _exit(0);
         }
@@ -888,7 +888,7 @@ static void g_forks(void)
     pid_t d = t_fork_atfork();
     if (d == 0) {
         CHECK(slot_of(in, getpid()) >= 0);
-        CHECK(ef_proc_at(ef_self.proc) && ef_proc_at(ef_self.proc)->fork_how == EF_FORK_ATFORK);
+        CHECK(ef_process_at(ef_self.proc) && ef_process_at(ef_self.proc)->fork_how == EF_FORK_ATFORK);
         child_mod(f.ep, f.p[0], EPOLLOUT);
         _exit(0);
     }
@@ -897,7 +897,7 @@ static void g_forks(void)
     r = rep_find(m, SHARED, -1);
     CHECK(rep_count(m, NULL) == 1);
     if (CHECK(r && r->fork_how == EF_FORK_ATFORK && r->fork_child_pid == d && r->op == EPOLL_CTL_MOD))
-        stack_site_is(r->fork_stack, "g_forks");
+        stack_site_is(r->stacks[EF_ST_FORK], "g_forks");
 
     /* syscall(SYS_fork): nothing ran; the child notices on its first event. */
     m = rep_mark();
@@ -905,14 +905,14 @@ static void g_forks(void)
     if (rf == 0) {
         child_mod(f.ep, f.p[0], EPOLLIN);
         CHECK(ef_self.pid == getpid() && slot_of(in, getpid()) >= 0);
-        CHECK(ef_proc_at(ef_self.proc) && ef_proc_at(ef_self.proc)->fork_how == EF_FORK_UNSEEN);
+        CHECK(ef_process_at(ef_self.proc) && ef_process_at(ef_self.proc)->fork_how == EF_FORK_UNSEEN);
         _exit(0);
     }
     reap(rf);
     parent_waits(f.ep);
     r = rep_find(m, SHARED, -1);
     CHECK(rep_count(m, NULL) == 1);
-    CHECK(r && r->fork_how == EF_FORK_UNSEEN && r->fork_stack == 0);
+    CHECK(r && r->fork_how == EF_FORK_UNSEEN && r->stacks[EF_ST_FORK] == 0);
     CHECK(r && r->fork_child_pid == rf && r->fork_parent_pid == root && r->modifier_pid == rf);
 
     /* A vfork child shares the parent's memory: it must leave every record
@@ -943,7 +943,7 @@ static void g_forks(void)
     r = rep_find(m, SHARED, -1);
     CHECK(rep_count(m, NULL) == 1);
     if (CHECK(r && r->fork_how == EF_FORK_UNDERSCORE && r->fork_child_pid == uf))
-        stack_site_is(r->fork_stack, "g_forks");
+        stack_site_is(r->stacks[EF_ST_FORK], "g_forks");
 }
 
 /* ---------------------------------------------------------------- mtfork */
@@ -976,10 +976,10 @@ static void g_mtfork(void)
     if (!CHECK(r && rep_count(m, NULL) == 1))
         return;
     char fn[256];
-    CHECK(r->call_stack_unsafe == 1);
-    CHECKF(stack_len(r->call_stack) == 1, "%u frames", stack_len(r->call_stack));
-    CHECKF(!strcmp(stack_fn(r->call_stack, 0, fn, sizeof fn), "child_del"), "frame 0: %s", fn);
-    CHECK(stack_len(r->fork_stack) > 1 && stack_len(r->use_stack) > 1);
+    CHECK(r->call_cut == 1);
+    CHECKF(stack_len(r->stacks[EF_ST_CALL]) == 1, "%u frames", stack_len(r->stacks[EF_ST_CALL]));
+    CHECKF(!strcmp(stack_fn(r->stacks[EF_ST_CALL], 0, fn, sizeof fn), "child_del"), "frame 0: %s", fn);
+    CHECK(stack_len(r->stacks[EF_ST_FORK]) > 1 && stack_len(r->stacks[EF_ST_USE]) > 1);
 }
 
 /* ------------------------------------------------------------- interleave */

@@ -79,7 +79,7 @@ void unit_hook(const struct ef_report *r)
 {
     unsigned i = atomic_fetch_add(&sh->nrep, 1);
     if (i < MAXREP)
-        sh->reps[i] = *r; /* kind and the other strings are literals: valid in every process */
+        sh->reps[i] = *r; /* exec_how is a literal: valid in every process */
     else
         atomic_store(&sh->rep_overflow, 1);
 }
@@ -94,7 +94,7 @@ unsigned rep_count(unsigned mark, const char *kind)
 {
     unsigned n = rep_mark(), c = 0;
     for (unsigned i = mark; i < n; i++)
-        if (!kind || !strcmp(sh->reps[i].kind, kind))
+        if (!kind || !strcmp(ef_kind_name(sh->reps[i].kind), kind))
             c++;
     CHECK(!atomic_load(&sh->rep_overflow));
     return c;
@@ -109,7 +109,7 @@ const struct ef_report *rep_find(unsigned mark, const char *kind, int op)
 {
     unsigned n = rep_mark();
     for (unsigned i = mark; i < n; i++)
-        if ((!kind || !strcmp(sh->reps[i].kind, kind)) && (op < 0 || sh->reps[i].op == op))
+        if ((!kind || !strcmp(ef_kind_name(sh->reps[i].kind), kind)) && (op < 0 || sh->reps[i].op == op))
             return &sh->reps[i];
     return NULL;
 }
@@ -125,10 +125,10 @@ static void clean_name(char *s)
 
 const char *stack_fn(uint32_t id, unsigned i, char *buf, size_t len)
 {
-    uint32_t n;
-    const uint64_t *f = ef_depot_get(id, &n);
+    uint64_t f[EF_MAX_FRAMES];
+    uint32_t n = ef_depot_copy(id, f, EF_MAX_FRAMES);
     buf[0] = 0;
-    if (!f || i >= n)
+    if (i >= n)
         return buf;
     struct ef_symctx *c = ef_sym_begin();
     struct ef_sym sy;
@@ -141,8 +141,8 @@ const char *stack_fn(uint32_t id, unsigned i, char *buf, size_t len)
 
 unsigned stack_len(uint32_t id)
 {
-    uint32_t n;
-    return ef_depot_get(id, &n) ? n : 0;
+    uint64_t f[EF_MAX_FRAMES];
+    return ef_depot_copy(id, f, EF_MAX_FRAMES);
 }
 
 const char *stack_site(uint32_t id, char *buf, size_t len)

@@ -21,7 +21,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "ef.h"
+#include "rules.h"
 
 #define NOINLINE __attribute__((noinline))
 /* A function whose name a stack check looks for: never inlined, never cloned

@@ -1,0 +1,481 @@
+/*
+ * hold.c - what this process holds: tracking state, epoll instances and their
+ * holder slots, aliases, and what a fork does to all of them.
+ *
+ * A process *holds* an instance while one of its fds refers to it (any number
+ * of aliases: dup, dup2, fcntl).  Holders are listed in the instance's 32
+ * holder slots in the registry (pid, and how many of its threads are blocked
+ * in a wait on it), so that another process can tell whether anyone else
+ * relies on a list.  An instance is *crossed* once a holder forked.  The
+ * process-private view of each instance (struct ef_local, in .bss: untouched
+ * entries cost nothing, and no mapping of its own to copy at each fork) says
+ * which instances we hold and what we last saw of them.
+ *
+ * Forks.  Before a fork (the atfork prepare handler, under glibc's atfork
+ * lock) the parent marks what it holds as crossed and reserves a holder slot
+ * for the child in each, and prepares the child's process record, so that
+ * the parent can name the child at once and a change made before the child
+ * runs is already seen as shared.  The child does nothing in the fork itself:
+ * its bookkeeping waits for its first event (ef_on_fork_child), found through
+ * the wipe page, because every page a child runs or writes is a page fault and
+ * most children exec or exit first (bench/RESULTS.md).  A fork that ran no
+ * handler (syscall(SYS_fork), clone, _Fork) is found the same way; the child
+ * then claims slots of its own, and changes its parent made in between were
+ * not recorded (README, limits).
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/single_threaded.h>
+
+#include "rules.h"
+
+struct ef_self ef_self;
+struct ef_wipe *ef_wipe;
+struct ef_fork_state ef_fork;
+EF_TLS uint32_t ef_tls_fork_stack;
+EF_TLS int ef_tls_fork_how;
+
+static struct ef_local local[EF_MAX_INST];
+static _Atomic uint32_t held_count;     /* instances this process holds */
+
+/* ------------------------------------------------------------------ start */
+
+int ef_track_start(void)
+{
+    int st = atomic_load_explicit(&ef_self.tracking, memory_order_acquire);
+    if (EF_LIKELY(st == EF_TRACK_ON))
+        return 1;
+    if (st != EF_TRACK_OFF)
+        return 0;
+    if (!atomic_compare_exchange_strong(&ef_self.tracking, &st, EF_TRACK_STARTING))
+        return 0;
+    int ok = ef_registry_create() == 0;
+    if (ok) {
+        void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        ok = w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
+        if (ok) {
+            ef_wipe = w;
+            ef_wipe->valid = 1;
+        }
+    }
+    if (ok) {
+        ef_self.pid = ef_sys_getpid();
+        ef_self.proc = ef_process_alloc(ef_self.pid, 0, 0, EF_FORK_ROOT);
+        ef_log_setup();
+    }
+    atomic_store_explicit(&ef_self.tracking, ok ? EF_TRACK_ON : EF_TRACK_FAILED,
+                          memory_order_release);
+    return ok;
+}
+
+/* Every event that touches per-process state first makes sure this is still
+ * the process that state belongs to: a fork leaves the wipe page zeroed, and
+ * a vfork child shares our memory and must not write to it. */
+int ef_enter(void)
+{
+    if (EF_UNLIKELY(!ef_wipe->valid))
+        ef_on_fork_child();
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_vfork_depth, memory_order_relaxed)) &&
+        ef_sys_getpid() != ef_self.pid)
+        return 0;
+    return 1;
+}
+
+struct ef_local *ef_local_at(uint32_t idx)
+{
+    return &local[idx < EF_MAX_INST ? idx : 0];
+}
+
+/* Is the local view of idx current (we hold it, and it was not recycled)? */
+static inline int holds(uint32_t idx)
+{
+    uint32_t u = atomic_load_explicit(&local[idx].uid, memory_order_relaxed);
+    return u && u == atomic_load_explicit(&ef_reg->inst[idx].uid, memory_order_relaxed);
+}
+
+int ef_holds(uint32_t idx)
+{
+    return idx && idx < EF_MAX_INST && ef_reg && holds(idx);
+}
+
+int ef_holds_any(void)
+{
+    return atomic_load_explicit(&held_count, memory_order_relaxed) != 0;
+}
+
+/* The instance indexes in use: [1, hw()). */
+static uint32_t hw(void)
+{
+    uint32_t h = atomic_load(&ef_reg->ninst_hw);
+    return h > EF_MAX_INST ? EF_MAX_INST : h;
+}
+
+/* --------------------------------------------------------------- holders */
+
+static int claim_free_slot(struct ef_inst *in, uint64_t word)
+{
+    for (int i = 0; i < EF_HOLDERS; i++) {
+        uint64_t z = 0;
+        if (atomic_load_explicit(&in->holders[i], memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong(&in->holders[i], &z, word)) {
+            atomic_fetch_add(&in->nholders, 1);
+            return i;
+        }
+    }
+    return -1;
+}
+
+static int claim_slot(uint32_t idx, uint64_t word)
+{
+    struct ef_inst *in = ef_inst_at(idx);
+    int s = claim_free_slot(in, word);
+    /* Full: children that _exit()ed or were killed left their slots (a
+     * prefork server reaps thousands); give back those of dead processes. */
+    if (s < 0 && ef_inst_prune(idx) < EF_HOLDERS)
+        s = claim_free_slot(in, word);
+    if (s >= 0)
+        return s;
+    /* No slot: this holder is counted instead, so that the instance is never
+     * freed under it and every change on it is recorded. */
+    if (atomic_fetch_add(&in->overflow, 1) == 0 && ef_notice_once(EF_NOTICE_HOLDERS))
+        ef_log_notice("epollfork: an epoll instance is held by more than %d processes; the "
+                      "others are not told apart (no reports are lost or invented)", EF_HOLDERS);
+    return -1;
+}
+
+static void release_slot(struct ef_inst *in, int slot, uint32_t pid)
+{
+    if (slot < 0 || slot >= EF_HOLDERS)
+        return;
+    uint64_t w = atomic_load(&in->holders[slot]);
+    while ((uint32_t)(w >> 32) == pid) {
+        if (atomic_compare_exchange_weak(&in->holders[slot], &w, 0)) {
+            atomic_fetch_sub(&in->nholders, 1);
+            return;
+        }
+    }
+}
+
+/* The slot that parent reserved for its child in `s` becomes the child's
+ * (child_pid), or is freed (child_pid 0: the fork failed).  1 when the slot
+ * now holds the child, whichever side settled it first. */
+static int settle_slot(struct ef_inst *in, int s, uint32_t parent, uint32_t child_pid)
+{
+    if (s < 0 || s >= EF_HOLDERS)
+        return 0;
+    uint64_t resv = (uint64_t)(EF_RESERVED | parent) << 32;
+    uint64_t want = (uint64_t)child_pid << 32;
+    uint64_t w = resv;
+    if (atomic_compare_exchange_strong(&in->holders[s], &w, want)) {
+        if (!child_pid)
+            atomic_fetch_sub(&in->nholders, 1);
+        return child_pid != 0;
+    }
+    return child_pid && w == want;
+}
+
+/* This process no longer holds idx (its last alias was closed). */
+static void release(uint32_t idx)
+{
+    struct ef_local *l = &local[idx];
+    struct ef_inst *in = ef_inst_at(idx);
+    uint32_t uid = atomic_exchange(&l->uid, 0);
+    int slot = atomic_exchange(&l->slot, -1);
+    if (uid && atomic_load(&held_count))
+        atomic_fetch_sub(&held_count, 1);
+    if (!uid || uid != atomic_load(&in->uid))
+        return;
+    if (slot >= 0)
+        release_slot(in, slot, (uint32_t)ef_self.pid);
+    else if (atomic_load(&in->overflow))
+        atomic_fetch_sub(&in->overflow, 1); /* we were one of the slot-less holders */
+    if (atomic_load(&in->nholders) == 0 && !atomic_load(&in->overflow))
+        ef_inst_free(idx);
+}
+
+uint32_t ef_hold_drop_alias(struct ef_fd *e)
+{
+    uint32_t f = atomic_fetch_and(&e->flags, ~EF_FD_EPOLL);
+    if (!(f & EF_FD_EPOLL))
+        return 0;
+    uint32_t idx = atomic_load(&e->inst);
+    uint32_t uid = atomic_load(&e->inst_uid);
+    if (!idx || idx >= EF_MAX_INST || atomic_load(&local[idx].uid) != uid)
+        return 0;
+    if (atomic_fetch_sub(&local[idx].aliases, 1) != 1)
+        return 0;
+    release(idx);
+    return idx;
+}
+
+static void set_alias(struct ef_fd *e, uint32_t idx)
+{
+    atomic_store(&e->inst, idx);
+    atomic_store(&e->inst_uid, atomic_load(&local[idx].uid));
+    atomic_fetch_or(&e->flags, EF_FD_EPOLL);
+}
+
+void ef_hold_add_alias(struct ef_fd *n, uint32_t idx)
+{
+    if (!ef_holds(idx))
+        return;
+    atomic_fetch_add(&local[idx].aliases, 1);
+    set_alias(n, idx);
+}
+
+uint32_t ef_hold_create(int fd, struct ef_fd *e, enum ef_create_how how, int flags, void *caller)
+{
+    uint32_t idx;
+    struct ef_inst *in = ef_inst_alloc(&idx);
+    if (!in)
+        return 0;
+    in->owner_pid = ef_self.pid;
+    in->owner_proc = ef_self.proc;
+    in->create_fd = fd;
+    in->create_how = how;
+    in->create_flags = flags;
+    in->create_stack = how == EF_CREATE_ADOPTED ? 0 : ef_stack_capture(EF_SKIP_SHIM, caller);
+    struct ef_local *l = &local[idx];
+    atomic_fetch_add(&held_count, 1);
+    atomic_store(&l->slot, claim_slot(idx, (uint64_t)(uint32_t)ef_self.pid << 32));
+    l->resv = -1;
+    atomic_store(&l->lastseen, 0);
+    atomic_store(&l->aliases, 1);
+    atomic_store(&l->uid, atomic_load(&in->uid));
+    set_alias(e, idx);
+    return idx;
+}
+
+/* Count one more thread of ours blocked in a wait on idx. */
+int ef_hold_claim_wait(uint32_t idx, int *slot_out)
+{
+    struct ef_inst *in = ef_inst_at(idx);
+    int slot = atomic_load_explicit(&local[idx].slot, memory_order_relaxed);
+    if (slot < 0 || slot >= EF_HOLDERS || !holds(idx))
+        return 0;
+    uint64_t w = atomic_load_explicit(&in->holders[slot], memory_order_relaxed);
+    while ((uint32_t)(w >> 32) == (uint32_t)ef_self.pid) {
+        if (atomic_compare_exchange_weak(&in->holders[slot], &w, w + 1)) {
+            *slot_out = slot;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void ef_hold_release_wait(uint32_t idx, uint32_t uid, int slot)
+{
+    struct ef_inst *in = ef_inst_at(idx);
+    if (slot < 0 || slot >= EF_HOLDERS || atomic_load(&in->uid) != uid)
+        return;
+    uint64_t w = atomic_load(&in->holders[slot]);
+    while ((uint32_t)(w >> 32) == (uint32_t)ef_self.pid && (uint32_t)w) {
+        if (atomic_compare_exchange_weak(&in->holders[slot], &w, w - 1))
+            break;
+    }
+}
+
+/* ------------------------------------------------------------------ fork */
+
+/* Reservations made for the child being forked: (instance, slot) pairs in
+ * ef_fork (one page), or local[].resv for a process holding very many. */
+static void resv_set(uint32_t i, int slot)
+{
+    if (ef_fork.nresv < EF_FORK_RESV) {
+        ef_fork.resv[ef_fork.nresv].idx = i;
+        ef_fork.resv[ef_fork.nresv].slot = slot;
+        ef_fork.nresv++;
+    } else {
+        local[i].resv = slot;
+    }
+}
+
+static int resv_get(uint32_t i)
+{
+    for (int k = 0; k < ef_fork.nresv && k < EF_FORK_RESV; k++)
+        if (ef_fork.resv[k].idx == i)
+            return ef_fork.resv[k].slot;
+    return ef_fork.nresv >= EF_FORK_RESV ? local[i].resv : -1;
+}
+
+/* Every reservation the parent made for its child at the last fork becomes
+ * the child's slot (child_pid), or is freed (0). */
+static void settle_reservations(uint32_t parent, uint32_t child_pid)
+{
+    uint32_t h = hw();
+    for (uint32_t i = 1; i < h; i++) {
+        int s = resv_get(i);
+        if (s >= 0 && holds(i))
+            settle_slot(ef_inst_at(i), s, parent, child_pid);
+    }
+}
+
+/* Was this process forked through our handlers?  Its record, prepared by the
+ * parent, still waits for it (pid 0: daemon(), whose parent cannot know the
+ * pid) or already names it (our fork wrapper wrote it).  A fork that ran no
+ * handler finds the record of an earlier child instead.  No flag that the
+ * parent would have to clear after the fork (a copy-on-write fault). */
+static int forked_through_handlers(pid_t me)
+{
+    struct ef_process *p = ef_process_at(ef_fork.child_proc);
+    if (!p || p->parent != ef_self.proc)
+        return 0;
+    int32_t pid = atomic_load(&p->pid);
+    return pid == 0 || pid == me;
+}
+
+void ef_on_fork_prepare(void)
+{
+    atomic_fetch_add(&ef_fork.epoch, 1); /* every fd open now gets a copy */
+    if (!ef_tracking()) {
+        /* Workers forked before any epoll instance exists must still form
+         * one process tree (identical reports from 500 workers printed
+         * once): the registry is mapped at the first fork.  One mmap, and
+         * nothing else until the process really uses epoll. */
+        if (!ef_reg && !ef_opt.disable)
+            ef_registry_create();
+        return;
+    }
+    if (!ef_enter())
+        return;
+    if (ef_tls_fork_stack) {
+        ef_fork.stack = ef_tls_fork_stack;
+        ef_fork.how = ef_tls_fork_how;
+        ef_tls_fork_stack = 0;
+    } else if (ef_holds_any()) {
+        /* daemon(), forkpty(): skip our frames and glibc's handler runner. */
+        ef_fork.stack = ef_stack_capture(EF_SKIP_SHIM_AND_ONE, __builtin_return_address(0));
+        ef_fork.how = EF_FORK_ATFORK;
+    } else {
+        ef_fork.stack = 0; /* nothing crosses this fork: no stack needed */
+        ef_fork.how = EF_FORK_ATFORK;
+    }
+    ef_fork.parent_mt = ef_stack_parent_mt();
+    /* The child's process record exists before the child runs, so that the
+     * parent can name it at once (our fork wrapper stores its pid). */
+    ef_fork.child_proc = ef_process_alloc(0, ef_self.proc, ef_fork.stack,
+                                          (enum ef_fork_how)ef_fork.how);
+    uint32_t h = hw();
+    uint64_t word = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
+    ef_fork.nresv = 0;
+    for (uint32_t i = 1; i < h; i++) {
+        if (!holds(i))
+            continue;
+        struct ef_inst *in = ef_inst_at(i);
+        if (!atomic_load_explicit(&in->crossed, memory_order_relaxed))
+            atomic_store(&in->crossed, 1);
+        resv_set(i, claim_slot(i, word));
+    }
+    ef_stack_before_fork();
+}
+
+/* Our own fork wrapper knows the child's pid (daemon() does not): turn the
+ * reservations into the child's slots, or free them if the fork failed.
+ * Only shared pages are written: a private page written after fork costs a
+ * copy-on-write fault (the reservations in `local` are left as they are;
+ * the next prepare rewrites them). */
+void ef_on_fork_returned(pid_t child)
+{
+    if (!ef_tracking() || !ef_enter())
+        return;
+    struct ef_process *cp = ef_process_at(ef_fork.child_proc);
+    if (cp && child > 0) {
+        int32_t zero = 0;
+        atomic_compare_exchange_strong(&cp->pid, &zero, child);
+    }
+    settle_reservations((uint32_t)ef_self.pid, child > 0 ? (uint32_t)child : 0);
+}
+
+void ef_on_fork_child(void)
+{
+    ef_wipe->valid = 1;
+    ef_report_after_fork_child();
+    atomic_store(&ef_vfork_depth, 0);
+    pid_t parent = ef_self.pid;
+    ef_self.pid = ef_sys_getpid();
+    uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
+    uint32_t h = hw();
+    int seen = forked_through_handlers(ef_self.pid);
+    if (seen) {
+        ef_self.proc = ef_fork.child_proc;
+        struct ef_process *me = ef_process_at(ef_self.proc);
+        if (me)
+            atomic_store(&me->pid, ef_self.pid);
+    } else {
+        atomic_fetch_add(&ef_fork.epoch, 1);
+        uint32_t fs = ef_tls_fork_stack;
+        ef_tls_fork_stack = 0;
+        ef_self.proc = ef_process_alloc(ef_self.pid, ef_self.proc, fs,
+                                        fs ? EF_FORK_UNDERSCORE : EF_FORK_UNSEEN);
+    }
+    for (uint32_t i = 1; i < h; i++) {
+        struct ef_local *l = &local[i];
+        if (!atomic_load(&l->uid))
+            continue;
+        struct ef_inst *in = ef_inst_at(i);
+        if (!holds(i) || atomic_load(&in->state) != EF_INST_LIVE) {
+            atomic_store(&l->uid, 0);
+            if (atomic_load(&held_count))
+                atomic_fetch_sub(&held_count, 1);
+            continue;
+        }
+        if (seen) {
+            /* reserved for us by the parent, or already ours (its wrapper
+             * knew our pid); a failed reservation was counted as overflow */
+            int s = resv_get(i);
+            atomic_store(&l->slot, settle_slot(in, s, (uint32_t)parent, (uint32_t)ef_self.pid)
+                                       ? s : -1);
+        } else {
+            atomic_store(&in->crossed, 1);
+            atomic_store(&l->slot, claim_slot(i, mine));
+        }
+    }
+    ef_fork.nresv = 0;
+    if (seen)
+        ef_stack_after_fork_child(ef_fork.parent_mt);
+    else
+        ef_stack_after_unseen_fork();
+    ef_log_after_fork_child();
+}
+
+void ef_on_exit(void)
+{
+    if (!ef_tracking())
+        return;
+    pid_t me = ef_sys_getpid();
+    if (!ef_wipe->valid && forked_through_handlers(me)) {
+        /* A child that exits without ever touching epoll: give back what
+         * the parent reserved for it, without the rest of the bookkeeping. */
+        uint32_t h = hw();
+        for (uint32_t i = 1; i < h; i++) {
+            int s = resv_get(i);
+            if (s >= 0 && holds(i) &&
+                settle_slot(ef_inst_at(i), s, (uint32_t)ef_self.pid, (uint32_t)me))
+                release_slot(ef_inst_at(i), s, (uint32_t)me);
+        }
+        return;
+    }
+    if (!ef_enter())
+        return;
+    uint32_t h = hw();
+    for (uint32_t i = 1; i < h; i++)
+        if (holds(i))
+            release(i);
+}
+
+int ef_allow_shared(int epfd)
+{
+    if (!ef_tracking())
+        return -1;
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (!e || !(atomic_load(&e->flags) & EF_FD_EPOLL) || !ef_enter())
+        return -1;
+    uint32_t idx = atomic_load(&e->inst);
+    if (!ef_holds(idx))
+        return -1;
+    atomic_store(&ef_inst_at(idx)->allowed, 1);
+    return 0;
+}
