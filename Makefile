@@ -4,9 +4,10 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 BUILD := build
 
-# Build dependencies are installed on demand (Debian): libunwind's headers from
-# the nongnu libunwind (libunwind-dev, found through pkg-config; LLVM's
-# libunwind headers may also be present and are not what we want).
+# What building needs on Debian (libunwind's headers from the nongnu libunwind,
+# libunwind-dev, found through pkg-config; LLVM's libunwind headers may also be
+# present and are not what we want).  `make` never installs anything: `make
+# deps` does, and so do the README's two commands (tests/demo.sh, tests/run.sh).
 BUILD_DEPS := gcc make pkg-config libunwind-dev
 
 UNW_CFLAGS = $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null)
@@ -29,9 +30,9 @@ HDRS := src/ef.h src/rules.h src/procfs.h include/epollfork.h include/epollfork_
 VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p' include/epollfork_version.h)
 
 LIB := $(BUILD)/libepollfork.so
-DEPS_STAMP := $(BUILD)/.deps
 
-.PHONY: all deps test test-real demo bench clean cppcheck options install uninstall version core-srcs
+.PHONY: all deps check test test-real demo bench clean cppcheck options install uninstall version \
+        core-srcs
 all: $(LIB)
 
 version:
@@ -42,21 +43,21 @@ version:
 core-srcs:
 	@echo $(CORE_SRCS)
 
-$(DEPS_STAMP):
-	@mkdir -p $(BUILD)
+deps:
 	@sh scripts/install-deps.sh $(BUILD_DEPS)
-	@$(PKG_CONFIG) --exists libunwind || { echo "libunwind (pkg-config) not found" >&2; exit 1; }
-	@touch $@
 
-deps: $(DEPS_STAMP)
+# Without libunwind's headers nothing builds: say so in one line.
+UNW_CHECK = @$(PKG_CONFIG) --exists libunwind || { echo "libunwind-dev (pkg-config libunwind) is \
+not installed: run 'make deps' (Debian) or install it" >&2; exit 1; }
 
 LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(patsubst src/%.S,$(BUILD)/obj/%.o,$(ASM_SRCS))
 
-$(BUILD)/obj/%.o: src/%.c $(HDRS) | $(DEPS_STAMP)
+$(BUILD)/obj/%.o: src/%.c $(HDRS)
+	$(UNW_CHECK)
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -c $< -o $@
 
-$(BUILD)/obj/%.o: src/%.S | $(DEPS_STAMP)
+$(BUILD)/obj/%.o: src/%.S
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
@@ -65,12 +66,12 @@ $(LIB): $(LIB_OBJS) src/exports.map
 
 # The same library with UBSan (the suite runs scenarios under it) and ASan+UBSan
 # (preloaded after libasan, for the scenarios where ASan can run).
-$(BUILD)/ubsan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map | $(DEPS_STAMP)
+$(BUILD)/ubsan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -O1 -fsanitize=undefined -fno-sanitize-recover=undefined \
 	    $(LDFLAGS_LIB) -o $@ $(LIB_SRCS) $(ASM_SRCS) -ldl -lpthread
 
-$(BUILD)/asan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map | $(DEPS_STAMP)
+$(BUILD)/asan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map
 	@mkdir -p $(dir $@)
 	$(CC) $(LIB_CFLAGS) -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	    -fno-omit-frame-pointer -shared -Wl,--version-script=src/exports.map \
@@ -86,6 +87,11 @@ demo: $(LIB)
 test: $(LIB)
 	@sh tests/run.sh
 
+# Static checks, unit tests and the core scenarios: no network, no servers,
+# nothing installed (run `make deps` once, and have cppcheck for static/).
+check: $(LIB) $(BUILD)/ubsan/libepollfork.so $(BUILD)/asan/libepollfork.so
+	@python3 tests/run.py static/ unit/ core/
+
 # Only the real programs (tests/test_real.py), after the same install step.
 test-real: $(LIB)
 	@sh tests/run.sh real/
@@ -94,7 +100,7 @@ bench: $(LIB)
 	@sh bench/run.sh
 
 cppcheck:
-	@sh scripts/install-deps.sh cppcheck
+	@command -v cppcheck >/dev/null || { echo "cppcheck is not installed (apt-get install cppcheck)" >&2; exit 1; }
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	    --inline-suppr --std=c11 -Iinclude -Isrc -D__x86_64__ -D__linux__ \
 	    --suppress=missingIncludeSystem $(LIB_SRCS)

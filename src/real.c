@@ -4,7 +4,7 @@
  * Wrappers must always make the real call, even before the constructor ran (a
  * library constructor may call close() first) and even when resolution failed.
  * So every slot starts as a syscall-based fallback and dlsym(RTLD_NEXT) replaces
- * it once; a successful dlsym does not malloc in glibc 2.36 (FACTS.md).
+ * it once; a successful dlsym does not malloc in glibc 2.36 (docs/EVIDENCE.md).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

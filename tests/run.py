@@ -25,7 +25,7 @@ def main(argv):
         spec.loader.exec_module(mod)
     passed = failed = 0
     failures = []
-    for name, fn, tags in harness.CASES:
+    for name, fn in harness.CASES:
         if argv and not any(a in name for a in argv):
             continue
         t0 = time.time()

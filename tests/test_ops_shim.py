@@ -25,7 +25,7 @@ def ctl_del(**kw):
     return run([build("ctl_child.c"), "del"], **kw)
 
 
-@case("ops/suppression-by-function-silences-and-counts")
+@case("ops_shim/suppression-by-function-silences-and-counts")
 def _():
     d = tempfile.mkdtemp()
     sup = write(os.path.join(d, "sup"), "# known bug, ticket 42\nshared-epoll-ctl:child_change\n")
@@ -36,7 +36,7 @@ def _():
           "one process counted it: %r" % totals(res))
 
 
-@case("ops/suppression-by-module-glob")
+@case("ops_shim/suppression-by-module-glob")
 def _():
     d = tempfile.mkdtemp()
     sup = write(os.path.join(d, "sup"), "*:*ctl_child*\n")
@@ -44,7 +44,7 @@ def _():
     check(not res.kinds(), "module glob matched: %s" % res.describe())
 
 
-@case("ops/suppression-not-matching-does-not-silence")
+@case("ops_shim/suppression-not-matching-does-not-silence")
 def _():
     d = tempfile.mkdtemp()
     sup = write(os.path.join(d, "sup"), "shared-epoll-ctl:some_other_function\n"
@@ -55,7 +55,7 @@ def _():
     check(len(t) == 1 and t[0]["suppressed"] == 0, "counts: %r" % totals(res))
 
 
-@case("ops/suppression-file-errors-are-named-and-the-rest-applies")
+@case("ops_shim/suppression-file-errors-are-named-and-the-rest-applies")
 def _():
     d = tempfile.mkdtemp()
     sup = write(os.path.join(d, "sup"), "no colon here\nbogus-kind:x\nshared-epoll-ctl:child_change\n")
@@ -68,7 +68,7 @@ def _():
           "unreadable file: one line, then no suppressions\n" + res.stderr)
 
 
-@case("ops/dedup-identical-reports-across-tree")
+@case("ops_shim/dedup-identical-reports-across-tree")
 def _():
     res = run([build("annotate.c"), "many", "4"])
     reps = res.kinds()
@@ -79,7 +79,7 @@ def _():
     check(len(res.kinds()) == 4, "EPOLLFORK_DEDUP=0 prints all: %d" % len(res.kinds()))
 
 
-@case("ops/totals-line-text-format")
+@case("ops_shim/totals-line-text-format")
 def _():
     res = ctl_del(log="stderr", fmt="text")
     lines = [l for l in res.stderr.splitlines() if "TOTALS" in l]
@@ -87,7 +87,7 @@ def _():
           "one TOTALS line from the reporting process: %r" % lines)
 
 
-@case("ops/no-totals-when-nothing-happened")
+@case("ops_shim/no-totals-when-nothing-happened")
 def _():
     res = run([build("ctl_child.c"), "closeonly"], log="stderr", fmt="text")
     check("TOTALS" not in res.stderr and not res.stderr, "silent: %r" % res.stderr)
@@ -109,7 +109,7 @@ def syslog_listener(path, got):
     return s, t
 
 
-@case("ops/syslog-records-through-a-local-socket")
+@case("ops_shim/syslog-records-through-a-local-socket")
 def _():
     d = tempfile.mkdtemp()
     path = os.path.join(d, "log.sock")
@@ -143,14 +143,14 @@ def _():
     check(len(objs) == 1 and objs[0]["op"] == "EPOLL_CTL_DEL", "JSON record: %r" % got)
 
 
-@case("ops/syslog-unreachable-falls-back-to-stderr")
+@case("ops_shim/syslog-unreachable-falls-back-to-stderr")
 def _():
     res = ctl_del(env={"EPOLLFORK_LOG": "syslog:/nonexistent/sock"}, fmt="text", log=None)
     check(res.stderr.count("cannot connect to syslog") == 1, res.stderr)
     check("WARNING: shared-epoll-ctl" in res.stderr, "the report still gets out")
 
 
-@case("ops/allow-shared-annotation")
+@case("ops_shim/allow-shared-annotation")
 def _():
     prog = build("annotate.c")
     res = run([prog, "allow"])
@@ -161,7 +161,7 @@ def _():
     check("loaded=1 allow=0 reports=1" in res.stdout, "the parent counted its report: " + res.stdout)
 
 
-@case("ops/annotations-without-the-shim")
+@case("ops_shim/annotations-without-the-shim")
 def _():
     res = run([build("annotate.c"), "allow"], shim=False)
     check(res.rc == 0 and "loaded=0 allow=0 reports=0" in res.stdout, res.describe())

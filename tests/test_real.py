@@ -54,7 +54,7 @@ def silent(box, why):
 
 # ------------------------------------------------------------ the canary
 
-@case("real/sink-canary-worker-after-setuid-reports", tags=("real",))
+@case("real/sink-canary-worker-after-setuid-reports")
 def _():
     """Positive control: the sink configuration of every real case gets a
     report out of a process that began using epoll after dropping to nobody."""
@@ -98,7 +98,7 @@ def redis_info(box, cli, section="persistence"):
     return dict(l.split(":", 1) for l in out.replace("\r", "").splitlines() if ":" in l)
 
 
-@case("real/redis-bgsave-bgrewriteaof-silent", tags=("real",))
+@case("real/redis-bgsave-bgrewriteaof-silent")
 def _():
     """redis-server forks for BGSAVE and BGREWRITEAOF: the child closes the
     listeners and never touches the event loop's epoll."""
@@ -150,7 +150,7 @@ def _():
         silent(box, "redis BGSAVE/BGREWRITEAOF")
 
 
-@case("real/redis-replication-full-syncs-silent", tags=("real",))
+@case("real/redis-replication-full-syncs-silent")
 def _():
     """A replica under the shim syncs from a primary under the shim: a
     diskless full sync (the primary's child streams the RDB through a pipe
@@ -221,7 +221,7 @@ http {
 """
 
 
-@case("real/nginx-master-two-workers-reload-silent", tags=("real",))
+@case("real/nginx-master-two-workers-reload-silent")
 def _():
     """nginx, master_process on, two workers as nobody, SIGHUP reload: the
     master never creates an epoll; each worker creates its own after fork."""
@@ -262,7 +262,7 @@ def _():
 
 # -------------------------------------------------------------- memcached
 
-@case("real/memcached-daemon-four-threads-silent", tags=("real",))
+@case("real/memcached-daemon-four-threads-silent")
 def _():
     """memcached -d -t 4: daemon() forks before any event base exists; then
     five libevent bases (five epoll instances) in five threads of one process."""
@@ -316,7 +316,7 @@ echo "cgi-ok $$"
 """
 
 
-@case("real/lighttpd-two-workers-cgi-hup-silent", tags=("real",))
+@case("real/lighttpd-two-workers-cgi-hup-silent")
 def _():
     """lighttpd, server.max-worker = 2 as nobody: workers fork before their
     epoll exists; each CGI request forks and execs with the worker's epoll
@@ -382,7 +382,7 @@ exit 0
 """
 
 
-@case("real/haproxy-master-worker-reload-external-check-silent", tags=("real",))
+@case("real/haproxy-master-worker-reload-external-check-silent")
 def _():
     """haproxy -W (master-worker): the master's epoll (created without
     CLOEXEC) is closed by each forked worker before it makes its own, and by
@@ -449,7 +449,7 @@ pm.process_idle_timeout = 1s
 """
 
 
-@case("real/php-fpm-static-ondemand-reload-silent", tags=("real",))
+@case("real/php-fpm-static-ondemand-reload-silent")
 def _():
     """php-fpm: the master's epoll crosses every fork and each pool child
     closes it; the ondemand pool's children are forked from inside the
@@ -515,7 +515,7 @@ def application(env, start_response):
 """
 
 
-@case("real/uwsgi-master-workers-respawn-reload-silent", tags=("real",))
+@case("real/uwsgi-master-workers-respawn-reload-silent")
 def _():
     """uWSGI --master, 2 workers x 2 threads: workers are forked before the
     master makes its epoll; a killed worker is respawned from the master's
@@ -597,7 +597,7 @@ ScriptAlias /cgi-bin/ %(dir)s/cgi/
 """
 
 
-@case("real/apache2-event-cgid-restarts-silent", tags=("real",))
+@case("real/apache2-event-cgid-restarts-silent")
 def _():
     """apache2 with mpm_event, two children as nobody, mod_cgid: children make
     their pollsets (epoll) after the fork; CGI scripts are forked by the cgid
@@ -642,7 +642,7 @@ def has_epoll(pid):
 
 # ------------------------------------------------------- python programs
 
-@case("real/twisted-spawnprocess-silent", tags=("real",))
+@case("real/twisted-spawnprocess-silent")
 def _():
     """Twisted's epoll reactor spawns /bin/echo (pipes and a pty) with a
     connected client registered; the child closes every fd and execs."""
@@ -655,7 +655,7 @@ def _():
         silent(box, "twisted spawnProcess")
 
 
-@case("real/tornado-fork-processes-subprocess-silent", tags=("real",))
+@case("real/tornado-fork-processes-subprocess-silent")
 def _():
     """Tornado's fork_processes(2) before any loop exists, then each worker
     runs tornado.process.Subprocess (fork/exec) from its running loop."""
@@ -691,7 +691,7 @@ def line_request(port, text, timeout=20):
     return buf.decode().strip()
 
 
-@case("real/asyncio-server-processpool-subprocess-fork-silent", tags=("real",))
+@case("real/asyncio-server-processpool-subprocess-fork-silent")
 def _():
     """A running asyncio server forks: ProcessPoolExecutor (fork context)
     workers, create_subprocess_exec, and a bare os.fork() child that leaves
@@ -739,12 +739,12 @@ for _mode in ("geventfork", "osfork"):
             check("parent waiter woke=True" in open(box.captures[0]).read(),
                   "the parent's registration still works after the fork\n" + box.outputs())
             silent(box, "gevent prefork " + mode)
-    case("real/gevent-prefork-wsgi-%s-silent" % _mode, tags=("real",))(_t)
+    case("real/gevent-prefork-wsgi-%s-silent" % _mode)(_t)
 
 
 # ---------------------------------------------------------------- node.js
 
-@case("real/node-cluster-execfile-silent", tags=("real",))
+@case("real/node-cluster-execfile-silent")
 def _():
     """Node's cluster module: uv_spawn forks the primary with its epoll open
     and dup2s the IPC channel over fd 3 (the primary's epoll number) before

@@ -7,7 +7,7 @@ def stale(mode, **kw):
     return run([build("stale.c"), mode], **kw)
 
 
-@case("stale/child-copy-reported-and-ghost-is-real")
+@case("stale_exec/child-copy-reported-and-ghost-is-real")
 def _():
     res = stale("child-copy")
     check(res.rc == 0, res.describe())
@@ -25,7 +25,7 @@ def _():
     check(r["fork_child_pid"] == r["holder_pid"], "the fork that made the copy")
 
 
-@case("stale/dup-copy-in-same-process")
+@case("stale_exec/dup-copy-in-same-process")
 def _():
     res = stale("dup-copy")
     check("ghost event" in res.stdout, res.stdout)
@@ -34,7 +34,7 @@ def _():
     check(not r["stacks"]["fork"] and "dup" in r["stack_notes"]["fork"], "no fork involved")
 
 
-@case("stale/inherited-fd-registered-in-child")
+@case("stale_exec/inherited-fd-registered-in-child")
 def _():
     res = stale("inherited")
     r = expect_one(res, kind="stale-registration")
@@ -49,10 +49,10 @@ for _mode in ("del-first", "no-copy", "fresh-after-fork", "dup-both-closed", "in
         expect_silent(res, mode)
         if mode in ("no-copy", "fresh-after-fork", "dup-both-closed"):
             check("ghost" not in res.stdout, "the kernel dropped the registration: %s" % res.stdout)
-    case("stale/silent-%s" % _mode)(_t)
+    case("stale_exec/silent-%s" % _mode)(_t)
 
 
-@case("stale/libev-stop-and-close-while-child-holds-it")
+@case("stale_exec/libev-stop-and-close-while-child-holds-it")
 def _():
     res = run([build("lib_ev_stale.c", libs=["-lev"])])
     check(res.rc == 0, res.describe())
@@ -89,11 +89,11 @@ for _mode, _prog, _how in (("execve", "/bin/true", "exec"), ("execvp", "/usr/bin
         else:
             check(not r["stacks"]["exec"] and r["stack_notes"]["exec"], "no exec stack, and why")
         check(not res.kinds("shared-epoll-ctl"), "nothing else")
-    case("exec/leak-%s" % _mode)(_t)
+    case("stale_exec/exec-leak-%s" % _mode)(_t)
 
 for _mode in ("cloexec", "setfd", "dup3-cloexec", "closed", "fork-only"):
     def _t(mode=_mode):
         res = run([build("execleak.c"), mode])
         check(res.rc == 0, res.describe())
         expect_silent(res, mode)
-    case("exec/silent-%s" % _mode)(_t)
+    case("stale_exec/exec-silent-%s" % _mode)(_t)

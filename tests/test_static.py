@@ -2,7 +2,7 @@
 
 cppcheck on the sources; the library's interface (exactly the wrapped libc
 names and epollfork_* are exported, libunwind is not a dependency: it is
-dlopen'ed RTLD_LOCAL, see FACTS.md); a from-scratch -Werror build into a
+dlopen'ed RTLD_LOCAL, docs/EVIDENCE.md); a from-scratch -Werror build into a
 temporary BUILD directory (the shipped library and its sanitizer variants, with
 gcc and, when installed, clang); and the documentation of every EPOLLFORK_*
 variable, compared with the table options.c prints (`make options`).
@@ -219,3 +219,84 @@ def _():
     env = dict(os.environ, LD_PRELOAD=os.path.join(BUILD, "libepollfork.so"))
     r = sh([exe], env=env)
     check(r.stdout.split() == [ver, ver], "header/library say %r, expected %s twice" % (r.stdout, ver))
+
+
+def layer_order():
+    """The files of the shim, bottom layer first: the Makefile's core (ground,
+    then rules), then the interposition layer."""
+    core = sh(["make", "-s", "--no-print-directory", "core-srcs"]).stdout.split()
+    return [os.path.splitext(os.path.basename(p))[0] for p in core] + ["init", "wrap", "vfork_x86_64"]
+
+
+def symbol_graph(objdir, names):
+    """file -> set of files whose global symbols it uses (from nm)."""
+    defs, uses = {}, {}
+    for n in names:
+        out = sh(["nm", os.path.join(objdir, n + ".o")]).stdout
+        uses[n] = set()
+        for line in out.splitlines():
+            p = line.split()
+            if len(p) == 3 and p[1] in "TDBRVWG":
+                defs[p[2]] = n
+            elif len(p) == 2 and p[0] == "U":
+                uses[n].add(p[1])
+    return {n: {defs[s] for s in u if s in defs and defs[s] != n} for n, u in uses.items()}
+
+
+@case("static/layers-have-no-circle-and-no-arrow-up")
+def _():
+    """docs/DESIGN.md draws the layers: a file calls only files below it (the
+    order of `make core-srcs`, then init, wrap), so the dependency picture has
+    no circle and no arrow that climbs back up; no source file over 700 lines."""
+    order = layer_order()
+    objdir = os.path.join(fresh_build(), "obj")
+    missing = [n for n in order if not os.path.exists(os.path.join(objdir, n + ".o"))]
+    check(not missing, "objects not built: %s" % missing)
+    listed = {os.path.splitext(f)[0] for f in os.listdir(SRC) if f.endswith((".c", ".S"))}
+    check(listed == set(order), "sources not placed in a layer: %s; placed but gone: %s"
+          % (sorted(listed - set(order)), sorted(set(order) - listed)))
+    g = symbol_graph(objdir, order)
+    pos = {n: i for i, n in enumerate(order)}
+    # init and wrap are one layer (the interposition layer): wrap calls ef_init
+    top = {"init", "wrap", "vfork_x86_64"}
+    up = sorted("%s -> %s" % (a, b) for a in g for b in g[a]
+                if pos[b] > pos[a] and not (a in top and b in top))
+    picture = "\n".join("%-12s -> %s" % (a, " ".join(sorted(g[a], key=pos.get))) for a in order)
+    check(not up, "arrows that climb back up: %s\n%s" % (up, picture))
+    # no circle: with no arrow up, none can exist; say it anyway (Tarjan-free check)
+    seen, stack = set(), set()
+
+    def visit(n, path):
+        check(n not in stack, "circle: %s" % " -> ".join(path + [n]))
+        if n in seen:
+            return
+        seen.add(n)
+        stack.add(n)
+        for m in g[n]:
+            visit(m, path + [n])
+        stack.discard(n)
+    for n in order:
+        visit(n, [])
+    long_files = []
+    for f in sorted(os.listdir(SRC)):
+        with open(os.path.join(SRC, f)) as fh:
+            n = sum(1 for _ in fh)
+        if n > 700:
+            long_files.append("%s (%d lines)" % (f, n))
+    check(not long_files, "files over 700 lines: %s" % long_files)
+
+
+@case("static/case-names-follow-file-names")
+def _():
+    """tests/test_NAME.py registers cases named NAME/...: a failing case
+    names the file it lives in."""
+    bad = []
+    for f in sorted(os.listdir(os.path.join(ROOT, "tests"))):
+        if not (f.startswith("test_") and f.endswith(".py")):
+            continue
+        prefix = f[len("test_"):-len(".py")] + "/"
+        with open(os.path.join(ROOT, "tests", f)) as fh:
+            for name in re.findall(r'\bcase\("([^"]+)"', fh.read()):
+                if not name.startswith(prefix):
+                    bad.append("%s: %s" % (f, name))
+    check(not bad, "case names that do not start with their file's name:\n" + "\n".join(bad))

@@ -22,16 +22,16 @@ TESTBIN = os.path.join(BUILD, "tests")
 SCEN = os.path.join(ROOT, "tests", "scenarios")
 LAUNCHER = os.path.join(ROOT, "scripts", "epollfork")
 
-CASES = []          # (name, fn, tags)
+CASES = []          # (name, fn)
 
 
 class Fail(Exception):
     pass
 
 
-def case(name, tags=()):
+def case(name):
     def deco(fn):
-        CASES.append((name, fn, tuple(tags)))
+        CASES.append((name, fn))
         return fn
     return deco
 

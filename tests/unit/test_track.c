@@ -953,7 +953,7 @@ static void *thread_fn(void *arg)
     return arg;
 }
 
-/* In a child of a multithreaded parent, unwinding can hang (FACTS.md): the
+/* In a child of a multithreaded parent, unwinding can hang (docs/EVIDENCE.md): the
  * child records the calling frame only, and the report says so. */
 static void g_mtfork(void)
 {
