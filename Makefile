@@ -143,8 +143,9 @@ uninstall:
 # runs `make clean` (which would delete build/ under a running test suite) and
 # dpkg-buildpackage writes its results into the parent of the source
 # directory: here that is build/deb/, whence they move to build/.  The only
-# target that installs packages, through scripts/install-deps.sh.
-DEB_TOOLS := build-essential debhelper dpkg-dev fakeroot lintian libunwind-dev pkg-config
+# target that installs packages, through scripts/install-deps.sh (no fakeroot:
+# debian/control says Rules-Requires-Root: no).
+DEB_TOOLS := build-essential debhelper dpkg-dev lintian libunwind-dev pkg-config
 DEB_VERSION = $(shell head -n 1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
 DEB_ARCH = $(shell dpkg --print-architecture)
 DEB = $(BUILD)/epollfork_$(DEB_VERSION)_$(DEB_ARCH).deb
