@@ -382,6 +382,11 @@ def _():
         check(rep["op"] == "EPOLL_CTL_DEL" and rep["version"] == ver
               and rep["site"].startswith("child_cleanup(seed+0x"), "report %r" % rep)
         check("child_cleanup" in [f.get("function") for f in rep["stacks"]["call"]], "call stack %r" % rep)
+        t = subprocess.run(["epollfork", "--", seed], capture_output=True, text=True, cwd=tmp, env=env,
+                           timeout=60)
+        check(t.returncode == 0 and "epollfork: WARNING: shared-epoll-ctl:" in t.stderr
+              and re.search(r"SUMMARY: shared-epoll-ctl .* site=child_cleanup\(seed\+0x", t.stderr),
+              "the text report from the installed package:\n%s" % t.stderr)
         maps = subprocess.run(["epollfork", "--", "cat", "/proc/self/maps"], capture_output=True,
                               text=True, cwd=tmp, env=env)
         check(preload in maps.stdout and os.path.realpath(LIB) not in maps.stdout,
