@@ -32,7 +32,7 @@ VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p'
 LIB := $(BUILD)/libepollfork.so
 
 .PHONY: all deps check test test-real demo bench clean cppcheck options install uninstall version \
-        core-srcs
+        core-srcs deb
 all: $(LIB)
 
 version:
@@ -55,14 +55,16 @@ LIB_OBJS := $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(patsubst src/%.S,
 $(BUILD)/obj/%.o: src/%.c $(HDRS)
 	$(UNW_CHECK)
 	@mkdir -p $(dir $@)
-	$(CC) $(LIB_CFLAGS) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(LIB_CFLAGS) -c $< -o $@
 
 $(BUILD)/obj/%.o: src/%.S
 	@mkdir -p $(dir $@)
 	$(CC) -c $< -o $@
 
+# CPPFLAGS and LDFLAGS are empty unless the environment sets them, as
+# dpkg-buildflags does for the Debian package (fortify, relro, bindnow).
 $(LIB): $(LIB_OBJS) src/exports.map
-	$(CC) $(LDFLAGS_LIB) -o $@ $(LIB_OBJS) -ldl -lpthread
+	$(CC) $(LDFLAGS) $(LDFLAGS_LIB) -o $@ $(LIB_OBJS) -ldl -lpthread
 
 # The same library with UBSan (the suite runs scenarios under it) and ASan+UBSan
 # (preloaded after libasan, for the scenarios where ASan can run).
@@ -105,24 +107,38 @@ cppcheck:
 	    --inline-suppr --std=c11 -Iinclude -Isrc -D__x86_64__ -D__linux__ \
 	    --suppress=missingIncludeSystem $(LIB_SRCS)
 
-# `make install PREFIX=/usr/local DESTDIR=`: the launcher finds the library at
-# ../lib/epollfork/ from its own directory, so the two must stay together.
+# `make install PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib`: the library
+# goes to LIBDIR/epollfork/ (a private directory: it is a preload module, not a
+# library to link against; the Debian package passes the multiarch libdir).
+# The installed launcher gets the library's place written in, relative to its
+# bin directory when LIBDIR is inside PREFIX (a staged DESTDIR or a moved
+# prefix still works) and absolute, and the version; epollfork.pc gets both.
 # epollfork-report(1) and epollfork-symbolize(1) are .so links to epollfork.1.
 PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
 DESTDIR ?=
 INST := $(DESTDIR)$(PREFIX)
+INSTLIB := $(DESTDIR)$(LIBDIR)
+PRELOAD := $(LIBDIR)/epollfork/libepollfork.so
+PRELOAD_FROM_BIN := $(if $(filter $(PREFIX)/%,$(LIBDIR)),../$(patsubst $(PREFIX)/%,%,$(LIBDIR))/epollfork/libepollfork.so,$(PRELOAD))
+PC_LIBDIR := $(if $(filter $(PREFIX)/%,$(LIBDIR)),$${prefix}/$(patsubst $(PREFIX)/%,%,$(LIBDIR)),$(LIBDIR))
 TOOLS := epollfork epollfork-report epollfork-symbolize
-INSTALLED := $(INST)/lib/epollfork/libepollfork.so $(addprefix $(INST)/bin/,$(TOOLS)) \
+INSTALLED := $(INSTLIB)/epollfork/libepollfork.so $(INSTLIB)/pkgconfig/epollfork.pc \
+             $(addprefix $(INST)/bin/,$(TOOLS)) \
              $(INST)/include/epollfork.h $(INST)/include/epollfork_version.h \
              $(INST)/share/man/man7/epollfork.7 \
              $(addprefix $(INST)/share/man/man1/,$(addsuffix .1,$(TOOLS)))
 
 install: $(LIB)
-	install -d $(INST)/lib/epollfork $(INST)/bin $(INST)/include \
+	install -d $(INSTLIB)/epollfork $(INSTLIB)/pkgconfig $(INST)/bin $(INST)/include \
 	    $(INST)/share/man/man1 $(INST)/share/man/man7
-	install -m 755 $(LIB) $(INST)/lib/epollfork/libepollfork.so
+	install -m 644 $(LIB) $(INSTLIB)/epollfork/libepollfork.so
 	install -m 755 $(addprefix scripts/,$(TOOLS)) $(INST)/bin/
-	sed 's/@EPOLLFORK_VERSION@/$(VERSION)/' scripts/epollfork > $(INST)/bin/epollfork
+	sed -e 's|@EPOLLFORK_VERSION@|$(VERSION)|' -e 's|@EPOLLFORK_PRELOAD_FROM_BIN@|$(PRELOAD_FROM_BIN)|' \
+	    -e 's|@EPOLLFORK_PRELOAD@|$(PRELOAD)|' scripts/epollfork > $(INST)/bin/epollfork
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+	    epollfork.pc.in > $(INSTLIB)/pkgconfig/epollfork.pc
+	chmod 644 $(INSTLIB)/pkgconfig/epollfork.pc
 	install -m 644 include/epollfork.h include/epollfork_version.h $(INST)/include/
 	install -m 644 man/epollfork.1 $(INST)/share/man/man1/
 	install -m 644 man/epollfork.7 $(INST)/share/man/man7/
@@ -131,7 +147,37 @@ install: $(LIB)
 
 uninstall:
 	rm -f $(INSTALLED)
-	-rmdir $(INST)/lib/epollfork 2>/dev/null
+	-rmdir $(INSTLIB)/epollfork 2>/dev/null
+
+# `make deb`: build/epollfork_<debian version>_<arch>.deb, built by Debian's
+# own tooling (debian/, debhelper, dpkg-buildpackage -b -us -uc) and checked
+# with lintian (no error, no warning: the ones we accept are overridden in
+# debian/epollfork.lintian-overrides, with the reason).  The build runs in a
+# copy of the tree in build/deb/, because the package's `debian/rules clean`
+# runs `make clean` (which would delete build/ under a running test suite) and
+# dpkg-buildpackage writes its results into the parent of the source
+# directory: here that is build/deb/, whence they move to build/.  The only
+# target that installs packages, through scripts/install-deps.sh (no fakeroot:
+# debian/control says Rules-Requires-Root: no).
+DEB_TOOLS := build-essential debhelper dpkg-dev lintian libunwind-dev pkg-config
+DEB_VERSION = $(shell head -n 1 debian/changelog | cut -d'(' -f2 | cut -d')' -f1)
+DEB_ARCH = $(shell dpkg --print-architecture)
+DEB = $(BUILD)/epollfork_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb:
+	@sh scripts/install-deps.sh $(DEB_TOOLS)
+	@case "$(DEB_VERSION)" in $(VERSION)-*) ;; *) echo "make deb: debian/changelog says" \
+	    "'$(DEB_VERSION)', include/epollfork_version.h '$(VERSION)': add a changelog entry" >&2; exit 1 ;; esac
+	rm -rf $(BUILD)/deb
+	mkdir -p $(BUILD)/deb/epollfork-$(VERSION)
+	tar -cf - --exclude=./build --exclude=./$(BUILD) --exclude=./.git --exclude=__pycache__ . | \
+	    tar -xf - -C $(BUILD)/deb/epollfork-$(VERSION)
+	cd $(BUILD)/deb/epollfork-$(VERSION) && dpkg-buildpackage -b -us -uc
+	rm -rf $(BUILD)/deb/epollfork-$(VERSION)
+	mv $(BUILD)/deb/* $(BUILD)/
+	rmdir $(BUILD)/deb
+	lintian --fail-on error,warning $(DEB)
+	@echo "make deb: $(DEB)"
 
 clean:
 	rm -rf $(BUILD)

@@ -255,7 +255,8 @@ def _():
         pre = os.path.join(dest, "usr", "local")
         files = sorted(os.path.relpath(os.path.join(d, f), pre)
                        for d, _, fs in os.walk(dest) for f in fs)
-        want = sorted(["lib/epollfork/libepollfork.so", "bin/epollfork", "bin/epollfork-report",
+        want = sorted(["lib/epollfork/libepollfork.so", "lib/pkgconfig/epollfork.pc",
+                       "bin/epollfork", "bin/epollfork-report",
                        "bin/epollfork-symbolize", "include/epollfork.h", "include/epollfork_version.h",
                        "share/man/man1/epollfork.1", "share/man/man1/epollfork-report.1",
                        "share/man/man1/epollfork-symbolize.1", "share/man/man7/epollfork.7"])
