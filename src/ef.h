@@ -115,6 +115,7 @@ struct ef_options {
     int disable;             /* pure pass-through */
     int dedup;               /* 1: identical reports merged tree-wide (EPOLLFORK_DEDUP) */
     char suppressions[4096]; /* path of the suppressions file, "" none */
+    int secure;              /* secure execution (setuid, AT_SECURE): not an EPOLLFORK_ variable */
 };
 extern struct ef_options ef_opt;
 /* Set every option to its default, then parse EPOLLFORK_* from envp (NULL:
@@ -279,6 +280,8 @@ struct ef_registry {
     _Atomic uint32_t depot_frames_used;
     _Atomic uint32_t notices;           /* EF_NOTICE_* already printed, tree-wide */
     _Atomic uint64_t free_head;         /* tagged free list of instances */
+    _Atomic uint32_t reclaim_next;      /* where the next reclaim scan starts */
+    uint32_t pad;
     _Atomic uint32_t inst_next[EF_MAX_INST];
     struct ef_process procs[EF_MAX_PROC];
     struct ef_depot_slot depot[EF_DEPOT_SLOTS];
@@ -292,6 +295,8 @@ struct ef_registry {
 #define EF_NOTICE_HOLDERS    0x8u
 #define EF_NOTICE_FD_RANGE   0x10u
 #define EF_NOTICE_NO_UNWIND  0x20u
+#define EF_NOTICE_NO_PROC    0x40u
+#define EF_NOTICE_FD_LIMIT   0x80u
 
 extern struct ef_registry *ef_reg;
 int ef_registry_create(void);          /* 0 ok, -1 failed (tracking off) */

@@ -25,6 +25,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "rules.h"
@@ -36,8 +37,12 @@ extern char **environ;
 
 static int known_leaks[MAXLEAK];   /* reported at start-up (or passed to us) */
 static int nknown;
-static void *env_map;
-static size_t env_map_len;
+/* The environment handed to exec when a marker is added.  Per thread and
+ * reused: in a vfork child (which shares our memory and, on success, never
+ * returns) an mmap per exec would stay mapped in the parent for ever
+ * (VmSize +8 MiB after 2,000 vfork+exec rounds). */
+static EF_TLS void *env_map;
+static EF_TLS size_t env_map_len;
 
 static int still_leaking(int fd)
 {
@@ -121,59 +126,113 @@ static void check_fd(int fd, struct ef_fd *e, void *arg)
     a->found[a->nfound++] = fd;
 }
 
-/* A new environment: envp without any old marker, plus ours. */
-static char *const *with_marker(char *const envp[], const int *fds, int n)
+/* ------------------------------------------------------ the caller's memory */
+/* An exec wrapper must not touch path, argv or envp before the kernel has
+ * accepted them (a bad pointer gets EFAULT, as without the shim), and on
+ * success exec never returns.  So when a leak would be reported, the caller's
+ * memory is read through process_vm_readv() on ourselves, which fails instead
+ * of faulting; anything unreadable means "let the kernel say EFAULT": no
+ * report, no marker. */
+
+static int safe_read(void *dst, const void *src, size_t n)
 {
-    size_t count = 0;
-    for (char *const *e = envp; e && *e; e++)
-        count++;
+    struct iovec local = {dst, n}, remote = {(void *)src, n};
+    return process_vm_readv(ef_sys_getpid(), &local, 1, &remote, 1, 0) == (ssize_t)n;
+}
+
+/* Chunks never cross a 256-byte boundary, so never a page boundary. */
+static int readable_str(const char *s, size_t max)
+{
+    char buf[256];
+    for (size_t off = 0; off < max;) {
+        size_t chunk = 256 - ((uintptr_t)(s + off) & 255);
+        if (!safe_read(buf, s + off, chunk))
+            return 0;
+        if (memchr(buf, 0, chunk))
+            return 1;
+        off += chunk;
+    }
+    return 0;
+}
+
+/* A NULL-terminated vector of strings, all readable (NULL itself is fine). */
+static int readable_vec(char *const *v, size_t *count)
+{
+    *count = 0;
+    if (!v)
+        return 1;
+    for (size_t i = 0; i < (1u << 20); i++) {
+        char *p;
+        if (!safe_read(&p, &v[i], sizeof p))
+            return 0;
+        if (!p) {
+            *count = i;
+            return 1;
+        }
+        if (!readable_str(p, 1u << 21))
+            return 0;
+    }
+    return 0;
+}
+
+/* Will this file exec?  Executable, and (without a PATH search, where glibc
+ * would fall back to /bin/sh) an ELF file or a #! script: an exec that fails
+ * leaks nothing and must not be reported. */
+static int will_exec(const char *program, int search)
+{
+    if (access(program, X_OK) != 0)
+        return 0;
+    if (search)
+        return 1;
+    int fd = open(program, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0)
+        return 1; /* executable but not readable: the kernel may still run it */
+    unsigned char h[4] = {0};
+    ssize_t n = read(fd, h, sizeof h);
+    ef_sys_close(fd);
+    return (n == 4 && !memcmp(h, "\177ELF", 4)) || (n >= 2 && h[0] == '#' && h[1] == '!');
+}
+
+/* A new environment: envp without any old marker, plus ours. */
+static char *const *with_marker(char *const envp[], size_t count, const int *fds, int n)
+{
     size_t len = (count + 2) * sizeof(char *) + 64 + (size_t)n * 12;
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED)
-        return NULL;
-    char **out = m;
-    char *text = (char *)m + (count + 2) * sizeof(char *);
+    if (!env_map || env_map_len < len) {
+        size_t want = (len + 65535) & ~(size_t)65535;
+        void *m = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return NULL;
+        if (env_map)
+            munmap(env_map, env_map_len);
+        env_map = m;
+        env_map_len = want;
+    }
+    char **out = env_map;
+    char *text = (char *)env_map + (count + 2) * sizeof(char *);
     size_t k = 0, t = ef_fmt(text, 64, MARKER "=%d:", (int)ef_sys_getpid());
     for (int i = 0; i < n; i++)
-        t += ef_fmt(text + t, len - (size_t)(text - (char *)m) - t, "%s%d", i ? "," : "", fds[i]);
-    for (char *const *e = envp; e && *e; e++)
-        if (strncmp(*e, MARKER "=", sizeof MARKER) != 0)
-            out[k++] = *e;
+        t += ef_fmt(text + t, len - (size_t)(text - (char *)env_map) - t, "%s%d", i ? "," : "",
+                    fds[i]);
+    for (size_t i = 0; i < count; i++)
+        if (strncmp(envp[i], MARKER "=", sizeof MARKER) != 0)
+            out[k++] = envp[i];
     out[k++] = text;
     out[k] = NULL;
-    env_map = m;
-    env_map_len = len;
     return out;
 }
 
-char *const *ef_exec_prepare(const char *path, char *const argv[], char *const envp[],
-                             void *caller)
+char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
+                             char *const envp[], void *caller)
 {
     struct scan_arg a;
     memset(&a, 0, sizeof a);
-    char program[1024];
-    resolve(path, program, sizeof program);
-    a.program = program;
-    a.argv = argv;
-    /* Only a process that holds an epoll instance has one to leak; and an
-     * exec that will fail leaks nothing.  The exec stack is captured only
-     * once a leak is found (a fork-and-exec child must not pay for it). */
-    if (ef_tracking() && ef_holds_any() && ef_enter()) {
-        if (access(program, X_OK) != 0)
-            return NULL;
+    /* Only a process that holds an epoll instance has one to leak, and an fd
+     * an earlier start-up scan found: nothing of the caller's is read until
+     * one would leak. */
+    int holding = ef_tracking() && ef_holds_any() && ef_enter();
+    if (holding)
         ef_fd_foreach(0, EF_FD_MAX - 1, check_fd, &a);
-        for (int i = 0; i < a.nfound; i++) {
-            int fd = a.found[i];
-            struct ef_fd *e = ef_fd_peek(fd);
-            uint32_t idx = e ? atomic_load(&e->inst) : 0;
-            if (!a.exec_stack)
-                a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
-            int held = ef_holds(idx);
-            uint32_t uid = held ? atomic_load(&ef_local_at(idx)->uid) : 0;
-            if (ef_claim_once(leak_key(idx, uid, fd, a.exec_stack)))
-                report_leak(fd, held ? idx : 0, program, argv, a.exec_stack, "exec");
-        }
-    }
+    int reported = a.nfound;
     for (int i = 0; i < nknown && a.nfound < MAXLEAK; i++) {
         int dup_ = 0;
         for (int j = 0; j < a.nfound; j++)
@@ -183,15 +242,28 @@ char *const *ef_exec_prepare(const char *path, char *const argv[], char *const e
     }
     if (!a.nfound)
         return NULL;
-    return with_marker(envp, a.found, a.nfound);
-}
-
-void ef_exec_failed(char *const *env_used)
-{
-    if (env_used && env_map) {
-        munmap(env_map, env_map_len);
-        env_map = NULL;
+    size_t nargv, nenv;
+    if (!path || !readable_str(path, 4096) || !readable_vec(argv, &nargv) ||
+        !readable_vec(envp, &nenv))
+        return NULL;
+    char program[1024];
+    resolve(path, program, sizeof program);
+    if (!will_exec(program, search))
+        return NULL;
+    /* The exec stack is captured only once a leak is found (a fork-and-exec
+     * child must not pay for it). */
+    for (int i = 0; i < reported; i++) {
+        int fd = a.found[i];
+        struct ef_fd *e = ef_fd_peek(fd);
+        uint32_t idx = e ? atomic_load(&e->inst) : 0;
+        if (!a.exec_stack)
+            a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+        int held = ef_holds(idx);
+        uint32_t uid = held ? atomic_load(&ef_local_at(idx)->uid) : 0;
+        if (ef_claim_once(leak_key(idx, uid, fd, a.exec_stack)))
+            report_leak(fd, held ? idx : 0, program, nargv ? argv : NULL, a.exec_stack, "exec");
     }
+    return with_marker(envp, nenv, a.found, a.nfound);
 }
 
 /* ------------------------------------------------------------ start-up */

@@ -127,23 +127,28 @@ int ef_fd_owned_list(int *out, int max)
     return n;
 }
 
-/* Just below 1024 (or the fd limit): numbers a program rarely asks for, and
- * still usable by select(). */
+/* Where the shim's own fds go: the top of the numbers the program may use,
+ * just below 1024 (still usable by select()) or below a lower fd limit.  The
+ * kernel hands out the lowest free number, so as long as ours sit above
+ * everything the program has open, the program gets exactly the numbers it
+ * gets without the shim (at a limit of 20 too: tests/test_hardening.py); it
+ * only reaches EMFILE a few fds earlier.  The shim holds at most five (the
+ * stderr copy, a log file, a syslog or journal socket, libunwind's pipe). */
 int ef_fd_high_base(void)
 {
     struct rlimit rl;
     long lim = 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
         lim = (long)rl.rlim_cur;
-    long base = lim - 48;
+    long base = lim >= 64 ? lim - 48 : lim - 6;
     return base < 3 ? 3 : (int)base;
 }
 
 int ef_fd_copy_high(int fd)
 {
+    /* No fallback to low numbers: a number the program would have got is
+     * worth more than a sink (the caller says once that it has none). */
     int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_fd_high_base());
-    if (hi < 0)
-        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
     if (hi >= 0)
         ef_fd_own(hi, 1);
     return hi;

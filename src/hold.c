@@ -24,11 +24,13 @@
  * not recorded (README, limits).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/single_threaded.h>
+#include <unistd.h>
 
 #include "rules.h"
 
@@ -43,6 +45,16 @@ static _Atomic uint32_t held_count;     /* instances this process holds */
 
 /* ------------------------------------------------------------------ start */
 
+/* The process table of the tree is full: later processes have no fork stack
+ * in reports (they are still tracked).  Said once per tree, never from the
+ * fork itself (the prepare handler may not write logs in a child). */
+static void process_table_full(void)
+{
+    if (ef_notice_once(EF_NOTICE_PROC_FULL))
+        ef_log_notice("epollfork: more than %d processes in this process tree; later ones are "
+                      "tracked, but reports name no fork for them", EF_MAX_PROC - 1);
+}
+
 int ef_track_start(void)
 {
     int st = atomic_load_explicit(&ef_self.tracking, memory_order_acquire);
@@ -53,6 +65,14 @@ int ef_track_start(void)
     if (!atomic_compare_exchange_strong(&ef_self.tracking, &st, EF_TRACK_STARTING))
         return 0;
     int ok = ef_registry_create() == 0;
+    if (!ok) {
+        /* RLIMIT_AS, or no memory: say so once, where reports would go. */
+        int why = errno;
+        ef_log_setup();
+        ef_log_notice("epollfork: cannot map the memory shared by the process tree (%zu KiB: "
+                      "%s); this process is not tracked", sizeof(struct ef_registry) / 1024,
+                      strerror(why));
+    }
     if (ok) {
         void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         ok = w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
@@ -65,6 +85,14 @@ int ef_track_start(void)
         ef_self.pid = ef_sys_getpid();
         ef_self.proc = ef_process_alloc(ef_self.pid, 0, 0, EF_FORK_ROOT);
         ef_log_setup();
+        if (!ef_self.proc)
+            process_table_full();
+        /* Without /proc the kernel's word is unreadable: stale registrations
+         * and exec leaks cannot be judged.  Say it, do not go quiet. */
+        if (access("/proc/self/fdinfo", R_OK) != 0 && ef_notice_once(EF_NOTICE_NO_PROC))
+            ef_log_notice("epollfork: /proc is not readable here (%s): stale-registration and "
+                          "epoll-fd-exec-leak cannot be judged, and reports name fewer targets",
+                          strerror(errno));
     }
     atomic_store_explicit(&ef_self.tracking, ok ? EF_TRACK_ON : EF_TRACK_FAILED,
                           memory_order_release);
@@ -243,6 +271,7 @@ uint32_t ef_hold_create(int fd, struct ef_fd *e, enum ef_create_how how, int fla
     atomic_store(&l->slot, claim_slot(idx, (uint64_t)(uint32_t)ef_self.pid << 32));
     l->resv = -1;
     atomic_store(&l->lastseen, 0);
+    atomic_store(&l->lost, 0);
     atomic_store(&l->aliases, 1);
     atomic_store(&l->uid, atomic_load(&in->uid));
     set_alias(e, idx);
@@ -358,6 +387,8 @@ void ef_on_fork_prepare(void)
      * parent can name it at once (our fork wrapper stores its pid). */
     ef_fork.child_proc = ef_process_alloc(0, ef_self.proc, ef_fork.stack,
                                           (enum ef_fork_how)ef_fork.how);
+    if (!ef_fork.child_proc)
+        process_table_full();
     uint32_t h = hw();
     uint64_t word = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
     ef_fork.nresv = 0;
@@ -410,6 +441,8 @@ void ef_on_fork_child(void)
         ef_tls_fork_stack = 0;
         ef_self.proc = ef_process_alloc(ef_self.pid, ef_self.proc, fs,
                                         fs ? EF_FORK_UNDERSCORE : EF_FORK_UNSEEN);
+        if (!ef_self.proc)
+            process_table_full();
     }
     for (uint32_t i = 1; i < h; i++) {
         struct ef_local *l = &local[i];

@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -41,18 +42,22 @@ void ef_init(void)
     ef_real_resolve();
     char err[4096];
     ef_options_parse(NULL, err, sizeof err);
-    if (err[0]) {
-        /* One line per complaint, on stderr, before anything else happens. */
-        char line[800];
-        int pid = (int)ef_sys_getpid();
-        for (char *p = err, *nl; *p; p = nl + 1) {
-            nl = strchr(p, '\n');
-            if (!nl)
-                break;
-            size_t n = ef_fmt(line, sizeof line, "==%d== %.*s\n", pid, (int)(nl - p), p);
-            if (write(2, line, n) < 0)
-                break;
-        }
+    /* One notice per complaint, in the configured format, before anything
+     * else happens (the sink is not set up yet: they go to fd 2, the stderr
+     * the program started with). */
+    for (char *p = err, *nl; *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        *nl = 0;
+        ef_log_notice("%s", p);
+    }
+    if (ef_opt.secure) {
+        /* A setuid program that becomes root and execs a helper must not
+         * hand the caller's file and socket names on to it (glibc removes
+         * LD_PRELOAD the same way). */
+        unsetenv("EPOLLFORK_LOG");
+        unsetenv("EPOLLFORK_SUPPRESSIONS");
     }
     if (!ef_opt.disable) {
         ef_suppressions_load(ef_opt.suppressions);

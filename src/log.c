@@ -44,12 +44,14 @@ struct sink {
     int fd;
     dev_t dev;
     ino_t ino;
+    int failed;             /* a write failed: said once, and not used again */
+    char path[256];         /* for the notice */
 };
 
-static struct sink err_sink = {-1, 0, 0};   /* copy of the original stderr */
-static struct sink file_sink = {-1, 0, 0};  /* EPOLLFORK_LOG file shared by the tree */
-static struct sink own_sink = {-1, 0, 0};   /* per-process '%p' file */
-static struct sink sys_sink = {-1, 0, 0};   /* syslog datagram socket */
+static struct sink err_sink = {.fd = -1};   /* copy of the original stderr */
+static struct sink file_sink = {.fd = -1};  /* EPOLLFORK_LOG file shared by the tree */
+static struct sink own_sink = {.fd = -1};   /* per-process '%p' file */
+static struct sink sys_sink = {.fd = -1};   /* syslog datagram socket */
 static char sys_path[200];
 static pid_t own_pid;
 enum own_state { OWN_UNTRIED = 0, OWN_OPENING, OWN_OPEN, OWN_FAILED };
@@ -58,6 +60,16 @@ static _Atomic int setup_done;
 static _Atomic int err_copied;              /* the stderr copy was attempted */
 static pid_t sink_pid;                      /* the process these variables belong to */
 static char open_error[600];
+
+static size_t render_notice(const char *msg, char *buf, size_t len, const char **one);
+static int write_all(int fd, const char *buf, size_t len);
+
+/* Once per process: the fd-limit notice (the registry may not exist yet). */
+static int fd_limit_said_first_time(void)
+{
+    static _Atomic int said;
+    return !atomic_exchange(&said, 1);
+}
 
 /* Keep a close-on-exec copy of fd at a high number as sink s. */
 static int keep(int fd, struct sink *s)
@@ -178,19 +190,66 @@ static void expand_path(char *out, size_t len, pid_t pid)
     out[k] = 0;
 }
 
+/* Is path's directory world-writable and sticky (/tmp)?  Anyone may have put
+ * a symlink, a FIFO or a file of their own at the name there. */
+static int in_shared_dir(const char *path)
+{
+    char dir[4200];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        ef_fmt(dir, sizeof dir, ".");
+    else if (slash == path)
+        ef_fmt(dir, sizeof dir, "/");
+    else
+        ef_fmt(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct stat st;
+    return stat(dir, &st) == 0 && (st.st_mode & S_ISVTX) && (st.st_mode & S_IWOTH);
+}
+
+/* Open a log file for appending.  Never blocks (O_NONBLOCK: a FIFO with no
+ * reader fails at once).  Where the name may be an attacker's (this process
+ * is root, or the file lives in a world-writable sticky directory), a
+ * symlink is not followed and the file must be a regular file owned by us
+ * or by root: a root program must not create /root/... through a link in
+ * /tmp, block on a FIFO, or append to a file another user controls.  New
+ * files are created 0600: reports carry addresses and paths. */
 static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    uid_t me = geteuid();
+    int careful = me == 0 || in_shared_dir(path);
+    int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | (careful ? O_NOFOLLOW : 0);
+    int fd = open(path, flags, 0600);
     if (fd < 0) {
+        int e = errno;
         ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot open log file '%s' (%s); reporting "
-               "to stderr", path, strerror(errno));
+               "to stderr", path, e == ELOOP && careful ? "it is a symbolic link" : strerror(e));
+        return -1;
+    }
+    struct stat st;
+    const char *bad = NULL;
+    char owner[96];
+    if (fstat(fd, &st) != 0)
+        bad = "it cannot be examined";
+    else if (careful && !S_ISREG(st.st_mode))
+        bad = "it is not a regular file";
+    else if (careful && st.st_uid != me && st.st_uid != 0) {
+        ef_fmt(owner, sizeof owner, "it belongs to uid %u, not to this process (uid %u) or root",
+               (unsigned)st.st_uid, (unsigned)me);
+        bad = owner;
+    }
+    if (bad) {
+        ef_sys_close(fd);
+        ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: refusing log file '%s' (%s); reporting to "
+               "stderr", path, bad);
         return -1;
     }
     int r = keep(fd, s);
     ef_sys_close(fd);
     if (r != 0)
-        ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot keep log file '%s' open; reporting "
-               "to stderr", path);
+        ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot keep log file '%s' open (no fd "
+               "number left); reporting to stderr", path);
+    else
+        ef_fmt(s->path, sizeof s->path, "%s", path);
     return r;
 }
 
@@ -210,8 +269,20 @@ void ef_log_copy_stderr(void)
         return;
     struct stat st;
     sink_pid = ef_sys_getpid();
-    if (fstat(2, &st) == 0)
-        keep(2, &err_sink);
+    if (fstat(2, &st) == 0 && keep(2, &err_sink) != 0 && fd_limit_said_first_time()) {
+        /* No number left above the program's (RLIMIT_NOFILE is tiny): fd 2
+         * is still the stderr the process started with at this moment, so
+         * the one notice goes there; later reports have no sink. */
+        char line[400], msg[300];
+        const char *one;
+        struct rlimit rl;
+        getrlimit(RLIMIT_NOFILE, &rl);
+        ef_fmt(msg, sizeof msg, "epollfork: RLIMIT_NOFILE is %llu: no fd number is left for the "
+               "shim's own copy of stderr above the program's; reports from this process are "
+               "lost", (unsigned long long)rl.rlim_cur);
+        size_t n = render_notice(msg, line, sizeof line, &one);
+        write_all(2, line, n);
+    }
 }
 
 void ef_log_setup(void)
@@ -239,6 +310,7 @@ void ef_log_after_fork_child(void)
         ef_sys_close(own_sink.fd);
         own_sink.fd = -1;
     }
+    own_sink.failed = 0;
     atomic_store(&own_state, OWN_UNTRIED);
 }
 
@@ -282,17 +354,33 @@ int ef_log_relocate(int fd)
     return 0;
 }
 
-static void write_all(int fd, const char *buf, size_t len)
+static int write_all(int fd, const char *buf, size_t len)
 {
     while (len) {
         ssize_t w = write(fd, buf, len);
         if (w < 0 && errno == EINTR)
             continue;
+        if (w < 0 && errno == EAGAIN) /* a FIFO, full: wait a little, never for ever */
+            return -1;
         if (w <= 0)
-            return;
+            return -1;
         buf += w;
         len -= (size_t)w;
     }
+    return 0;
+}
+
+/* A record cut by a process killed in the middle of its write() leaves a
+ * line without its newline: end it before appending ours, so that the next
+ * record still starts a line of its own.  (Regular files only: a pipe or a
+ * terminal has no last byte to look at.) */
+static void end_cut_line(int fd)
+{
+    struct stat st;
+    char last;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+        pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
+        write_all(fd, "\n", 1);
 }
 
 static const struct sink *choose(void)
@@ -310,9 +398,9 @@ static const struct sink *choose(void)
             int ok = open_file(path, &own_sink, open_error, sizeof open_error) == 0;
             atomic_store(&own_state, ok ? OWN_OPEN : OWN_FAILED);
         }
-        if (atomic_load(&own_state) == OWN_OPEN && still_ours(&own_sink))
+        if (atomic_load(&own_state) == OWN_OPEN && !own_sink.failed && still_ours(&own_sink))
             return &own_sink;
-    } else if (use_file() && still_ours(&file_sink)) {
+    } else if (use_file() && !file_sink.failed && still_ours(&file_sink)) {
         return &file_sink;
     }
     if (still_ours(&err_sink))
@@ -353,20 +441,41 @@ static size_t render_notice(const char *msg, char *buf, size_t len, const char *
 
 static _Atomic int open_error_said;
 
+static void say_open_error(const struct sink *s)
+{
+    int said = 0;
+    if (!atomic_compare_exchange_strong(&open_error_said, &said, 1))
+        return;
+    char line[1600];
+    const char *one;
+    size_t n = render_notice(open_error, line, sizeof line, &one);
+    write_all(s->fd, line, n);
+}
+
 static void write_to_sink(const char *buf, size_t len)
 {
     const struct sink *s = choose();
-    if (s && open_error[0] && s == &err_sink) {
-        int said = 0;
-        if (atomic_compare_exchange_strong(&open_error_said, &said, 1)) {
-            char line[1600];
-            const char *one;
-            size_t n = render_notice(open_error, line, sizeof line, &one);
-            write_all(s->fd, line, n);
-        }
+    if (s && open_error[0] && s == &err_sink)
+        say_open_error(s);
+    if (!s)
+        return;
+    if (s != &err_sink)
+        end_cut_line(s->fd);
+    if (write_all(s->fd, buf, len) == 0 || s == &err_sink)
+        return;
+    /* The log file refused the record (disk full, /dev/full, a FIFO nobody
+     * drains): say so once, and this record and the later ones go to stderr. */
+    struct sink *f = (struct sink *)s;
+    f->failed = 1;
+    ef_fmt(open_error, sizeof open_error, "epollfork: EPOLLFORK_LOG: writing to log file '%s' "
+           "failed (%s); reporting to stderr from now on", f->path, strerror(errno));
+    atomic_store(&open_error_said, 0);
+    if (!atomic_load(&err_copied))
+        ef_log_copy_stderr();
+    if (still_ours(&err_sink)) {
+        say_open_error(&err_sink);
+        write_all(err_sink.fd, buf, len);
     }
-    if (s)
-        write_all(s->fd, buf, len);
 }
 
 void ef_log_record(const char *full, size_t len, const char *line, size_t linelen)

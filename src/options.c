@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "ef.h"
@@ -36,6 +37,11 @@ static int parse_log(const char *v, char *why, size_t n)
     }
     if (!strncmp(v, "syslog:", 7) && v[7] != '/') {
         ef_fmt(why, n, "'syslog:' must be followed by an absolute socket path");
+        return -1;
+    }
+    if (!strncmp(v, "syslog:", 7) && strlen(v + 7) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        ef_fmt(why, n, "the socket path is longer than a unix socket address holds (%zu bytes)",
+               sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         return -1;
     }
     if (getauxval(AT_SECURE) && strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0) {
@@ -166,6 +172,16 @@ static void append(char *err, size_t errlen, const char *line)
 
 extern char **environ;
 
+/* A value echoed into a complaint, control characters escaped: no value can
+ * start a line of its own (a newline in EPOLLFORK_SUPPRESSIONS). */
+static const char *visible(const char *v, char *buf, size_t len)
+{
+    struct ef_out o = {buf, 0, len};
+    buf[0] = 0;
+    ef_put_vis(&o, v);
+    return buf;
+}
+
 /* Every option's default, through its own parser: the table is the only
  * place a default is written. */
 static void set_defaults(void)
@@ -182,6 +198,7 @@ void ef_options_parse(char *const *envp, char *err, size_t errlen)
     if (err && errlen)
         err[0] = 0;
     set_defaults();
+    ef_opt.secure = getauxval(AT_SECURE) != 0;
     if (!envp)
         return;
     for (char *const *e = envp; *e; e++) {
@@ -200,15 +217,17 @@ void ef_options_parse(char *const *envp, char *err, size_t errlen)
         for (size_t i = 0; i < NOPT; i++)
             if (strlen(options[i].name) == nlen && !strncmp(options[i].name, kv, nlen))
                 d = &options[i];
-        char line[600];
+        char line[600], shown[300];
         if (!d) {
             char known[400];
             size_t k = 0;
             known[0] = 0;
             for (size_t i = 0; i < NOPT; i++)
                 k += ef_fmt(known + k, sizeof known - k, "%s%s", i ? ", " : "", options[i].name);
-            ef_fmt(line, sizeof line, "epollfork: unknown variable %.*s ignored (known: %s)",
-                   (int)(nlen > 64 ? 64 : nlen), kv, known);
+            char name[64];
+            ef_fmt(name, sizeof name, "%.*s", (int)(nlen > 63 ? 63 : nlen), kv);
+            ef_fmt(line, sizeof line, "epollfork: unknown variable %s ignored (known: %s)",
+                   visible(name, shown, sizeof shown), known);
             append(err, errlen, line);
             continue;
         }
@@ -219,8 +238,10 @@ void ef_options_parse(char *const *envp, char *err, size_t errlen)
              * variable set something else */
             char ignored[160];
             d->parse(d->def, ignored, sizeof ignored);
-            ef_fmt(line, sizeof line, "epollfork: %s='%.200s' is invalid (%s); using the default '%s'",
-                   d->name, eq + 1, why, d->def);
+            char val[201];
+            ef_fmt(val, sizeof val, "%s", eq + 1);
+            ef_fmt(line, sizeof line, "epollfork: %s='%s' is invalid (%s); using the default '%s'",
+                   d->name, visible(val, shown, sizeof shown), why, d->def);
             append(err, errlen, line);
         }
     }

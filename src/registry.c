@@ -28,7 +28,7 @@ int ef_registry_create(void)
     void *m = mmap(NULL, sizeof(struct ef_registry), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
-        return -1;
+        return -1; /* errno says why: the caller says it once (hold.c) */
     struct ef_registry *r = m;
     r->magic = EF_MAGIC;
     atomic_store(&r->ninst_hw, 1); /* index 0 means "none" */
@@ -70,10 +70,15 @@ static uint32_t prune_holders(struct ef_inst *in)
     return live;
 }
 
+/* A compare-and-swap loop on a shared word gives up after this many tries: a
+ * hostile process rewriting the word forever must not hang us. */
+#define CAS_TRIES 4096
+#define RECLAIM_PER_CALL 8
+
 static void free_push(uint32_t idx)
 {
     uint64_t head = atomic_load(&ef_reg->free_head);
-    for (;;) {
+    for (int t = 0; t < CAS_TRIES; t++) {
         atomic_store(&ef_reg->inst_next[idx], (uint32_t)head);
         uint64_t nh = ((head >> 32) + 1) << 32 | idx;
         if (atomic_compare_exchange_weak(&ef_reg->free_head, &head, nh))
@@ -81,18 +86,23 @@ static void free_push(uint32_t idx)
     }
 }
 
+/* The list's links are shared words: an index read from them is checked
+ * before it indexes anything. */
 static uint32_t free_pop(void)
 {
     uint64_t head = atomic_load(&ef_reg->free_head);
-    for (;;) {
+    for (int t = 0; t < CAS_TRIES; t++) {
         uint32_t idx = (uint32_t)head;
-        if (!idx)
+        if (!idx || idx >= EF_MAX_INST)
             return 0;
         uint32_t next = atomic_load(&ef_reg->inst_next[idx]);
+        if (next >= EF_MAX_INST)
+            next = 0;
         uint64_t nh = ((head >> 32) + 1) << 32 | next;
         if (atomic_compare_exchange_weak(&ef_reg->free_head, &head, nh))
             return idx;
     }
+    return 0;
 }
 
 static struct ef_inst *init_inst(uint32_t idx)
@@ -130,9 +140,12 @@ struct ef_inst *ef_inst_alloc(uint32_t *idx)
     }
     if (!i) {
         /* Full: reclaim instances whose every holder has exited without us
-         * seeing it (_exit, a signal). */
-        uint32_t hw = atomic_load(&ef_reg->ninst_hw);
-        for (uint32_t k = 1; k < hw && !i; k++) {
+         * seeing it (_exit, a signal).  A few per call, from a shared
+         * cursor, so that past the limit every epoll_create still costs a
+         * bounded amount (a full rescan with a kill() per holder took 20 ms
+         * at 16,383 instances). */
+        for (int budget = 0; budget < RECLAIM_PER_CALL && !i; budget++) {
+            uint32_t k = atomic_fetch_add(&ef_reg->reclaim_next, 1) % (EF_MAX_INST - 1) + 1;
             struct ef_inst *in = &ef_reg->inst[k];
             if (atomic_load(&in->state) != EF_INST_LIVE || atomic_load(&in->overflow))
                 continue;

@@ -78,8 +78,13 @@ static void frame_text(struct ef_out *o, const char *pfx, int i, uintptr_t pc, s
 {
     struct ef_sym sy;
     ef_sym_lookup(c, pc, &sy);
-    ef_putf(o, "%s    #%d 0x%lx in %s (", pfx, i, (unsigned long)pc,
-            sy.function[0] ? sy.function : "??");
+    /* A secure-execution process prints no absolute address (they would
+     * undo its address-space randomization for whoever reads the log). */
+    if (ef_opt.secure)
+        ef_putf(o, "%s    #%d in %s (", pfx, i, sy.function[0] ? sy.function : "??");
+    else
+        ef_putf(o, "%s    #%d 0x%lx in %s (", pfx, i, (unsigned long)pc,
+                sy.function[0] ? sy.function : "??");
     if (sy.have_module)
         ef_put_vis(o, sy.module);
     else
@@ -91,7 +96,10 @@ static void frame_json(struct ef_out *o, uintptr_t pc, struct ef_symctx *c)
 {
     struct ef_sym sy;
     ef_sym_lookup(c, pc, &sy);
-    ef_putf(o, "{\"pc\":\"0x%lx\",\"module\":", (unsigned long)pc);
+    if (ef_opt.secure)
+        ef_puts(o, "{\"pc\":null,\"module\":");
+    else
+        ef_putf(o, "{\"pc\":\"0x%lx\",\"module\":", (unsigned long)pc);
     if (sy.have_module)
         ef_put_json_str(o, sy.module);
     else

@@ -47,6 +47,7 @@ struct ef_local {
     int32_t resv;                /* slot reserved for the child being forked */
     _Atomic uint64_t lastseen;   /* gen as of my last use */
     _Atomic uint32_t ghosts;     /* closes of registered fds awaiting the kernel's word */
+    _Atomic uint32_t lost;       /* changes lost since the last report on it, not yet said */
 };
 
 /* What a fork writes in the parent, on one page: a private page written after
@@ -118,9 +119,12 @@ void ef_stale_drop(uint32_t idx);
 void ef_stale_note_inherited(int fd);
 
 /* ------------------------------------------------------------- execleak.c */
-char *const *ef_exec_prepare(const char *path, char *const argv[], char *const envp[],
-                             void *caller);
-void ef_exec_failed(char *const *env_used);
+/* Before an exec: report the epoll fds that would leak into it and return the
+ * environment to use instead (with the marker), or NULL for the caller's.
+ * search: execvp-style PATH search.  Reads the caller's memory only through
+ * checks that cannot fault. */
+char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
+                             char *const envp[], void *caller);
 void ef_startup_scan(void);
 
 /* ---------------------------------------------------------------- events */

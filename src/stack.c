@@ -237,6 +237,10 @@ static EF_TLS uint64_t last_hash;
 static EF_TLS uint32_t last_id, last_n;
 static EF_TLS const struct ef_registry *last_reg;
 
+/* Slots this process found half-written after waiting once: a writer killed
+ * in the middle never finishes, and nobody waits for it twice. */
+static uint64_t stuck[EF_DEPOT_SLOTS / 64];
+
 uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
 {
     struct ef_registry *r = ef_reg;
@@ -252,10 +256,14 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
         uint32_t s = (uint32_t)(h + probe) & (EF_DEPOT_SLOTS - 1);
         struct ef_depot_slot *d = &r->depot[s];
         uint32_t st = atomic_load_explicit(&d->state, memory_order_acquire);
+        if (st == EF_DEPOT_WRITING && (stuck[s / 64] >> (s % 64) & 1))
+            continue; /* waited for once already: its writer died */
         for (int spin = 0; st == EF_DEPOT_WRITING && spin < 2000; spin++) {
             ef_cpu_relax();
             st = atomic_load_explicit(&d->state, memory_order_acquire);
         }
+        if (st == EF_DEPOT_WRITING)
+            stuck[s / 64] |= 1ull << (s % 64);
         if (st == EF_DEPOT_READY) {
             uint64_t have[EF_MAX_FRAMES];
             if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h &&

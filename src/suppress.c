@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ef.h"
@@ -28,6 +29,14 @@ struct rule {
 
 static struct rule rules[MAXRULES];
 static int nrules;
+
+/* The file is read once, at start-up, whatever it is: only a regular file,
+ * at most MAX_BYTES of it, and at most MAX_NOTICES lines of complaint (a
+ * binary file would otherwise print one per line: 80 MB of notices from
+ * /dev/urandom in 5 s). */
+#define MAX_BYTES (1 << 20)
+#define MAX_NOTICES 5
+static int problems;
 
 static char *trim(char *s)
 {
@@ -70,38 +79,71 @@ static void parse_line(char *line, int lineno, const char *path)
             return;
         }
     }
-    ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS: %s:%d: %s; rule ignored", path, lineno, why);
+    if (++problems <= MAX_NOTICES)
+        ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS: %s:%d: %s; rule ignored", path, lineno,
+                      why);
+}
+
+static const char *file_type(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device"
+           : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
 }
 
 void ef_suppressions_load(const char *path)
 {
     if (!path || !*path)
         return;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not block the program before main() */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS='%s' cannot be read (%s); no suppressions",
                       path, strerror(errno));
         return;
     }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS='%s' is %s, not a file of rules; no "
+                      "suppressions", path, fstat(fd, &st) == 0 ? file_type(st.st_mode) : "unknown");
+        ef_sys_close(fd);
+        return;
+    }
+    if (st.st_size > MAX_BYTES)
+        ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS='%s' is larger than %d KiB; only its "
+                      "beginning is read", path, MAX_BYTES / 1024);
     char buf[4096], line[1024];
-    size_t used = 0;
-    int lineno = 0;
+    size_t used = 0, total = 0;
+    int lineno = 0, long_line = 0;
     ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0) {
+    while (total < MAX_BYTES && (n = read(fd, buf, sizeof buf)) > 0) {
+        total += (size_t)n;
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] == '\n') {
                 line[used] = 0;
-                parse_line(line, ++lineno, path);
+                lineno++;
+                if (long_line) {
+                    if (++problems <= MAX_NOTICES)
+                        ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS: %s:%d: line longer than "
+                                      "%zu bytes; rule ignored", path, lineno, sizeof line - 1);
+                } else {
+                    parse_line(line, lineno, path);
+                }
                 used = 0;
+                long_line = 0;
             } else if (used + 1 < sizeof line) {
-                line[used++] = buf[i];
+                line[used++] = buf[i] ? buf[i] : ' ';
+            } else {
+                long_line = 1;
             }
         }
     }
-    if (used) {
+    if (used && !long_line) {
         line[used] = 0;
         parse_line(line, ++lineno, path);
     }
+    if (problems > MAX_NOTICES)
+        ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS: %s: %d more lines with problems were "
+                      "ignored", path, problems - MAX_NOTICES);
     ef_sys_close(fd);
 }
 

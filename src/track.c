@@ -224,11 +224,12 @@ static void scan(uint32_t idx, enum ef_use use, void *caller)
         return; /* a signal handler inside our own code: look again next time */
     EF_GUARD_SCOPE();
     uint64_t upto = from;
-    uint32_t lost = 0;
+    /* changes lost at earlier uses are said with the next report */
+    uint32_t lost = atomic_exchange(&l->lost, 0);
     uint64_t first = from + 1;
     if (to - from > EF_RING) { /* older changes were overwritten: count, do not walk */
         uint64_t skip = to - from - EF_RING;
-        lost = skip > UINT32_MAX ? UINT32_MAX : (uint32_t)skip;
+        lost = skip > UINT32_MAX - lost ? UINT32_MAX : lost + (uint32_t)skip;
         first = to - EF_RING + 1;
         upto = first - 1;
     }
@@ -239,7 +240,8 @@ static void scan(uint32_t idx, enum ef_use use, void *caller)
         if (rc != CHANGE_OK) {
             /* overwritten, or its writer never published it (killed in the
              * middle): said as lost, and never waited for again */
-            lost++;
+            if (lost < UINT32_MAX)
+                lost++;
             continue;
         }
         if (c.pid == ef_self.pid)
@@ -247,6 +249,8 @@ static void scan(uint32_t idx, enum ef_use use, void *caller)
         if (conflict(idx, &c, ef_self.pid, ef_self.proc, use, caller, lost))
             lost = 0;
     }
+    if (lost)
+        atomic_fetch_add(&l->lost, lost);
     uint64_t cur = from;
     while (cur < upto && !atomic_compare_exchange_weak(&l->lastseen, &cur, upto))
         ;

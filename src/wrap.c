@@ -545,13 +545,9 @@ static int do_exec(int kind, const char *path, int fd, char *const argv[], char 
         ef_fmt(fdpath, sizeof fdpath, "/proc/self/fd/%d", fd);
         path = fdpath;
     }
-    char *const *env = ef_exec_prepare(path, argv, envp, caller);
+    char *const *env = ef_exec_prepare(path, kind == X_EXECVPE, argv, envp, caller);
     errno = e;
-    int r = real_exec(kind, kind == X_FEXECVE ? NULL : path, fd, argv, env ? env : envp);
-    e = errno;
-    ef_exec_failed(env);
-    errno = e;
-    return r;
+    return real_exec(kind, kind == X_FEXECVE ? NULL : path, fd, argv, env ? env : envp);
 }
 
 EXPORT int execve(const char *path, char *const argv[], char *const envp[])

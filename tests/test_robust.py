@@ -338,6 +338,11 @@ for _var, _val, _def, _src, _arg in BAD:
         lines = stderr_lines(res)
         check(len(lines) == 1, "exactly one line on stderr, got %d:\n%s" % (len(lines), res.stderr))
         line = lines[0]
+        if fmt == "json":
+            # in JSON mode the complaint is a JSON notice record too
+            obj = json.loads(line)
+            check(obj.get("kind") == "notice", "a notice record: %r" % line)
+            line = "==%d== %s" % (obj["pid"], obj["message"])
         pid = _pid_of(res, line)
         check(pid > 0 and line.startswith("==%d== epollfork: " % pid), "==PID== prefix: %r" % line)
         check(var in line, "names the variable: %r" % line)
