@@ -32,7 +32,7 @@ VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p'
 LIB := $(BUILD)/libepollfork.so
 
 .PHONY: all deps check test test-real demo bench clean cppcheck options install uninstall version \
-        core-srcs deb
+        core-srcs deb fuzz fuzz-run
 all: $(LIB)
 
 version:
@@ -100,6 +100,35 @@ test-real: $(LIB)
 
 bench: $(LIB)
 	@sh bench/run.sh
+
+# Fuzz targets (libFuzzer + ASan + UBSan, Debian's clang and libclang-rt-14-dev):
+# the option parser, the suppressions file, the fdinfo reader; the log reader
+# (scripts/epollfork-report, Python) has a mutation fuzzer of its own.
+# `make fuzz` builds them; `make fuzz-run FUZZ_SECONDS=N` runs each for N s.
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+              -Iinclude -Isrc $(UNW_CFLAGS) -Wall -Wextra -Werror -Wno-unused-parameter
+FUZZERS := $(BUILD)/fuzz/fuzz_options $(BUILD)/fuzz/fuzz_suppress $(BUILD)/fuzz/fuzz_fdinfo
+FUZZ_SECONDS ?= 10
+
+fuzz: $(FUZZERS)
+
+$(BUILD)/fuzz/fuzz_fdinfo: tests/fuzz/fuzz_fdinfo.c src/procfs.c src/procfs.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ tests/fuzz/fuzz_fdinfo.c src/procfs.c
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(CORE_SRCS) $(HDRS)
+	$(UNW_CHECK)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRCS) -ldl -lpthread
+
+fuzz-run: $(FUZZERS)
+	@for f in $(FUZZERS); do t=$$(basename $$f); mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 -close_fd_mask=3 \
+	        -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/corpus-$$t \
+	        tests/fuzz/corpus/$${t#fuzz_} 2>$(BUILD)/fuzz/$$t.log || \
+	        { tail -30 $(BUILD)/fuzz/$$t.log; exit 1; }; echo "$$t: $$(grep -c . $(BUILD)/fuzz/corpus-$$t/* 2>/dev/null | wc -l) inputs in its corpus, no failure in $(FUZZ_SECONDS) s"; done
+	@python3 tests/fuzz/fuzz_report.py $(FUZZ_SECONDS)
 
 cppcheck:
 	@command -v cppcheck >/dev/null || { echo "cppcheck is not installed (apt-get install cppcheck)" >&2; exit 1; }

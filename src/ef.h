@@ -208,6 +208,7 @@ struct ef_target {
     uint32_t mode;
     uint32_t valid;
     uint64_t dev, ino, rdev;
+    char anon[32];              /* "anon_inode:[eventfd]": every anon inode shares one inode */
 };
 
 /* One successful epoll_ctl on an instance that other processes may rely on. */

@@ -127,28 +127,43 @@ int ef_fd_owned_list(int *out, int max)
     return n;
 }
 
-/* Where the shim's own fds go: the top of the numbers the program may use,
- * just below 1024 (still usable by select()) or below a lower fd limit.  The
- * kernel hands out the lowest free number, so as long as ours sit above
+/* The fd limit the shim's numbers live under: 1024 (so that they stay usable
+ * by select()), or a lower RLIMIT_NOFILE. */
+static long fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
+        return (long)rl.rlim_cur;
+    return 1024;
+}
+
+/* Where the shim's own fds go: the top of the numbers the program may use.
+ * The kernel hands out the lowest free number, so as long as ours sit above
  * everything the program has open, the program gets exactly the numbers it
- * gets without the shim (at a limit of 20 too: tests/test_hardening.py); it
+ * gets without the shim (tests/test_hardening.py, at limits down to 20); it
  * only reaches EMFILE a few fds earlier.  The shim holds at most five (the
  * stderr copy, a log file, a syslog or journal socket, libunwind's pipe). */
 int ef_fd_high_base(void)
 {
-    struct rlimit rl;
-    long lim = 1024;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
-        lim = (long)rl.rlim_cur;
-    long base = lim >= 64 ? lim - 48 : lim - 6;
+    long lim = fd_limit();
+    long base = lim >= 64 ? lim - 48 : lim - 8;
     return base < 3 ? 3 : (int)base;
 }
 
 int ef_fd_copy_high(int fd)
 {
-    /* No fallback to low numbers: a number the program would have got is
-     * worth more than a sink (the caller says once that it has none). */
-    int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_fd_high_base());
+    long lim = fd_limit();
+    int hi = -1;
+    if (lim >= 64) {
+        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, (int)lim - 48);
+    } else {
+        /* Under a low limit, from the very top down: F_DUPFD(lim - k) takes
+         * the lowest free number in [lim - k, lim), atomically, so ours never
+         * fall between numbers the program holds.  No fallback to low numbers:
+         * a number the program would have got is worth more than a sink. */
+        for (long k = 1; k <= 8 && lim - k >= 3 && hi < 0; k++)
+            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, (int)(lim - k));
+    }
     if (hi >= 0)
         ef_fd_own(hi, 1);
     return hi;

@@ -217,17 +217,35 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
 {
     uid_t me = geteuid();
     int careful = me == 0 || in_shared_dir(path);
-    int flags = O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | (careful ? O_NOFOLLOW : 0);
-    int fd = open(path, flags, 0600);
+    /* Read access too, where allowed: a record cut by a killed writer is
+     * found by reading the file's last byte (end_cut_line). */
+    int flags = O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | (careful ? O_NOFOLLOW : 0);
+    int fd = open(path, flags | O_RDWR, 0600);
+    if (fd < 0 && errno == EACCES)
+        fd = open(path, flags | O_WRONLY, 0600);
     if (fd < 0) {
         int e = errno;
         ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot open log file '%s' (%s); reporting "
-               "to stderr", path, e == ELOOP && careful ? "it is a symbolic link" : strerror(e));
+               "to stderr", path, e == ELOOP && careful ? "it is a symbolic link"
+                                  : e == ENXIO     ? "a FIFO or device with no reader"
+                                                   : strerror(e));
         return -1;
     }
     struct stat st;
     const char *bad = NULL;
     char owner[96];
+    if (!careful && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && (flags & O_CREAT)) {
+        /* The user's own FIFO or device: opened read-write it would make us
+         * a reader of it; write-only, it fails at once when nobody reads. */
+        ef_sys_close(fd);
+        fd = open(path, (flags & ~O_CREAT) | O_WRONLY);
+        if (fd < 0) {
+            ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot open log file '%s' (%s); "
+                   "reporting to stderr", path,
+                   errno == ENXIO ? "a FIFO or device with no reader" : strerror(errno));
+            return -1;
+        }
+    }
     if (fstat(fd, &st) != 0)
         bad = "it cannot be examined";
     else if (careful && !S_ISREG(st.st_mode))

@@ -164,6 +164,13 @@ int ef_procfs_epoll_entries(int pid, int epfd, ef_procfs_tfd_cb cb, void *arg)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -1;
+    int r = ef_procfs_read_entries(fd, cb, arg);
+    close_fd(fd);
+    return r;
+}
+
+int ef_procfs_read_entries(int fd, ef_procfs_tfd_cb cb, void *arg)
+{
     char buf[8192];
     size_t have = 0;
     int stop = 0, skipping = 0;
@@ -193,7 +200,11 @@ int ef_procfs_epoll_entries(int pid, int epfd, ef_procfs_tfd_cb cb, void *arg)
             skipping = 1;
         }
     }
-    close_fd(fd);
+    if (have && !skipping && !stop) { /* a last line without its newline */
+        struct ef_tfd t;
+        if (ef_procfs_parse_tfd(buf, have, &t))
+            cb(&t, arg);
+    }
     return 0;
 }
 

@@ -39,6 +39,8 @@ typedef int (*ef_procfs_tfd_cb)(const struct ef_tfd *t, void *arg);
 /* Every entry of epoll fd epfd of pid; cb returns nonzero to stop.  0, or -1
  * when the fdinfo cannot be read. */
 int ef_procfs_epoll_entries(int pid, int epfd, ef_procfs_tfd_cb cb, void *arg);
+/* The same, reading fdinfo text from an open fd (the fuzz target's entry). */
+int ef_procfs_read_entries(int fd, ef_procfs_tfd_cb cb, void *arg);
 
 /* Is fd of pid an epoll instance?  All anon inodes share one inode, so only the
  * link text "anon_inode:[eventpoll]" tells. */

@@ -93,11 +93,17 @@ static uint32_t adopt(int epfd, struct ef_fd *e)
 
 /* --------------------------------------------------------------- reports */
 
-static int same_file(int pid, int fd, const struct ef_target *t)
+/* Is fd of pid (its link text already read) the file the change recorded?
+ * An anon inode (eventfd, timerfd, epoll, signalfd...) is told by its link
+ * text, not its inode: all of them share one. */
+static int same_file(int pid, int fd, const char *link, const struct ef_target *t,
+                     const char *anon)
 {
     struct stat st;
-    return t->valid && ef_procfs_fd_stat(pid, fd, &st) == 0 && st.st_dev == t->dev &&
-           st.st_ino == t->ino;
+    if (!t->valid || ef_procfs_fd_stat(pid, fd, &st) != 0 || st.st_dev != t->dev ||
+        st.st_ino != t->ino)
+        return 0;
+    return (t->mode & S_IFMT) != 0 || !strcmp(link, anon);
 }
 
 /* Name the registered fd: from the modifier's fd if it is alive, else from
@@ -106,17 +112,23 @@ static void describe_target(const struct ef_change *c, char *out, size_t len)
 {
     out[0] = 0;
     const struct ef_target *t = &c->target;
+    char anon[sizeof t->anon];
+    ef_fmt(anon, sizeof anon, "%.*s", (int)sizeof anon - 1, t->anon); /* shared: bounded */
     int pids[2] = {c->pid, ef_self.pid};
     for (int k = 0; k < 2; k++) {
         if (k == 0 && c->pid != ef_self.pid && !ef_procfs_pid_exists(c->pid))
             continue;
         int pid = pids[k] == ef_self.pid ? 0 : pids[k];
-        if (ef_procfs_fd_link(pid, c->fd, out, len) > 0 && same_file(pid, c->fd, t))
+        if (ef_procfs_fd_link(pid, c->fd, out, len) > 0 && same_file(pid, c->fd, out, t, anon))
             return;
         out[0] = 0;
     }
     if (!t->valid)
         return;
+    if ((t->mode & S_IFMT) == 0 && anon[0]) {
+        ef_fmt(out, len, "%s", anon);
+        return;
+    }
     if (S_ISSOCK(t->mode))
         ef_fmt(out, len, "socket:[%llu]", (unsigned long long)t->ino);
     else if (S_ISFIFO(t->mode))
@@ -287,6 +299,9 @@ static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_ev
     struct ef_local *l = ef_local_at(idx);
     struct stat st;
     int have = fstat(fd, &st) == 0;
+    char anon[sizeof ((struct ef_target *)0)->anon] = "";
+    if (have && (st.st_mode & S_IFMT) == 0)
+        ef_procfs_fd_link(0, fd, anon, sizeof anon); /* which anon inode: its kind */
     struct ef_interest it;
     int reg = ef_interest_find(fd, t, idx, &it);
     uint64_t now = ef_realtime_ns();
@@ -312,6 +327,7 @@ static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_ev
         c->target.dev = st.st_dev;
         c->target.ino = st.st_ino;
         c->target.rdev = st.st_rdev;
+        memcpy(c->target.anon, anon, sizeof anon);
     }
     atomic_store_explicit(&c->seq, g, memory_order_seq_cst);
     uint64_t prev = g - 1;

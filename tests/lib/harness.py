@@ -24,6 +24,28 @@ LAUNCHER = os.path.join(ROOT, "scripts", "epollfork")
 
 CASES = []          # (name, fn)
 
+_public = {}
+
+
+def public_copy(path):
+    """A copy of path in a directory every user can read (mode 0755, file
+    0644), for programs that drop privileges and then load or exec it (uWSGI
+    re-execs itself as nobody): a checkout under a 0700 directory such as
+    /root must not make them fail.  One copy per run, removed at exit."""
+    if path in _public:
+        return _public[path]
+    if not _public.get("_dir"):
+        d = tempfile.mkdtemp(prefix="epf-public-")
+        os.chmod(d, 0o755)
+        _public["_dir"] = d
+        import atexit
+        atexit.register(shutil.rmtree, d, True)
+    dest = os.path.join(_public["_dir"], "%d-%s" % (len(_public), os.path.basename(path)))
+    shutil.copy2(path, dest)
+    os.chmod(dest, 0o755 if os.access(path, os.X_OK) else 0o644)
+    _public[path] = dest
+    return dest
+
 
 class Fail(Exception):
     pass

@@ -240,7 +240,7 @@ class Box:
         e = {k: v for k, v in os.environ.items() if not k.startswith("EPOLLFORK_") and k not in SCRUB}
         e["EPF_REAL_TAG"] = self.tag
         if shim:
-            e["LD_PRELOAD"] = harness.LIB
+            e["LD_PRELOAD"] = harness.public_copy(harness.LIB)  # readable as nobody
             e["EPOLLFORK_FORMAT"] = "json"
             e["EPOLLFORK_LOG"] = os.path.join(self.eflog, "log.%p")
         if extra:
