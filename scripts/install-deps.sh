@@ -38,5 +38,6 @@ if [ ! -e "$policy" ]; then
     trap '[ -n "$ours" ] && $SUDO rm -f "$policy"' EXIT
 fi
 # An old package index may name versions the mirror no longer has: refresh it.
-$SUDO apt-get update -qq >&2 || true
-$SUDO apt-get install -y -qq --no-install-recommends $missing >&2
+# Another apt run (a parallel job) holds the lock for a while: wait for it.
+$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq >&2 || true
+$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends $missing >&2

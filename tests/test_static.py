@@ -207,6 +207,10 @@ def _():
         check(r.stdout.strip() == "epollfork " + ver, "installed launcher says %r" % r.stdout)
     finally:
         shutil.rmtree(d, ignore_errors=True)
+    for page in ("epollfork.1", "epollfork.7"):
+        with open(os.path.join(ROOT, "man", page)) as f:
+            th = f.read().split(".TH ", 1)[1].split("\n", 1)[0]
+        check('"epollfork %s"' % ver in th, "man/%s says %r" % (page, th))
     src = os.path.join(BUILD, "tests", "print_version.c")
     os.makedirs(os.path.dirname(src), exist_ok=True)
     with open(src, "w") as f:
