@@ -28,8 +28,15 @@ VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p'
 LIB := $(BUILD)/libepollfork.so
 DEPS_STAMP := $(BUILD)/.deps
 
+# epollfork-ps (src/tools/): reads running processes from /proc; links only the
+# standalone procfs layer of the shim, never its internals (src/ef.h).
+PS := $(BUILD)/epollfork-ps
+PS_SRCS := src/tools/epollfork_ps.c src/tools/ps_scan.c src/tools/ps_judge.c \
+           src/tools/ps_out.c src/procfs.c
+PS_HDRS := src/tools/ps.h src/procfs.h include/epollfork_version.h
+
 .PHONY: all deps test test-real demo bench clean cppcheck options install uninstall version
-all: $(LIB)
+all: $(LIB) $(PS)
 
 version:
 	@echo $(VERSION)
@@ -68,6 +75,10 @@ $(BUILD)/asan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map |
 	    -fno-omit-frame-pointer -shared -Wl,--version-script=src/exports.map \
 	    -o $@ $(LIB_SRCS) $(ASM_SRCS) -ldl -lpthread
 
+$(PS): $(PS_SRCS) $(PS_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=gnu11 -g $(WARN) -Iinclude -Isrc -Isrc/tools -o $@ $(PS_SRCS)
+
 options: $(LIB)
 	@$(CC) $(CFLAGS_COMMON) -o $(BUILD)/print-options tests/unit/print_options.c $(CORE_SRCS) -ldl -lpthread
 	@$(BUILD)/print-options
@@ -90,6 +101,9 @@ cppcheck:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	    --inline-suppr --std=c11 -Iinclude -Isrc -D__x86_64__ -D__linux__ \
 	    --suppress=missingIncludeSystem $(LIB_SRCS)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	    --inline-suppr --std=c11 -Iinclude -Isrc -Isrc/tools -D__x86_64__ -D__linux__ \
+	    --suppress=missingIncludeSystem $(PS_SRCS)
 
 # `make install PREFIX=/usr/local DESTDIR=`: the launcher finds the library at
 # ../lib/epollfork/ from its own directory, so the two must stay together.
@@ -99,20 +113,22 @@ DESTDIR ?=
 INST := $(DESTDIR)$(PREFIX)
 TOOLS := epollfork epollfork-report epollfork-symbolize
 INSTALLED := $(INST)/lib/epollfork/libepollfork.so $(addprefix $(INST)/bin/,$(TOOLS)) \
+             $(INST)/bin/epollfork-ps $(INST)/share/man/man1/epollfork-ps.1 \
              $(INST)/include/epollfork.h $(INST)/include/epollfork_version.h \
              $(INST)/share/man/man7/epollfork.7 \
              $(addprefix $(INST)/share/man/man1/,$(addsuffix .1,$(TOOLS)))
 
-install: $(LIB)
+install: $(LIB) $(PS)
 	install -d $(INST)/lib/epollfork $(INST)/bin $(INST)/include \
 	    $(INST)/share/man/man1 $(INST)/share/man/man7
 	install -m 755 $(LIB) $(INST)/lib/epollfork/libepollfork.so
 	install -m 755 $(addprefix scripts/,$(TOOLS)) $(INST)/bin/
+	install -m 755 $(PS) $(INST)/bin/epollfork-ps
 	sed 's/@EPOLLFORK_VERSION@/$(VERSION)/' scripts/epollfork > $(INST)/bin/epollfork
 	install -m 644 include/epollfork.h include/epollfork_version.h $(INST)/include/
 	install -m 644 man/epollfork.1 $(INST)/share/man/man1/
 	install -m 644 man/epollfork.7 $(INST)/share/man/man7/
-	for t in epollfork-report epollfork-symbolize; do \
+	for t in epollfork-report epollfork-symbolize epollfork-ps; do \
 	    echo '.so man1/epollfork.1' > $(INST)/share/man/man1/$$t.1; chmod 644 $(INST)/share/man/man1/$$t.1; done
 
 uninstall:
