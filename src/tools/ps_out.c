@@ -361,24 +361,40 @@ static void table_inst(FILE *f, const struct ps_ctx *c, size_t ii)
             for (size_t i = 0; i < nw; i++)
                 fprintf(f, "%sthread %d in %s", i ? ", " : "", w[i]->tid, ps_wait_name(w[i]->nr));
             if (c->o->watch) {
+                const struct ps_wait *now_w[64];
+                size_t shown = nw;
+                memcpy(now_w, w, nw * sizeof *w);
                 ns = waits_for(c, p, (int)ii, 1, w, 64);
-                for (size_t i = 0; i < ns; i++)
-                    fprintf(f, "%sthread %d seen in %s", i || nw ? ", " : "", w[i]->tid,
-                            ps_wait_name(w[i]->nr));
+                for (size_t i = 0; i < ns; i++) {
+                    int dup = 0; /* waiting now too: said already */
+                    for (size_t j = 0; j < nw; j++)
+                        dup |= now_w[j]->tid == w[i]->tid;
+                    if (!dup)
+                        fprintf(f, "%sthread %d seen in %s", shown++ ? ", " : "", w[i]->tid,
+                                ps_wait_name(w[i]->nr));
+                }
             }
             if (!nw && !ns)
                 fputs("-", f);
         }
         putc('\n', f);
     }
+    int evw = 6, dw = 4; /* column widths: the widest cell */
+    for (size_t i = 0; i < in->nents; i++) {
+        char ev[256];
+        int n = (int)ps_events_str(in->ents[i].t.events, ev, sizeof ev);
+        int d = snprintf(NULL, 0, "0x%llx", (unsigned long long)in->ents[i].t.data);
+        evw = n > evw ? n : evw;
+        dw = d > dw ? d : dw;
+    }
     if (in->nents)
-        fprintf(f, "  %-8s %-32s %-18s %s\n", "TFD", "EVENTS", "DATA", "TARGET");
+        fprintf(f, "  %-8s %-*s %-*s %s\n", "TFD", evw, "EVENTS", dw, "DATA", "TARGET");
     for (size_t i = 0; i < in->nents; i++) {
         const struct ps_entry *e = &in->ents[i];
         char ev[256], data[32];
         ps_events_str(e->t.events, ev, sizeof ev);
         snprintf(data, sizeof data, "0x%llx", (unsigned long long)e->t.data);
-        fprintf(f, "  %-8d %-32s %-18s ", e->t.tfd, ev, data);
+        fprintf(f, "  %-8d %-*s %-*s ", e->t.tfd, evw, ev, dw, data);
         ps_text_str(f, ps_at(c, e->target));
         if (e->stale == 1)
             fputs("  [STALE]", f);

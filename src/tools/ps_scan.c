@@ -537,6 +537,11 @@ static int cmp_ref_pidfd(const void *a, const void *b)
     return (x->fd > y->fd) - (x->fd < y->fd);
 }
 
+static int cmp_inst(const void *a, const void *b)
+{
+    return cmp_ref_pidfd(&((const struct ps_inst *)a)->refs[0], &((const struct ps_inst *)b)->refs[0]);
+}
+
 static void add_inst(struct ps_ctx *c, const struct ps_ref *refs, size_t n, int alone)
 {
     struct ps_inst *in = PS_PUSH(c->insts, c->ninsts);
@@ -640,6 +645,11 @@ void ps_group(struct ps_ctx *c)
     }
     free(refs);
     free(tmp);
+    /* in the order of their first holder (pid, fd), for the output */
+    qsort(c->insts, c->ninsts, sizeof *c->insts, cmp_inst);
+    for (size_t i = 0; i < c->ninsts; i++)
+        for (size_t k = 0; k < c->insts[i].nrefs; k++)
+            ps_fd_of(&c->procs[c->insts[i].refs[k].proc], c->insts[i].refs[k].fd)->inst = (int)i;
     /* every instance's entries, read once through its first fd */
     for (size_t i = 0; i < c->ninsts; i++) {
         struct ps_inst *in = &c->insts[i];

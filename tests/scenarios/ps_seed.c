@@ -15,6 +15,10 @@
  *          processes wait on one list
  *   own    the child closes the inherited instance, makes its own with the
  *          same pipe in it and waits on that: two instances, nothing shared
+ *   churn  the child edits the shared list while the parent waits on it, in
+ *          a loop of 100 ms steps: ADD a second pipe, wait on the instance
+ *          (100 ms timeout), DEL it, sleep (for --watch: entries appear and
+ *          vanish, and the child is seen waiting only now and then)
  * Built static as well (tests/test_ps.py): a program the shim never sees.
  */
 #define _GNU_SOURCE
@@ -67,6 +71,19 @@ int main(int argc, char **argv)
             die("write");
         if (!strcmp(mode, "both") || !strcmp(mode, "own"))
             wait_forever(ep);
+        if (!strcmp(mode, "churn")) {
+            struct epoll_event ev2 = {.events = EPOLLIN | EPOLLET, .data.u64 = 0xc0ffee}, out;
+            for (;;) {
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, idle[0], &ev2))
+                    die("churn ADD");
+                usleep(100000);
+                if (epoll_wait(ep, &out, 1, 100) < 0)
+                    die("churn wait");
+                if (epoll_ctl(ep, EPOLL_CTL_DEL, idle[0], NULL))
+                    die("churn DEL");
+                usleep(100000);
+            }
+        }
         char b;
         for (;;)
             if (read(idle[0], &b, 1) <= 0)
