@@ -356,6 +356,14 @@ int ef_procfs_fd_links(int pid, ef_procfs_link_cb cb, void *arg)
             if (fd < 0)
                 continue;
             ssize_t k = readlinkat(dfd, d->d_name, link, sizeof link - 1);
+            if (k < 0 && (errno == EACCES || errno == EPERM)) {
+                /* the directory opens but the links do not: the ptrace access
+                 * check refused (e.g. the process has capabilities we lack) */
+                int e = errno;
+                close_fd(dfd);
+                errno = e;
+                return -1;
+            }
             if (k <= 0)
                 continue; /* closed since getdents, or no path (ENAMETOOLONG) */
             link[k] = 0;

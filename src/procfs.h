@@ -84,7 +84,9 @@ int ef_procfs_tasks(int pid, ef_procfs_fd_cb cb, void *arg);
  * getdents64 and readlinkat on one directory fd (~3 us per fd on the project's
  * VM, against ~5-7 us for a readlink of the full path).  An fd closed between
  * the two calls is left out.  0, or -1 with errno when /proc/PID/fd cannot be
- * opened (EACCES: another user, or the process is not dumpable). */
+ * opened or its links cannot be read (EACCES: another user, a process that is
+ * not dumpable, or one with capabilities the reader lacks: the links need
+ * ptrace-read access, the directory does not always). */
 typedef int (*ef_procfs_link_cb)(int fd, const char *link, size_t len, void *arg);
 int ef_procfs_fd_links(int pid, ef_procfs_link_cb cb, void *arg);
 

@@ -146,6 +146,10 @@ struct ps_ctx {
     uint32_t pipefs_dev, sockfs_dev;
     int kcmp_errno;           /* kcmp(2) unusable here: why; 0 when it works */
     size_t uninspected;       /* processes (anywhere) that could not be read */
+    struct {
+        int pid;
+        char comm[64];
+    } unseen[4];              /* the first of them, for the texts */
     size_t gone;              /* processes that exited while we looked */
     char **notes;             /* about the whole run */
     size_t nnotes;
@@ -166,6 +170,8 @@ static inline const char *ps_at(const struct ps_ctx *c, uint32_t off)
 }
 char *ps_fmt(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ps_note(char ***notes, size_t *n, char *msg);
+void ps_uninspected(struct ps_ctx *c, int pid, const char *comm);
+char *ps_unseen_list(const struct ps_ctx *c);
 
 /* ps_scan.c */
 void ps_ctx_init(struct ps_ctx *c, const struct ps_opts *o);

@@ -55,28 +55,6 @@ static void add_finding(struct ps_inst *in, enum ps_finding_kind kind, int tfd, 
     f->detail = detail;
 }
 
-static void drop_findings(struct ps_inst *in, enum ps_finding_kind kind)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < in->nfinds; i++) {
-        if (in->finds[i].kind == kind) {
-            free(in->finds[i].pids);
-            free(in->finds[i].detail);
-        } else {
-            in->finds[k++] = in->finds[i];
-        }
-    }
-    in->nfinds = k;
-}
-
-static int has_finding(const struct ps_inst *in, enum ps_finding_kind kind)
-{
-    for (size_t i = 0; i < in->nfinds; i++)
-        if (in->finds[i].kind == kind)
-            return 1;
-    return 0;
-}
-
 /* ------------------------------------------------------------ identities */
 
 struct ident {
@@ -182,8 +160,11 @@ static void judge_entry(struct ps_ctx *c, int ii, struct ps_entry *e, const stru
             unknown = 1;
         }
     }
-    /* 2. the file at another number in a holder, 3. in anyone else */
-    size_t cnt, lo = ident_range(ix, nix, (uint32_t)e->t.sdev, e->t.ino, &cnt);
+    /* 2. the file at another number in a holder, 3. in anyone else: only
+     * for an entry no holder has at its number (a stale candidate).  Looking
+     * further for every entry would cost a kcmp per same-inode fd of every
+     * holder: all eventfds, timerfds and signalfds share one inode. */
+    size_t cnt = 0, lo = e->nopen_in ? 0 : ident_range(ix, nix, (uint32_t)e->t.sdev, e->t.ino, &cnt);
     for (size_t i = lo; i < lo + cnt; i++) {
         struct ps_proc *p = &c->procs[ix[i].proc];
         int holder = p->mark == ii + 1;
@@ -227,7 +208,7 @@ static void judge_entry(struct ps_ctx *c, int ii, struct ps_entry *e, const stru
     }
     if (e->nopen_in)
         e->stale = 0;
-    else if (unknown || c->uninspected || c->kcmp_errno)
+    else if (unknown || c->kcmp_errno)
         *undecided = 1;
     else
         e->stale = 1;
@@ -251,13 +232,24 @@ static void entry_findings(struct ps_ctx *c, int ii)
                                       e->kept_by[0].pid, ps_proc_by_pid(c, e->kept_by[0].pid)->comm,
                                       e->kept_by[0].fd, e->nkept_by > 1 ? " and others" : "")
                              : ps_fmt("%s", "");
+            /* "no holder" is a claim about every process: say which ones the
+             * kernel would not show us (a process that holds this instance
+             * among them would make it not stale) */
+            char *unseen = ps_unseen_list(c);
+            char *scope = c->uninspected
+                              ? ps_fmt(" (%zu process%s could not be inspected: %s; one of them "
+                                       "holding this instance and the file would make it not stale)",
+                                       c->uninspected, c->uninspected == 1 ? "" : "es", unseen)
+                              : ps_fmt("%s", "");
             add_finding(in, F_STALE, e->t.tfd, pids, np,
                         ps_fmt("entry tfd %d (%s, %s, data 0x%llx): no holder of this instance has "
                                "that file open at any fd number, so its events reach processes "
-                               "that cannot EPOLL_CTL_DEL it%s",
+                               "that cannot EPOLL_CTL_DEL it%s%s",
                                e->t.tfd, ps_at(c, e->target), ev, (unsigned long long)e->t.data,
-                               kept));
+                               kept, scope));
             free(kept);
+            free(unseen);
+            free(scope);
         }
         for (size_t k = 0; k < e->nreused_in; k++) {
             struct ps_proc *p = ps_proc_by_pid(c, e->reused_in[k]);
@@ -472,25 +464,29 @@ static void late_processes(struct ps_ctx *c)
             st.state == 'X')
             continue; /* gone, a kernel thread or a zombie: holds nothing */
         int readable = ef_procfs_fd_links(a.v[i], on_late_link, &fds) == 0 || errno == ENOENT;
+        if (!readable) { /* it might hold anything: the stale texts name it */
+            ps_uninspected(c, a.v[i], st.comm);
+            free(fds.v);
+            continue;
+        }
         for (size_t ii = 0; ii < c->ninsts; ii++) {
             struct ps_inst *in = &c->insts[ii];
-            if (!has_finding(in, F_STALE))
-                continue;
-            int holds = !readable;
-            for (size_t k = 0; k < fds.n && !holds; k++) {
+            int any = 0;
+            for (size_t e = 0; e < in->nents; e++)
+                any |= in->ents[e].stale == 1;
+            int holds = 0;
+            for (size_t k = 0; k < fds.n && any && !holds; k++) {
                 int r = ef_procfs_kcmp_file_order(a.v[i], fds.v[k], c->procs[in->refs[0].proc].pid,
                                                   in->refs[0].fd);
                 holds = r == 0 || r == -2; /* the same instance, or we cannot tell */
             }
             if (holds) {
-                drop_findings(in, F_STALE);
                 for (size_t e = 0; e < in->nents; e++)
                     if (in->ents[e].stale == 1)
                         in->ents[e].stale = -1;
                 ps_note(&in->notes, &in->nnotes,
-                        ps_fmt("process %d appeared during the scan and %s: no entry is called "
-                               "stale; run again", a.v[i],
-                               readable ? "holds this instance" : "could not be read"));
+                        ps_fmt("process %d appeared during the scan and holds this instance: no "
+                               "entry is called stale; run again", a.v[i]));
             }
         }
         free(fds.v);
@@ -542,13 +538,8 @@ void ps_judge(struct ps_ctx *c)
                 judge_entry(c, (int)ii, &in->ents[e], ix, nix, &undecided);
             if (undecided)
                 ps_note(&in->notes, &in->nnotes,
-                        c->uninspected
-                            ? ps_fmt("an entry is open in no holder we could read, but %zu "
-                                     "processes could not be inspected: it is not called "
-                                     "stale (run as root)", c->uninspected)
-                            : ps_fmt("an entry is open in no holder we could compare (kcmp "
-                                     "failed): it is not called stale"));
-            entry_findings(c, (int)ii);
+                        ps_fmt("an entry is open in no holder whose fds kcmp could compare: it "
+                               "is not called stale"));
             exec_findings(c, (int)ii);
         }
         if (in->nholders >= 2 || c->o->all || in->nfinds)
@@ -559,23 +550,31 @@ void ps_judge(struct ps_ctx *c)
             c->procs[in->refs[h].proc].mark = 0;
     }
     free(ix);
-    /* re-check what depends on the list not moving under us */
+    /* re-check what depends on the list not moving under us, then write the
+     * entry findings */
     int stale = 0;
     for (size_t ii = 0; ii < c->ninsts; ii++) {
         struct ps_inst *in = &c->insts[ii];
-        if (!has_finding(in, F_STALE) && !has_finding(in, F_REUSED))
-            continue;
-        if (!same_list(c, in)) {
-            drop_findings(in, F_STALE);
-            drop_findings(in, F_REUSED);
+        int flagged = 0;
+        for (size_t e = 0; e < in->nents; e++)
+            flagged |= in->ents[e].stale == 1 || in->ents[e].nreused_in;
+        if (flagged && !same_list(c, in)) {
+            for (size_t e = 0; e < in->nents; e++) {
+                in->ents[e].stale = -1;
+                in->ents[e].nreused_in = 0;
+            }
             ps_note(&in->notes, &in->nnotes,
                     ps_fmt("the list changed while it was read: no entry is called stale or "
                            "reused; run again"));
         }
-        stale |= has_finding(in, F_STALE);
+        for (size_t e = 0; e < in->nents; e++)
+            stale |= in->ents[e].stale == 1;
     }
     if (stale)
         late_processes(c);
+    for (size_t ii = 0; ii < c->ninsts; ii++)
+        if (c->insts[ii].selected && !c->insts[ii].alone)
+            entry_findings(c, (int)ii);
     /* what the output shows of every holder */
     for (size_t ii = 0; ii < c->ninsts; ii++)
         if (ps_inst_shown(c, &c->insts[ii]))

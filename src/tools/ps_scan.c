@@ -177,6 +177,33 @@ void ps_ctx_free(struct ps_ctx *c)
     memset(c, 0, sizeof *c);
 }
 
+void ps_uninspected(struct ps_ctx *c, int pid, const char *comm)
+{
+    if (c->uninspected < sizeof c->unseen / sizeof c->unseen[0]) {
+        c->unseen[c->uninspected].pid = pid;
+        snprintf(c->unseen[c->uninspected].comm, sizeof c->unseen[0].comm, "%s", comm);
+    }
+    c->uninspected++;
+}
+
+/* "1 (init), 77 (agent) and 3 more": the processes that could not be read. */
+char *ps_unseen_list(const struct ps_ctx *c)
+{
+    char *s = ps_fmt("%s", "");
+    size_t shown = sizeof c->unseen / sizeof c->unseen[0];
+    for (size_t i = 0; i < c->uninspected && i < shown; i++) {
+        char *t = ps_fmt("%s%s%d (%s)", s, i ? ", " : "", c->unseen[i].pid, c->unseen[i].comm);
+        free(s);
+        s = t;
+    }
+    if (c->uninspected > shown) {
+        char *t = ps_fmt("%s and %zu more", s, c->uninspected - shown);
+        free(s);
+        s = t;
+    }
+    return s;
+}
+
 /* ------------------------------------------------------------ lookups */
 
 struct ps_proc *ps_proc_by_pid(struct ps_ctx *c, int pid)
@@ -343,7 +370,7 @@ static int read_proc(struct ps_ctx *c, struct ps_proc *p, int listed)
             return asked;
         }
         skip(p, ps_fmt("cannot read /proc/%d/stat: %s", p->pid, strerror(e)));
-        c->uninspected++;
+        ps_uninspected(c, p->pid, "");
         return 1;
     }
     memcpy(p->comm, st.comm, sizeof p->comm);
@@ -377,12 +404,16 @@ static int read_proc(struct ps_ctx *c, struct ps_proc *p, int listed)
                 skip(p, ps_fmt("exited while it was read"));
             return asked;
         }
-        if (e == EACCES || e == EPERM)
+        if ((e == EACCES || e == EPERM) && geteuid() != 0)
             skip(p, ps_fmt("permission denied reading /proc/PID/fd: another user's process, or "
                            "one that is not dumpable (run as root)"));
+        else if (e == EACCES || e == EPERM)
+            skip(p, ps_fmt("permission denied reading /proc/PID/fd, even as root: the kernel's "
+                           "ptrace access check refused (the process has capabilities this one "
+                           "lacks, another user namespace, or a security module)"));
         else
             skip(p, ps_fmt("cannot read /proc/%d/fd: %s", p->pid, strerror(e)));
-        c->uninspected++;
+        ps_uninspected(c, p->pid, p->comm);
         return 1;
     }
     for (size_t i = 1; i < p->nfds; i++)
