@@ -16,11 +16,14 @@
  *   another inode, or kcmp(KCMP_EPOLL_TFD) says so for that exact entry (its
  *   rank among entries with the same number, see ps_read_entries).
  * inherited-through-exec: a holder's fd of the instance has no close-on-exec,
- *   its parent holds the same instance (kcmp), and the two run different
- *   programs (/proc/PID/exe: another inode).  The fd crossed an exec from the
- *   parent's program to the holder's.  When the parent no longer holds it
- *   (haproxy 2.6's `program` children: the master re-creates its poller after
- *   forking them) that cannot be shown, and a note says what can.
+ *   it runs another program than its parent (/proc/PID/exe: another inode),
+ *   and its parent holds the same instance (kcmp), or another holder that is
+ *   not its descendant runs another program than it.  Holders of one
+ *   instance are its creator and what was forked from it, all in one program
+ *   unless an exec kept the fd; fd passing over a unix socket is the other
+ *   way, and /proc cannot tell it apart (the text says so).  When the holder
+ *   is alone (haproxy 2.6's single `program`: the master re-creates its poller
+ *   after forking it) that cannot be shown, and a note says what can.
  *
  * Inode equality is only a filter: two opens of one path, or two eventfds
  * (one anonymous inode for all), share an inode; kcmp decides.
@@ -302,6 +305,17 @@ static int shares_files(struct ps_ctx *c, struct ps_proc *child, struct ps_proc 
     return 0;
 }
 
+/* Is d a descendant of a (by parent pids, as they are now)? */
+static int descends(struct ps_ctx *c, const struct ps_proc *d, const struct ps_proc *a)
+{
+    for (int depth = 0; d && d->ppid > 0 && depth < 4096; depth++) {
+        if (d->ppid == a->pid)
+            return 1;
+        d = ps_proc_by_pid(c, d->ppid);
+    }
+    return 0;
+}
+
 static void exec_findings(struct ps_ctx *c, int ii)
 {
     struct ps_inst *in = &c->insts[ii];
@@ -327,11 +341,39 @@ static void exec_findings(struct ps_ctx *c, int ii)
             add_finding(in, F_EXEC, -1, &p->pid, 1,
                         ps_fmt("process %d (%s, %s) holds this instance at fd %d without "
                                "close-on-exec, and its parent %d (%s, %s), which runs another "
-                               "program, holds it too (fd %d): the instance crossed into another "
-                               "program, by an exec that kept the fd (or by fd passing over a "
-                               "unix socket, which /proc does not tell apart)",
+                               "program, holds it too (fd %d): the instance went through an exec "
+                               "that kept the fd (or was passed over a unix socket, which /proc "
+                               "does not tell apart)",
                                p->pid, p->comm, ps_at(c, p->exe), f->fd, parent->pid, parent->comm,
                                ps_at(c, parent->exe), pfd));
+            continue;
+        }
+        /* Or a holder that is not its descendant runs another program than
+         * it.  Without fd passing, the holders of an instance are its creator
+         * and processes forked from it, all in the creator's program unless
+         * one of them exec'd with the fd open; so two programs mean some exec
+         * kept it.  And p did not make it after an exec of its own, or a
+         * process outside its descendants could not hold it. */
+        struct ps_proc *q = NULL;
+        int qfd = -1;
+        for (size_t k = 0; k < in->nrefs && !q; k++) {
+            struct ps_proc *o = &c->procs[in->refs[k].proc];
+            if (o != p && read_exe(c, o) > 0 && (o->exe_ino != p->exe_ino || o->exe_dev != p->exe_dev) &&
+                !descends(c, o, p)) {
+                q = o;
+                qfd = in->refs[k].fd;
+            }
+        }
+        if (q) {
+            add_finding(in, F_EXEC, -1, &p->pid, 1,
+                        ps_fmt("process %d (%s, %s) holds this instance at fd %d without "
+                               "close-on-exec and runs another program than its parent %d (%s, %s); "
+                               "process %d (%s, %s), not its descendant, holds it too (fd %d) and "
+                               "runs another program than it: the instance went through an exec "
+                               "that kept the fd (or was passed over a unix socket, which /proc "
+                               "does not tell apart)",
+                               p->pid, p->comm, ps_at(c, p->exe), f->fd, parent->pid, parent->comm,
+                               ps_at(c, parent->exe), q->pid, q->comm, ps_at(c, q->exe), qfd));
             continue;
         }
         /* Not provable, but worth a line: it does not use the instance (no
