@@ -93,7 +93,7 @@ test: $(LIB)
 test-real: $(LIB)
 	@sh tests/run.sh real/
 
-bench: $(LIB)
+bench: $(LIB) $(PS)
 	@sh bench/run.sh
 
 cppcheck:

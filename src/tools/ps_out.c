@@ -138,14 +138,15 @@ size_t ps_findings(const struct ps_ctx *c)
 }
 
 struct counts {
-    size_t inspected, selected, skipped, shown, shared;
+    size_t inspected, selected, skipped, shown, shared, fds;
 };
 
 static struct counts count(const struct ps_ctx *c)
 {
-    struct counts k = {0, 0, 0, 0, 0};
+    struct counts k = {0, 0, 0, 0, 0, 0};
     for (size_t i = 0; i < c->nprocs; i++) {
         k.inspected += c->procs[i].state == PROC_INSPECTED;
+        k.fds += c->procs[i].state == PROC_INSPECTED ? c->procs[i].nfds : 0;
         k.selected += c->procs[i].state == PROC_INSPECTED && c->procs[i].selected;
         k.skipped += c->procs[i].state == PROC_SKIPPED && c->procs[i].selected;
     }
@@ -320,9 +321,9 @@ void ps_out_json(FILE *f, struct ps_ctx *c, double elapsed)
     }
     struct counts k = count(c);
     fprintf(f, "{\"kind\":\"summary\",\"version\":\"%s\",\"processes_inspected\":%zu,"
-               "\"selected\":%zu,\"skipped\":%zu,\"uninspected\":%zu,\"instances\":%zu,\"shared\":%zu,"
+               "\"selected\":%zu,\"fds\":%zu,\"skipped\":%zu,\"uninspected\":%zu,\"instances\":%zu,\"shared\":%zu,"
                "\"shown\":%zu,\"findings\":%zu,\"elapsed_ms\":%.1f}\n",
-            EPOLLFORK_VERSION_STRING, k.inspected, k.selected, k.skipped, c->uninspected, c->ninsts, k.shared,
+            EPOLLFORK_VERSION_STRING, k.inspected, k.selected, k.fds, k.skipped, c->uninspected, c->ninsts, k.shared,
             k.shown, ps_findings(c), elapsed * 1000);
 }
 
