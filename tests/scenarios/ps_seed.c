@@ -19,9 +19,13 @@
  *          a loop of 100 ms steps: ADD a second pipe, wait on the instance
  *          (100 ms timeout), DEL it, sleep (for --watch: entries appear and
  *          vanish, and the child is seen waiting only now and then)
+ * ps_seed MODE FIFO [NAME]: the registered file is the FIFO at path FIFO
+ * (opened O_RDWR, so that the open does not block) instead of a pipe, and the
+ * command name becomes NAME: names with any bytes in them, for the output.
  * Built static as well (tests/test_ps.py): a program the shim never sees.
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +54,13 @@ int main(int argc, char **argv)
     int p[2], sync[2], idle[2];
     if (pipe(p) || pipe(sync) || pipe(idle))
         die("pipe");
+    if (argc > 2) { /* the FIFO takes the pipe's place (and number) */
+        close(p[0]);
+        if (open(argv[2], O_RDWR | O_NONBLOCK) != p[0])
+            die("open FIFO");
+    }
+    if (argc > 3 && prctl(PR_SET_NAME, argv[3]))
+        die("PR_SET_NAME");
     int ep = epoll_create1(EPOLL_CLOEXEC);
     struct epoll_event ev = {.events = EPOLLIN, .data.fd = p[0]};
     if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev))
