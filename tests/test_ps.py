@@ -424,6 +424,19 @@ def _():
               sorted([par, child]), "counted the waits seen: %r" % f)
 
 
+@case("ps/watch-holder-leaves")
+def _():
+    with Scenario([build("ps_seed.c"), "leave"]) as s:
+        par, ep = s["parent"], s["ep"]
+        wait_in_epoll(par)
+        rc, objs, _, _ = ps("--json", "--watch=1.2", "--tree", str(par))
+        ch = [(c["change"], c["instance"]) for c in objs if c["kind"] == "change"]
+        check(ch == [("unshared", "%d:%d" % (par, ep))], "one change, unshared: %r" % ch)
+        check(rc == 0 and insts(objs) == [], "not shared at the end: nothing shown: %s" % show(objs))
+        check(os.path.exists("/proc/%d/fd/%d" % (par, ep)) and not
+              os.path.exists("/proc/%d/fd/%d" % (s["child"], ep)), "the kernel: only the parent holds it")
+
+
 @case("ps/watch-quiet-instance-silent")
 def _():
     with Scenario([build("ps_seed.c"), "fork"]) as s:

@@ -214,12 +214,15 @@ static int revalidate(struct watch_out *o, struct watched *w)
                 w->refs[0] = anchor;
             }
         free(same);
-        return 1;
+        same = NULL;
+        for (size_t b = 1; b < k; b++)
+            if (w->refs[b].pid != anchor.pid)
+                return 1;
+        break; /* the fds left are one process's (dup'ed): not shared */
     }
     free(same);
     change_head(o, w, "unshared");
-    fputs(o->json ? "}\n" : " no two of its fds are one instance any more: no longer followed\n",
-          o->f);
+    fputs(o->json ? "}\n" : " no two processes hold it any more: no longer followed\n", o->f);
     w->live = 0;
     return 0;
 }

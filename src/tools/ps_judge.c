@@ -225,11 +225,11 @@ static void entry_findings(struct ps_ctx *c, int ii)
         char ev[256];
         ps_events_str(e->t.events, ev, sizeof ev);
         if (e->stale == 1) {
-            int pids[64] = {0}; /* the holders: the ghost's events reach them */
+            int *pids = NULL; /* the holders: the ghost's events reach them */
             size_t np = 0;
-            for (size_t h = 0; h < in->nrefs && np < 64; h++)
+            for (size_t h = 0; h < in->nrefs; h++)
                 if (!h || in->refs[h].proc != in->refs[h - 1].proc)
-                    pids[np++] = c->procs[in->refs[h].proc].pid;
+                    *PS_PUSH(pids, np) = c->procs[in->refs[h].proc].pid;
             char *kept = e->nkept_by
                              ? ps_fmt("; it is kept open by process %d (%s) at fd %d%s",
                                       e->kept_by[0].pid, ps_proc_by_pid(c, e->kept_by[0].pid)->comm,
@@ -253,6 +253,7 @@ static void entry_findings(struct ps_ctx *c, int ii)
             free(kept);
             free(unseen);
             free(scope);
+            free(pids);
         }
         for (size_t k = 0; k < e->nreused_in; k++) {
             struct ps_proc *p = ps_proc_by_pid(c, e->reused_in[k]);
@@ -422,7 +423,7 @@ static void shared_waited(struct ps_ctx *c, int ii)
     struct ps_inst *in = &c->insts[ii];
     if (in->nholders < 2)
         return;
-    int pids[64] = {0};
+    int *pids = NULL;
     size_t np = 0;
     char *what = ps_fmt("%s", "");
     for (size_t h = 0; h < in->nrefs; h++) {
@@ -433,8 +434,7 @@ static void shared_waited(struct ps_ctx *c, int ii)
         int now = waits_on(p, ii, 0, &w);
         if (!now && !waits_on(p, ii, 1, &w))
             continue;
-        if (np < 64)
-            pids[np++] = p->pid;
+        *PS_PUSH(pids, np) = p->pid;
         char *s = ps_fmt("%s%s%d (%s) thread %d in %s on fd %d%s", what, *what ? ", " : "",
                          p->pid, p->comm, w->tid, ps_wait_name(w->nr), w->epfd,
                          now ? "" : " (seen during --watch)");
@@ -446,6 +446,7 @@ static void shared_waited(struct ps_ctx *c, int ii)
                     ps_fmt("%zu processes hold this instance and %zu of them wait on it: %s",
                            in->nholders, np, what));
     free(what);
+    free(pids);
 }
 
 /* ------------------------------------------------------------ re-checks */

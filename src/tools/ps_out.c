@@ -157,28 +157,29 @@ static struct counts count(const struct ps_ctx *c)
     return k;
 }
 
-/* The holder's fds in instance ii, and their close-on-exec flags. */
+/* The holder's fds in the instance (refs from index h on); *out is malloc'd. */
 static size_t holder_fds(const struct ps_ctx *c, const struct ps_inst *in, size_t h,
-                         const struct ps_fd **out, size_t max)
+                         const struct ps_fd ***out)
 {
     size_t n = 0;
     const struct ps_proc *p = &c->procs[in->refs[h].proc];
-    for (size_t k = h; k < in->nrefs && in->refs[k].proc == in->refs[h].proc && n < max; k++)
-        out[n++] = ps_fd_of(p, in->refs[k].fd);
+    *out = NULL;
+    for (size_t k = h; k < in->nrefs && in->refs[k].proc == in->refs[h].proc; k++)
+        *PS_PUSH(*out, n) = ps_fd_of(p, in->refs[k].fd);
     return n;
 }
 
-/* Threads of p waiting on instance in (ii) now (seen = 0) or during --watch. */
-static size_t waits_for(const struct ps_ctx *c, const struct ps_proc *p, int ii, int seen,
-                        const struct ps_wait **out, size_t max)
+/* Threads of p waiting on instance ii now (seen = 0) or during --watch;
+ * *out is malloc'd (a thread pool can have hundreds). */
+static size_t waits_for(const struct ps_proc *p, int ii, int seen, const struct ps_wait ***out)
 {
     const struct ps_wait *v = seen ? p->seen : p->waits;
     size_t n = seen ? p->nseen : p->nwaits, k = 0;
-    (void)c;
-    for (size_t i = 0; i < n && k < max; i++) {
+    *out = NULL;
+    for (size_t i = 0; i < n; i++) {
         const struct ps_fd *f = ps_fd_of(p, v[i].epfd);
         if (f && f->kind == FK_EPOLL && f->inst == ii)
-            out[k++] = &v[i];
+            *PS_PUSH(*out, k) = &v[i];
     }
     return k;
 }
@@ -210,9 +211,9 @@ static void json_inst(FILE *f, const struct ps_ctx *c, size_t ii, int id)
         if (h && in->refs[h].proc == in->refs[h - 1].proc)
             continue;
         const struct ps_proc *p = &c->procs[in->refs[h].proc];
-        const struct ps_fd *fds[64];
-        const struct ps_wait *w[64];
-        size_t nf = holder_fds(c, in, h, fds, 64);
+        const struct ps_fd **fds;
+        const struct ps_wait **w;
+        size_t nf = holder_fds(c, in, h, &fds);
         fprintf(f, "%s{\"pid\":%d,\"comm\":", first ? "" : ",", p->pid);
         first = 0;
         ps_json_str(f, p->comm);
@@ -229,8 +230,9 @@ static void json_inst(FILE *f, const struct ps_ctx *c, size_t ii, int id)
             fprintf(f, "%s%s", k ? "," : "",
                     fds[k]->cloexec < 0 ? "null" : fds[k]->cloexec ? "true" : "false");
         fputs("],\"waiting\":", f);
+        free(fds);
         if (p->waits_read == 1) {
-            size_t nw = waits_for(c, p, (int)ii, 0, w, 64);
+            size_t nw = waits_for(p, (int)ii, 0, &w);
             putc('[', f);
             for (size_t k = 0; k < nw; k++)
                 fprintf(f, "%s%d", k ? "," : "", w[k]->tid);
@@ -239,15 +241,17 @@ static void json_inst(FILE *f, const struct ps_ctx *c, size_t ii, int id)
                 fprintf(f, "%s{\"tid\":%d,\"call\":\"%s\",\"fd\":%d}", k ? "," : "", w[k]->tid,
                         ps_wait_name(w[k]->nr), w[k]->epfd);
             putc(']', f);
+            free(w);
         } else {
             fputs("null,\"waits\":null", f);
         }
         if (c->o->watch) {
-            size_t nw = waits_for(c, p, (int)ii, 1, w, 64);
+            size_t nw = waits_for(p, (int)ii, 1, &w);
             fputs(",\"seen_waiting\":[", f);
             for (size_t k = 0; k < nw; k++)
                 fprintf(f, "%s%d", k ? "," : "", w[k]->tid);
             putc(']', f);
+            free(w);
         }
         putc('}', f);
     }
@@ -342,9 +346,9 @@ static void table_inst(FILE *f, const struct ps_ctx *c, size_t ii)
         if (h && in->refs[h].proc == in->refs[h - 1].proc)
             continue;
         const struct ps_proc *p = &c->procs[in->refs[h].proc];
-        const struct ps_fd *fds[64];
-        const struct ps_wait *w[64];
-        size_t nf = holder_fds(c, in, h, fds, 64);
+        const struct ps_fd **fds;
+        const struct ps_wait **w, **now_w;
+        size_t nf = holder_fds(c, in, h, &fds);
         char cell[256];
         size_t k = 0;
         cell[0] = 0;
@@ -353,19 +357,19 @@ static void table_inst(FILE *f, const struct ps_ctx *c, size_t ii)
                                   fds[i]->cloexec == 0 ? " (no O_CLOEXEC)" : "");
         fprintf(f, "  %-8d ", p->pid);
         ps_text_str(f, p->comm);
+        free(fds);
         fprintf(f, "%*s %-24s ", (int)(16 - (strlen(p->comm) < 16 ? strlen(p->comm) : 16)), "",
                 cell);
         if (p->waits_read != 1) {
             fputs("unknown (no permission to read its threads)", f);
         } else {
-            size_t nw = waits_for(c, p, (int)ii, 0, w, 64), ns = 0;
+            size_t nw = waits_for(p, (int)ii, 0, &now_w), ns = 0;
             for (size_t i = 0; i < nw; i++)
-                fprintf(f, "%sthread %d in %s", i ? ", " : "", w[i]->tid, ps_wait_name(w[i]->nr));
+                fprintf(f, "%sthread %d in %s", i ? ", " : "", now_w[i]->tid,
+                        ps_wait_name(now_w[i]->nr));
             if (c->o->watch) {
-                const struct ps_wait *now_w[64];
                 size_t shown = nw;
-                memcpy(now_w, w, nw * sizeof *w);
-                ns = waits_for(c, p, (int)ii, 1, w, 64);
+                ns = waits_for(p, (int)ii, 1, &w);
                 for (size_t i = 0; i < ns; i++) {
                     int dup = 0; /* waiting now too: said already */
                     for (size_t j = 0; j < nw; j++)
@@ -374,7 +378,9 @@ static void table_inst(FILE *f, const struct ps_ctx *c, size_t ii)
                         fprintf(f, "%sthread %d seen in %s", shown++ ? ", " : "", w[i]->tid,
                                 ps_wait_name(w[i]->nr));
                 }
+                free(w);
             }
+            free(now_w);
             if (!nw && !ns)
                 fputs("-", f);
         }

@@ -15,6 +15,8 @@
  *          processes wait on one list
  *   own    the child closes the inherited instance, makes its own with the
  *          same pipe in it and waits on that: two instances, nothing shared
+ *   leave  the child closes its copy of the instance after 500 ms: the
+ *          instance stops being shared while --watch looks
  *   churn  the child edits the shared list while the parent waits on it, in
  *          a loop of 100 ms steps: ADD a second pipe, wait on the instance
  *          (100 ms timeout), DEL it, sleep (for --watch: entries appear and
@@ -82,6 +84,10 @@ int main(int argc, char **argv)
             die("write");
         if (!strcmp(mode, "both") || !strcmp(mode, "own"))
             wait_forever(ep);
+        if (!strcmp(mode, "leave")) {
+            usleep(500000);
+            close(ep);
+        }
         if (!strcmp(mode, "churn")) {
             struct epoll_event ev2 = {.events = EPOLLIN | EPOLLET, .data.u64 = 0xc0ffee}, out;
             for (;;) {
