@@ -7,7 +7,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh gcc make pkg-config libunwind-dev python3 binutils cppcheck \
-    libuv1-dev libevent-dev libev-dev strace python3-gevent man-db groff-base
+    libuv1-dev libevent-dev libev-dev strace python3-gevent man-db groff-base \
+    libc6-dev util-linux
 # the real programs of tests/test_real.py (each case also asks for its own)
 sh scripts/install-deps.sh redis-server redis-tools nginx memcached lighttpd haproxy php8.2-fpm \
     uwsgi-core uwsgi-plugin-python3 apache2 python3-twisted python3-tornado nodejs

@@ -527,6 +527,19 @@ def _():
         os.rmdir(d)
 
 
+@case("ps/procfs-parsers-take-only-well-formed-lines")
+def _():
+    """tests/unit/ps_parse.c, built with ASan+UBSan against src/procfs.c: the
+    kernel's lines parse, cut or overflowing ones are refused, random bytes
+    are never read past their length."""
+    exe = build(os.path.join(ROOT, "tests", "unit", "ps_parse.c"), out="ps_parse",
+                flags=["-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+                       "-I" + os.path.join(ROOT, "src"), os.path.join(ROOT, "src", "procfs.c")])
+    r = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+    check(r.returncode == 0 and "all checks passed" in r.stdout, "ps_parse: rc %d\n%s%s"
+          % (r.returncode, r.stdout, r.stderr[-4000:]))
+
+
 # ------------------------------------------------------------ scale
 
 @case("ps/scale-200-processes-grouped-exactly")
