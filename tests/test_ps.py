@@ -540,6 +540,48 @@ def _():
           % (r.returncode, r.stdout, r.stderr[-4000:]))
 
 
+@case("ps/sanitized-build-over-every-scenario")
+def _():
+    """epollfork-ps built with ASan+UBSan (-Werror), run in every output mode
+    over all the scenarios at once, as root and as nobody: no sanitizer
+    report, and the same findings as the shipped build."""
+    exe = os.path.join(BUILD, "tests", "epollfork-ps-asan")
+    srcs = [os.path.join(ROOT, "src", "tools", f) for f in
+            ("epollfork_ps.c", "ps_scan.c", "ps_judge.c", "ps_out.c")] + [os.path.join(ROOT, "src", "procfs.c")]
+    r = subprocess.run(["cc", "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined",
+                        "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-Wall", "-Wextra",
+                        "-Werror", "-Wshadow", "-Wno-unused-parameter", "-I" + os.path.join(ROOT, "include"),
+                        "-I" + os.path.join(ROOT, "src"), "-I" + os.path.join(ROOT, "src", "tools"),
+                        "-o", exe] + srcs, capture_output=True, text=True)
+    check(r.returncode == 0, "ASan build: %s" % r.stderr[-3000:])
+    runs = [("ps_seed.c", "both"), ("ps_seed.c", "churn"), ("ps_stale.c", "stale"),
+            ("ps_stale.c", "reused-readd"), ("ps_exec.c", "exec")]
+    scen = [Scenario([build(src), mode]) for src, mode in runs]
+    try:
+        for s in scen:
+            wait_in_epoll(s["parent"])
+        tree = []
+        for s in scen:
+            tree += ["--tree", str(s["parent"])]
+        want = None
+        for prefix in ((), NOBODY if as_root() else ()):
+            for args in ([], ["--all"], ["--json"], ["--json", "--all"], ["--watch=0.4"],
+                         ["--json", "--watch=0.4"]):
+                p = subprocess.run(list(prefix) + [exe] + args + tree, capture_output=True, timeout=60)
+                check(p.returncode in (0, 1) and not p.stderr,
+                      "%s %s: rc %d\n%s" % (" ".join(prefix), args, p.returncode, p.stderr.decode()[-3000:]))
+                if not prefix and args == ["--json"]:
+                    got = sorted(f["kind"] for l in p.stdout.decode().splitlines()
+                                 for o in [json.loads(l)] if o["kind"] == "instance" for f in o["findings"])
+                    _, objs, _, _ = ps("--json", *tree)
+                    want = sorted(f["kind"] for f in findings(objs))
+                    check(got == want and "stale-entry" in got and "inherited-through-exec" in got,
+                          "the sanitized build finds what the shipped one does: %r vs %r" % (got, want))
+    finally:
+        for s in scen:
+            s.stop()
+
+
 # ------------------------------------------------------------ scale
 
 @case("ps/scale-200-processes-grouped-exactly")

@@ -161,8 +161,10 @@ static int cmp_entry_key(const void *a, const void *b)
 static void diff_entries(struct watch_out *o, const struct watched *w, struct ps_entry *a, size_t na,
                          struct ps_entry *b, size_t nb)
 {
-    qsort(a, na, sizeof *a, cmp_entry_key);
-    qsort(b, nb, sizeof *b, cmp_entry_key);
+    if (na) /* qsort of a NULL array is undefined, even of 0 elements */
+        qsort(a, na, sizeof *a, cmp_entry_key);
+    if (nb)
+        qsort(b, nb, sizeof *b, cmp_entry_key);
     size_t i = 0, j = 0;
     while (i < na || j < nb) {
         int c = i == na ? 1 : j == nb ? -1 : cmp_entry_key(&a[i], &b[j]);
@@ -341,7 +343,8 @@ static int run_watch(struct ps_opts *o)
         struct watched *w = &ws[i];
         int target = -1, agree = 1;
         size_t found = 0;
-        qsort(w->refs, w->nrefs, sizeof *w->refs, cmp_where);
+        if (w->nrefs)
+            qsort(w->refs, w->nrefs, sizeof *w->refs, cmp_where);
         for (size_t k = 0; w->live && k < w->nrefs; k++) {
             struct ps_proc *p = ps_proc_by_pid(&c, w->refs[k].pid);
             struct ps_fd *f = p ? ps_fd_of(p, w->refs[k].fd) : NULL;

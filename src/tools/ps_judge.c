@@ -53,7 +53,8 @@ static void add_finding(struct ps_inst *in, enum ps_finding_kind kind, int tfd, 
     f->kind = kind;
     f->tfd = tfd;
     f->pids = ps_alloc(npids, sizeof *f->pids);
-    memcpy(f->pids, pids, npids * sizeof *pids);
+    if (npids)
+        memcpy(f->pids, pids, npids * sizeof *pids);
     f->npids = npids;
     f->detail = detail;
 }
@@ -565,7 +566,8 @@ void ps_judge(struct ps_ctx *c)
                     *PS_PUSH(ix, nix) = (struct ident){p->fds[k].dev, p->fds[k].ino, (int)i,
                                                        p->fds[k].fd};
         }
-        qsort(ix, nix, sizeof *ix, cmp_ident);
+        if (nix)
+            qsort(ix, nix, sizeof *ix, cmp_ident);
     }
     for (size_t i = 0; i < c->nprocs; i++)
         c->procs[i].mark = 0;

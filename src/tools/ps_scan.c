@@ -484,6 +484,10 @@ void ps_scan(struct ps_ctx *c)
         fprintf(stderr, "epollfork-ps: cannot read /proc: %s\n", strerror(errno));
         exit(3);
     }
+    if (!l.n) {
+        fprintf(stderr, "epollfork-ps: /proc lists no process: is it mounted?\n");
+        exit(3);
+    }
     qsort(l.v, l.n, sizeof *l.v, cmp_int);
     for (size_t i = 0; i < l.n; i++)
         add_int(l.v[i], &all);
@@ -677,7 +681,8 @@ void ps_group(struct ps_ctx *c)
     free(refs);
     free(tmp);
     /* in the order of their first holder (pid, fd), for the output */
-    qsort(c->insts, c->ninsts, sizeof *c->insts, cmp_inst);
+    if (c->ninsts)
+        qsort(c->insts, c->ninsts, sizeof *c->insts, cmp_inst);
     for (size_t i = 0; i < c->ninsts; i++)
         for (size_t k = 0; k < c->insts[i].nrefs; k++)
             ps_fd_of(&c->procs[c->insts[i].refs[k].proc], c->insts[i].refs[k].fd)->inst = (int)i;
