@@ -32,7 +32,7 @@ DEPS_STAMP := $(BUILD)/.deps
 # standalone procfs layer of the shim, never its internals (src/ef.h).
 PS := $(BUILD)/epollfork-ps
 PS_SRCS := src/tools/epollfork_ps.c src/tools/ps_scan.c src/tools/ps_judge.c \
-           src/tools/ps_out.c src/procfs.c
+           src/tools/ps_out.c src/tools/ps_util.c src/procfs.c
 PS_HDRS := src/tools/ps.h src/procfs.h include/epollfork_version.h
 
 .PHONY: all deps test test-real demo bench clean cppcheck options install uninstall version

@@ -547,7 +547,7 @@ def _():
     report, and the same findings as the shipped build."""
     exe = os.path.join(BUILD, "tests", "epollfork-ps-asan")
     srcs = [os.path.join(ROOT, "src", "tools", f) for f in
-            ("epollfork_ps.c", "ps_scan.c", "ps_judge.c", "ps_out.c")] + [os.path.join(ROOT, "src", "procfs.c")]
+            ("epollfork_ps.c", "ps_scan.c", "ps_judge.c", "ps_out.c", "ps_util.c")] + [os.path.join(ROOT, "src", "procfs.c")]
     r = subprocess.run(["cc", "-std=gnu11", "-O1", "-g", "-fsanitize=address,undefined",
                         "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-Wall", "-Wextra",
                         "-Werror", "-Wshadow", "-Wno-unused-parameter", "-I" + os.path.join(ROOT, "include"),

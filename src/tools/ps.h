@@ -13,7 +13,8 @@
  *
  * The files: ps_scan.c reads processes and groups epoll fds into instances,
  * ps_judge.c makes the findings, ps_out.c writes the table and the JSON lines,
- * epollfork_ps.c has the options, --watch and the exit status.
+ * epollfork_ps.c has the options, --watch and the exit status, ps_util.c the
+ * memory, the string arena and the context.
  */
 #ifndef EF_PS_H
 #define EF_PS_H
@@ -156,7 +157,7 @@ struct ps_ctx {
     int self;
 };
 
-/* util (ps_scan.c) */
+/* ps_util.c */
 void *ps_alloc(size_t n, size_t size);
 void ps_oom(void) __attribute__((noreturn));
 /* Room for one more element in an array of n: the capacity is implicit (n
@@ -173,13 +174,14 @@ void ps_note(char ***notes, size_t *n, char *msg);
 void ps_uninspected(struct ps_ctx *c, int pid, const char *comm);
 char *ps_unseen_list(const struct ps_ctx *c);
 
-/* ps_scan.c */
 void ps_ctx_init(struct ps_ctx *c, const struct ps_opts *o);
 void ps_ctx_free(struct ps_ctx *c);
+void ps_free_entries(struct ps_entry *e, size_t n);
+
+/* ps_scan.c */
 void ps_scan(struct ps_ctx *c);
 void ps_group(struct ps_ctx *c);
 int ps_read_entries(struct ps_ctx *c, const struct ps_ref *rep, struct ps_entry **out, size_t *n);
-void ps_free_entries(struct ps_entry *e, size_t n);
 void ps_read_waits(struct ps_ctx *c, struct ps_proc *p, struct ps_wait **out, size_t *n);
 struct ps_proc *ps_proc_by_pid(struct ps_ctx *c, int pid);
 struct ps_fd *ps_fd_of(const struct ps_proc *p, int fd);

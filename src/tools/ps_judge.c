@@ -9,9 +9,10 @@
  *   (kcmp(KCMP_EPOLL_TFD) against every holder fd with the entry's inode, and
  *   every holder fd whose inode could not be read).  The file is still open
  *   somewhere (an entry dies with its file's last reference), just not in a
- *   process that could DEL it.  Said only when every process on the host was
- *   inspected, the list did not change while we looked, and no process that
- *   appeared meanwhile holds the instance.
+ *   process that could DEL it.  Said only when the list did not change while
+ *   we looked and no process that appeared meanwhile holds the instance; it
+ *   is a claim about every process, so the text names those that could not
+ *   be inspected (one of them might hold the instance and the file).
  * reused-number: a holder's fd tfd is another file than the registered one:
  *   another inode, or kcmp(KCMP_EPOLL_TFD) says so for that exact entry (its
  *   rank among entries with the same number, see ps_read_entries).
