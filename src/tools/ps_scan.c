@@ -209,6 +209,17 @@ static int read_proc(struct ps_ctx *c, struct ps_proc *p, int listed)
         return asked;
     }
     if (st.state == 'Z' || st.state == 'X') {
+        struct intlist tasks = {0};
+        ef_procfs_tasks(p->pid, add_int, &tasks);
+        free(tasks.v);
+        if (tasks.n > 1) {
+            /* its main thread exited (pthread_exit), the others run on and
+             * hold the files, but /proc/PID/fd reads the main thread's: empty */
+            skip(p, ps_fmt("its main thread has exited: the files its other threads hold are "
+                           "not shown in /proc/PID/fd"));
+            ps_uninspected(c, p->pid, p->comm);
+            return 1;
+        }
         if (asked)
             skip(p, ps_fmt("zombie: it has exited and holds no files"));
         return asked;
