@@ -462,6 +462,8 @@ def _():
         ver = re.search(r'VERSION_STRING "([^"]+)"', f.read()).group(1)
     rc, _, out, _ = ps("--version")
     check(rc == 0 and out.decode().strip() == "epollfork-ps " + ver, "--version: %r" % out)
+    w = subprocess.run([os.path.join(ROOT, "scripts", "epollfork-ps"), "--version"], capture_output=True)
+    check(w.returncode == 0 and w.stdout == out, "scripts/epollfork-ps runs the built program: %r" % w)
     # a pid that does not exist is not a usage error: it is listed as skipped
     rc, objs, _, _ = ps("--json", "4194000")
     sk = [o for o in objs if o["kind"] == "skipped"]
