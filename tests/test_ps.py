@@ -670,6 +670,7 @@ def _():
         wait_for(lambda: len(children(p.pid)) == 2 and all(epoll_fds(w) for w in children(p.pid)),
                  10, "two workers with their epoll")
         workers = children(p.pid)
+        wait_in_epoll(*workers)
         ins = real_listing(p.pid, workers)
         check(len(ins) == 2 and not any(i["shared"] for i in ins), "one instance per worker, none shared")
         for i in ins:
@@ -685,6 +686,7 @@ def _():
                        "--save", "", "--appendonly", "no", "--dir", box.var, "--logfile", "",
                        "--unixsocket", ""], label="redis", shim=False)
         box.wait_port(port, proc=p)
+        wait_in_epoll(p.pid)
         ins = real_listing(p.pid, [p.pid])
         check(any(e["target"].startswith("socket:[") for i in ins for e in i["entries"]), "listener")
 
@@ -720,6 +722,9 @@ def _():
         p = haproxy(box)
         wait_for(lambda: len(children(p.pid)) == 1 and epoll_fds(children(p.pid)[0]) >= 2, 10,
                  "the worker and its pollers")
+        # the master re-creates its poller after the fork (close, then
+        # epoll_create): look once it is back in its loop
+        wait_in_epoll(p.pid, children(p.pid)[0])
         ins = real_listing(p.pid, [p.pid] + children(p.pid))
         check(not any(i["shared"] for i in ins), "none shared: %r" % [i["key"] for i in ins])
 
@@ -735,6 +740,7 @@ def _():
         box.run(cmd, timeout=20, label="memcached", shim=False)
         pid = box.read_pid(pidfile)
         box.wait_port(port)
+        wait_in_epoll(pid)
         ins = real_listing(pid, [pid])
         check(len(ins) >= 5, "a libevent base per thread: %d instances" % len(ins))
 
