@@ -447,6 +447,29 @@ def _():
         check(len(insts(objs)) == 1 and findings(objs) == [], "the instance, no finding")
 
 
+@case("ps/kcmp-filtered-says-so-and-guesses-nothing")
+def _():
+    """Under a seccomp filter that makes kcmp(2) fail with ENOSYS (as some
+    container profiles do), the two holders of the seed's instance cannot be
+    shown to be one instance: each fd is listed alone (identity unknown),
+    a note says why, no finding is made, exit 0."""
+    wrap = build("ps_nokcmp.c")
+    with Scenario([build("ps_seed.c"), "both"]) as s:
+        par, child = s["parent"], s["child"]
+        wait_in_epoll(par, child)
+        rc, objs, _, _ = ps("--json", "--all", "--tree", str(par), prefix=[wrap])
+        notes = [o["message"] for o in objs if o["kind"] == "note"]
+        check(any("kcmp(2) does not work here" in n for n in notes), "the note: %r" % notes)
+        ins = insts(objs)
+        check(rc == 0 and not findings(objs), "no finding without kcmp: rc %d %s" % (rc, show(objs)))
+        check(sorted(i["holders"][0]["pid"] for i in ins) == sorted([par, child]) and
+              all(len(i["holders"]) == 1 and not i["identity_known"] and not i["shared"] for i in ins),
+              "each fd alone, identity unknown: %s" % show(objs))
+        check(all(e["stale"] is None for i in ins for e in i["entries"]), "entries not judged")
+        rc, objs, _, _ = ps("--json", "--tree", str(par))
+        check(rc == 1, "with kcmp the same processes give the finding")
+
+
 # ------------------------------------------------------------ usage, permissions, names
 
 @case("ps/usage-errors-exit-2")
