@@ -31,9 +31,16 @@ VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p'
 
 LIB := $(BUILD)/libepollfork.so
 
+# epollfork-ps (src/tools/): reads running processes from /proc; links only the
+# standalone procfs layer of the shim, never its internals (src/ef.h).
+PS := $(BUILD)/epollfork-ps
+PS_SRCS := src/tools/epollfork_ps.c src/tools/ps_scan.c src/tools/ps_judge.c \
+           src/tools/ps_out.c src/tools/ps_util.c src/procfs.c
+PS_HDRS := src/tools/ps.h src/procfs.h include/epollfork_version.h
+
 .PHONY: all deps check test test-real demo bench clean cppcheck options install uninstall version \
         core-srcs deb fuzz fuzz-run
-all: $(LIB)
+all: $(LIB) $(PS)
 
 version:
 	@echo $(VERSION)
@@ -79,6 +86,10 @@ $(BUILD)/asan/libepollfork.so: $(LIB_SRCS) $(ASM_SRCS) $(HDRS) src/exports.map
 	    -fno-omit-frame-pointer -shared -Wl,--version-script=src/exports.map \
 	    -o $@ $(LIB_SRCS) $(ASM_SRCS) -ldl -lpthread
 
+$(PS): $(PS_SRCS) $(PS_HDRS) | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -std=gnu11 -g $(WARN) -Iinclude -Isrc -Isrc/tools -o $@ $(PS_SRCS)
+
 options: $(LIB)
 	@$(CC) $(CFLAGS_COMMON) -o $(BUILD)/print-options tests/unit/print_options.c $(CORE_SRCS) -ldl -lpthread
 	@$(BUILD)/print-options
@@ -98,7 +109,7 @@ check: $(LIB) $(BUILD)/ubsan/libepollfork.so $(BUILD)/asan/libepollfork.so
 test-real: $(LIB)
 	@sh tests/run.sh real/
 
-bench: $(LIB)
+bench: $(LIB) $(PS)
 	@sh bench/run.sh
 
 # Fuzz targets (libFuzzer + ASan + UBSan, Debian's clang and libclang-rt-14-dev):
@@ -135,6 +146,9 @@ cppcheck:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
 	    --inline-suppr --std=c11 -Iinclude -Isrc -D__x86_64__ -D__linux__ \
 	    --suppress=missingIncludeSystem $(LIB_SRCS)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability,performance \
+	    --inline-suppr --std=c11 -Iinclude -Isrc -Isrc/tools -D__x86_64__ -D__linux__ \
+	    --suppress=missingIncludeSystem $(PS_SRCS)
 
 # `make install PREFIX=/usr/local DESTDIR= LIBDIR=$(PREFIX)/lib`: the library
 # goes to LIBDIR/epollfork/ (a private directory: it is a preload module, not a
@@ -154,15 +168,17 @@ PC_LIBDIR := $(if $(filter $(PREFIX)/%,$(LIBDIR)),$${prefix}/$(patsubst $(PREFIX
 TOOLS := epollfork epollfork-report epollfork-symbolize
 INSTALLED := $(INSTLIB)/epollfork/libepollfork.so $(INSTLIB)/pkgconfig/epollfork.pc \
              $(addprefix $(INST)/bin/,$(TOOLS)) \
+             $(INST)/bin/epollfork-ps $(INST)/share/man/man1/epollfork-ps.1 \
              $(INST)/include/epollfork.h $(INST)/include/epollfork_version.h \
              $(INST)/share/man/man7/epollfork.7 \
              $(addprefix $(INST)/share/man/man1/,$(addsuffix .1,$(TOOLS)))
 
-install: $(LIB)
+install: $(LIB) $(PS)
 	install -d $(INSTLIB)/epollfork $(INSTLIB)/pkgconfig $(INST)/bin $(INST)/include \
 	    $(INST)/share/man/man1 $(INST)/share/man/man7
 	install -m 644 $(LIB) $(INSTLIB)/epollfork/libepollfork.so
 	install -m 755 $(addprefix scripts/,$(TOOLS)) $(INST)/bin/
+	install -m 755 $(PS) $(INST)/bin/epollfork-ps
 	sed -e 's|@EPOLLFORK_VERSION@|$(VERSION)|' -e 's|@EPOLLFORK_PRELOAD_FROM_BIN@|$(PRELOAD_FROM_BIN)|' \
 	    -e 's|@EPOLLFORK_PRELOAD@|$(PRELOAD)|' scripts/epollfork > $(INST)/bin/epollfork
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(PC_LIBDIR)|' -e 's|@VERSION@|$(VERSION)|' \
@@ -171,7 +187,7 @@ install: $(LIB)
 	install -m 644 include/epollfork.h include/epollfork_version.h $(INST)/include/
 	install -m 644 man/epollfork.1 $(INST)/share/man/man1/
 	install -m 644 man/epollfork.7 $(INST)/share/man/man7/
-	for t in epollfork-report epollfork-symbolize; do \
+	for t in epollfork-report epollfork-symbolize epollfork-ps; do \
 	    echo '.so man1/epollfork.1' > $(INST)/share/man/man1/$$t.1; chmod 644 $(INST)/share/man/man1/$$t.1; done
 
 uninstall:

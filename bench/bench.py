@@ -10,7 +10,7 @@ bare and shim columns are the medians of the raw figures.  Nothing is pinned.
 
 Usage: bench.py [--quick] [--only SUBSTR] [--markdown PATH]
 Groups for --only: mod close churn wait fork exec crossed-ctl memory nginx
-nginx-aa redis strace.  Results and the analysis behind them: bench/RESULTS.md.
+nginx-aa redis ps strace (ps: epollfork-ps over a loaded host, not the shim).  Results and the analysis behind them: bench/RESULTS.md.
 Run through `make bench` (bench/run.sh installs what this needs and builds
 build/bench/micro).  BENCH_QUICK=1 shortens every run and the number of pairs.
 """
@@ -487,6 +487,73 @@ def server_rows(name, a, b, reports):
     return rows
 
 
+# ------------------------------------------------------------------ epollfork-ps
+
+PS = os.path.join(ROOT, "build", "epollfork-ps")
+PS_LOAD = os.path.join(ROOT, "build", "bench", "ps_load")
+
+
+def ps_once(args):
+    """One epollfork-ps run: wall ms, CPU ms (user + system, its own
+    rusage: what neighbours on a shared machine do not inflate), and its
+    summary line."""
+    import json
+    import resource
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    r = subprocess.run([PS, "--json"] + args, capture_output=True, timeout=120)
+    ms = (time.perf_counter() - t0) * 1000
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)) * 1000
+    if r.returncode not in (0, 1):
+        raise RuntimeError("epollfork-ps %s: rc %d %s" % (args, r.returncode, r.stderr[-500:]))
+    return ms, cpu, json.loads(r.stdout.splitlines()[-1])
+
+
+def ps_rows(nprocs, nfds, runs):
+    """epollfork-ps over a host loaded by bench/ps_load.c (nprocs processes
+    of nfds fds each, an epoll instance in each, every tenth shared with a
+    fork): --all (every instance judged and printed) and the default view,
+    alternating, `runs` times each; the median counts.  The budget is the
+    issue's: 1,000 processes with 100,000 fds in all in under 2 s."""
+    p = subprocess.Popen([PS_LOAD, str(nprocs), str(nfds)], stdout=subprocess.PIPE,
+                         stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        line = p.stdout.readline().decode().split()
+        if not line or line[0] != "READY":
+            raise RuntimeError("ps_load %d %d: %r" % (nprocs, nfds, line))
+        info = dict(x.split("=") for x in line[1:])
+        wall = {"all": [], "default": []}
+        cpu = {"all": [], "default": []}
+        summ = None
+        for i in range(runs):
+            order = [("all", ["--all"]), ("default", [])]
+            for name, args in order if i % 2 == 0 else order[::-1]:
+                ms, c, summ_i = ps_once(args)
+                wall[name].append(ms)
+                cpu[name].append(c)
+                if name == "all":
+                    summ = summ_i
+            log("  %-28s run %2d/%d: --all %.0f ms (cpu %.0f), default %.0f ms (cpu %.0f)"
+                % ("ps %dx%d" % (nprocs, nfds), i + 1, runs, wall["all"][-1], cpu["all"][-1],
+                   wall["default"][-1], cpu["default"][-1]))
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+    host = "host: %d processes, %d fds read, %d instances (%d shared), %d findings; load %s" % (
+        summ["processes_inspected"], summ["fds"], summ["instances"], summ["shared"],
+        summ["findings"], open("/proc/loadavg").read().split()[0])
+    rows = []
+    for label, name in (("--all --json", "all"), ("default view", "default")):
+        v, c = wall[name], cpu[name]
+        med = statistics.median(v)
+        rows.append(Row("9. epollfork-ps %s, %s processes x %s fds" % (label, info["procs"], nfds),
+                        "ms", None, med, None, "< 2000 ms", "met" if med < 2000 else "MISSED",
+                        "%d runs, wall %.0f..%.0f ms, CPU (user+sys) median %.0f ms (%.0f..%.0f); %s"
+                        % (len(v), min(v), max(v), statistics.median(c), min(c), max(c), host)))
+    return rows
+
+
 # ------------------------------------------------------------------ output
 
 
@@ -592,6 +659,7 @@ def main():
         ("nginx", lambda: nginx_rows(ps, 2 if q else 3)),
         ("nginx-aa", lambda: nginx_rows(ps, 2 if q else 3, aa=True)),
         ("redis", lambda: redis_rows(ps, 30000 if q else 100000)),
+        ("ps", lambda: ps_rows(200, 500, 5 if q else 9) + ps_rows(1000, 100, 5 if q else 9)),
         ("strace", lambda: [
             strace_row("8a. strace -f: MOD re-arm (strace/bare)", "mod", n(300000), n(20000), C, ps),
             strace_row("8b. strace -f: churn with DEL (strace/bare)", "churn", n(60000), n(6000), C,

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh gcc python3 strace nginx-light wrk redis-server redis-tools
 mkdir -p build/bench
 ${CC:-cc} -O2 -g -Wall -Wextra -Werror -o build/bench/micro bench/micro.c
+# the host-sized load that epollfork-ps is timed on (the "ps" rows)
+${CC:-cc} -O2 -g -Wall -Wextra -Werror -o build/bench/ps_load bench/ps_load.c
 # The floor of start-up cost: a preloaded library that does nothing.
 echo 'int epollfork_bench_empty;' | ${CC:-cc} -shared -fPIC -O2 -x c -o build/bench/empty.so -
 PY=/usr/bin/python3

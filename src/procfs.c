@@ -296,3 +296,378 @@ int ef_procfs_is_registered(int pid, int fd, int epoll_pid, int epfd, int tfd)
     }
     return unknown ? -1 : 0;
 }
+
+/* ------------------------------------------------------------ epollfork-ps
+ *
+ * What the inspector (src/tools/) reads about other processes.  The shim links
+ * these too and never calls them.  Same rules as above: no malloc, bounded
+ * numbers and lines, fds closed with the raw syscall.
+ */
+
+/* cb(n) for every numeric name in directory path (pids, tids). */
+static int numbered_entries(const char *path, ef_procfs_fd_cb cb, void *arg)
+{
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    char buf[4096] __attribute__((aligned(8)));
+    int stop = 0;
+    while (!stop) {
+        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (long off = 0; off < n && !stop;) {
+            const struct linux_dirent64 *d = (const struct linux_dirent64 *)(buf + off);
+            size_t name_off = offsetof(struct linux_dirent64, d_name);
+            if (d->d_reclen <= name_off || off + d->d_reclen > n)
+                break;
+            off += d->d_reclen;
+            int v = parse_fd_name(d->d_name, d->d_reclen - name_off);
+            if (v > 0)
+                stop = cb(v, arg);
+        }
+    }
+    close_fd(dfd);
+    return 0;
+}
+
+int ef_procfs_pids(ef_procfs_fd_cb cb, void *arg)
+{
+    return numbered_entries("/proc", cb, arg);
+}
+
+int ef_procfs_tasks(int pid, ef_procfs_fd_cb cb, void *arg)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    return numbered_entries(path, cb, arg);
+}
+
+int ef_procfs_fd_links(int pid, ef_procfs_link_cb cb, void *arg)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return -1;
+    char buf[4096] __attribute__((aligned(8)));
+    char link[4097]; /* d_path() gives at most PATH_MAX (4096) bytes */
+    int stop = 0;
+    while (!stop) {
+        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        if (n <= 0)
+            break;
+        for (long off = 0; off < n && !stop;) {
+            const struct linux_dirent64 *d = (const struct linux_dirent64 *)(buf + off);
+            size_t name_off = offsetof(struct linux_dirent64, d_name);
+            if (d->d_reclen <= name_off || off + d->d_reclen > n)
+                break;
+            off += d->d_reclen;
+            int fd = parse_fd_name(d->d_name, d->d_reclen - name_off);
+            if (fd < 0)
+                continue;
+            ssize_t k = readlinkat(dfd, d->d_name, link, sizeof link - 1);
+            if (k < 0 && (errno == EACCES || errno == EPERM)) {
+                /* the directory opens but the links do not: the ptrace access
+                 * check refused (e.g. the process has capabilities we lack) */
+                int e = errno;
+                close_fd(dfd);
+                errno = e;
+                return -1;
+            }
+            if (k <= 0)
+                continue; /* closed since getdents, or no path (ENAMETOOLONG) */
+            link[k] = 0;
+            stop = cb(fd, link, (size_t)k, arg);
+        }
+    }
+    close_fd(dfd);
+    return 0;
+}
+
+/* The kernel's dev_t (MINORBITS 20) from statx's major and minor. */
+static uint32_t kdev_of(uint32_t major, uint32_t minor)
+{
+    return (major << 20) | (minor & 0xfffffu);
+}
+
+static int ident_of(const char *path, uint64_t *ino, uint32_t *kdev)
+{
+    struct statx sx;
+    if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, STATX_INO, &sx) != 0)
+        return -1;
+    if (!(sx.stx_mask & STATX_INO)) {
+        errno = ENODATA;
+        return -1;
+    }
+    *ino = sx.stx_ino;
+    *kdev = kdev_of(sx.stx_dev_major, sx.stx_dev_minor);
+    return 0;
+}
+
+int ef_procfs_fd_ident(int pid, int fd, uint64_t *ino, uint32_t *kdev)
+{
+    char path[64];
+    fd_path(path, sizeof path, pid, fd, "fd");
+    return ident_of(path, ino, kdev);
+}
+
+int ef_procfs_exe_ident(int pid, uint64_t *ino, uint32_t *kdev)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    return ident_of(path, ino, kdev);
+}
+
+ssize_t ef_procfs_exe(int pid, char *out, size_t len)
+{
+    char path[64];
+    if (!len)
+        return -1;
+    snprintf(path, sizeof path, "/proc/%d/exe", pid);
+    ssize_t n = readlink(path, out, len - 1);
+    out[n > 0 ? n : 0] = 0;
+    return n > 0 ? n : -1;
+}
+
+int ef_procfs_fdinfo_lines(int pid, int fd, ef_procfs_line_cb cb, void *arg)
+{
+    char path[64];
+    fd_path(path, sizeof path, pid, fd, "fdinfo");
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    char buf[8192];
+    size_t have = 0;
+    int stop = 0, skipping = 0;
+    for (;;) {
+        ssize_t n = read(f, buf + have, sizeof buf - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        have += (size_t)n;
+        size_t start = 0;
+        for (size_t i = 0; i < have && !stop; i++) {
+            if (buf[i] != '\n')
+                continue;
+            if (!skipping)
+                stop = cb(buf + start, i - start, arg);
+            skipping = 0;
+            start = i + 1;
+        }
+        if (stop)
+            break;
+        memmove(buf, buf + start, have - start);
+        have -= start;
+        if (have == sizeof buf) { /* a line longer than the buffer: skip it */
+            have = 0;
+            skipping = 1;
+        }
+    }
+    close_fd(f);
+    return 0;
+}
+
+int ef_procfs_parse_fdinfo_flags(const char *line, size_t len, unsigned *flags)
+{
+    if (len < 7 || memcmp(line, "flags:", 6) != 0)
+        return 0;
+    const char *p = line + 6, *end = line + len;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    unsigned long v = 0;
+    int digits = 0;
+    for (; p < end && *p >= '0' && *p <= '7'; p++) {
+        if (++digits > 11) /* 32 bits are 11 octal digits */
+            return 0;
+        v = v * 8 + (unsigned long)(*p - '0');
+    }
+    if (!digits || p != end || v > 0xffffffffUL)
+        return 0;
+    *flags = (unsigned)v;
+    return 1;
+}
+
+/* A decimal number, optionally negative, then a space or the end; moves *pp. */
+static int dec_field(const char **pp, const char *end, long long *out)
+{
+    const char *p = *pp;
+    int neg = 0, digits = 0;
+    long long v = 0;
+    if (p < end && *p == '-') {
+        neg = 1;
+        p++;
+    }
+    for (; p < end && *p >= '0' && *p <= '9'; p++) {
+        if (++digits > 18)
+            return 0;
+        v = v * 10 + (*p - '0');
+    }
+    if (!digits || (p < end && *p != ' ' && *p != '\n'))
+        return 0;
+    while (p < end && *p == ' ')
+        p++;
+    *out = neg ? -v : v;
+    *pp = p;
+    return 1;
+}
+
+int ef_procfs_parse_stat(const char *buf, size_t len, struct ef_proc_stat *out)
+{
+    const char *end = buf + len, *open_p = memchr(buf, '(', len), *close_p = NULL;
+    if (!open_p)
+        return 0;
+    for (const char *p = open_p; p < end; p++)
+        if (*p == ')')
+            close_p = p;
+    if (!close_p)
+        return 0;
+    size_t n = (size_t)(close_p - open_p - 1);
+    if (n >= sizeof out->comm)
+        return 0;
+    memset(out, 0, sizeof *out);
+    memcpy(out->comm, open_p + 1, n);
+    out->comm[n] = 0;
+    const char *p = close_p + 1;
+    if (end - p < 3 || p[0] != ' ' || p[2] != ' ')
+        return 0;
+    out->state = p[1];
+    p += 3;
+    long long v[6]; /* ppid pgrp session tty_nr tpgid flags */
+    for (int i = 0; i < 6; i++)
+        if (!dec_field(&p, end, &v[i]))
+            return 0;
+    if (v[0] < 0 || v[0] > 0x7fffffff || v[5] < 0 || v[5] > 0xffffffffLL)
+        return 0;
+    out->ppid = (int)v[0];
+    out->flags = (unsigned long)v[5];
+    return 1;
+}
+
+/* Read a small /proc file whole; its length, or -1 (errno). */
+static ssize_t read_small(const char *path, char *buf, size_t len)
+{
+    int f = open(path, O_RDONLY | O_CLOEXEC);
+    if (f < 0)
+        return -1;
+    size_t have = 0;
+    while (have < len - 1) {
+        ssize_t n = read(f, buf + have, len - 1 - have);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            close_fd(f);
+            errno = e;
+            return -1;
+        }
+        if (n == 0)
+            break;
+        have += (size_t)n;
+    }
+    close_fd(f);
+    buf[have] = 0;
+    return (ssize_t)have;
+}
+
+int ef_procfs_read_stat(int pid, struct ef_proc_stat *out)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    ssize_t n = read_small(path, buf, sizeof buf);
+    if (n <= 0)
+        return -1;
+    if (!ef_procfs_parse_stat(buf, (size_t)n, out)) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+/* "0x1f" (lowercase hex, as the kernel prints it), then a space or the end. */
+static int hex_field(const char **pp, const char *end, uint64_t *out)
+{
+    const char *p = *pp;
+    if (end - p < 3 || p[0] != '0' || p[1] != 'x')
+        return 0;
+    p += 2;
+    int ok = 1;
+    *out = num(p, end, 16, &ok);
+    if (!ok)
+        return 0;
+    while (p < end && ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+        p++;
+    if (p < end && *p != ' ' && *p != '\n')
+        return 0;
+    while (p < end && *p == ' ')
+        p++;
+    *pp = p;
+    return 1;
+}
+
+int ef_procfs_parse_syscall(const char *buf, size_t len, struct ef_task_syscall *out)
+{
+    const char *p = buf, *end = buf + len;
+    memset(out, 0, sizeof *out);
+    if (len >= 7 && !memcmp(buf, "running", 7)) {
+        out->where = EF_TASK_RUNNING;
+        return 1;
+    }
+    long long nr;
+    if (!dec_field(&p, end, &nr))
+        return 0;
+    if (nr == -1) {
+        out->where = EF_TASK_NOT_IN_SYSCALL;
+        return 1;
+    }
+    if (nr < 0 || nr > 100000)
+        return 0;
+    for (int i = 0; i < 6; i++)
+        if (!hex_field(&p, end, &out->args[i]))
+            return 0;
+    out->where = EF_TASK_IN_SYSCALL;
+    out->nr = (long)nr;
+    return 1;
+}
+
+int ef_procfs_task_syscall(int pid, int tid, struct ef_task_syscall *out)
+{
+    char path[80], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/syscall", pid, tid);
+    ssize_t n = read_small(path, buf, sizeof buf);
+    if (n <= 0)
+        return -1;
+    if (!ef_procfs_parse_syscall(buf, (size_t)n, out)) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+int ef_procfs_kcmp_file_order(int pid1, int fd1, int pid2, int fd2)
+{
+    long r = syscall(SYS_kcmp, my_pid(pid1), my_pid(pid2), KCMP_FILE, (unsigned long)fd1,
+                     (unsigned long)fd2);
+    switch (r) {
+    case 0: return 0;
+    case 1: return -1; /* the kernel's 1: the first is smaller */
+    case 2: return 1;
+    default:
+        if (r >= 0)
+            errno = EPROTO; /* 3, "not equal, no order", is not made for files */
+        return -2;
+    }
+}
+
+int ef_procfs_is_registered_at(int pid, int fd, int epoll_pid, int epfd, int tfd, unsigned toff)
+{
+    struct kcmp_epoll_slot slot = {(uint32_t)epfd, (uint32_t)tfd, toff};
+    long r = syscall(SYS_kcmp, my_pid(pid), my_pid(epoll_pid), KCMP_EPOLL_TFD,
+                     (unsigned long)fd, (unsigned long)&slot);
+    if (r == 0)
+        return 1;
+    if (r > 0)
+        return 0;
+    return errno == ENOENT ? 0 : -1;
+}

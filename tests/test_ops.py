@@ -256,10 +256,11 @@ def _():
         files = sorted(os.path.relpath(os.path.join(d, f), pre)
                        for d, _, fs in os.walk(dest) for f in fs)
         want = sorted(["lib/epollfork/libepollfork.so", "lib/pkgconfig/epollfork.pc",
-                       "bin/epollfork", "bin/epollfork-report",
-                       "bin/epollfork-symbolize", "include/epollfork.h", "include/epollfork_version.h",
+                       "bin/epollfork", "bin/epollfork-report", "bin/epollfork-symbolize",
+                       "bin/epollfork-ps", "include/epollfork.h", "include/epollfork_version.h",
                        "share/man/man1/epollfork.1", "share/man/man1/epollfork-report.1",
-                       "share/man/man1/epollfork-symbolize.1", "share/man/man7/epollfork.7"])
+                       "share/man/man1/epollfork-symbolize.1", "share/man/man1/epollfork-ps.1",
+                       "share/man/man7/epollfork.7"])
         check(files == want, "installed %r" % files)
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("EPOLLFORK_") and k != "LD_PRELOAD"}
@@ -279,6 +280,15 @@ def _():
         man = subprocess.run(["man", "-M", os.path.join(pre, "share", "man"), "epollfork-report"],
                              capture_output=True, text=True, env=dict(env, MANWIDTH="80"))
         check("epollfork-report" in man.stdout and not man.stderr, "man alias: %s" % man.stderr)
+        # epollfork-ps is installed as the program itself, and its page is the section of epollfork.1
+        ps = subprocess.run([os.path.join(pre, "bin", "epollfork-ps"), "--json", str(os.getpid())],
+                            capture_output=True, text=True, env=env)
+        check(ps.returncode == 0 and json.loads(ps.stdout.splitlines()[-1])["kind"] == "summary",
+              "installed epollfork-ps: rc %d %s" % (ps.returncode, ps.stderr))
+        man = subprocess.run(["man", "-M", os.path.join(pre, "share", "man"), "epollfork-ps"],
+                             capture_output=True, text=True, env=dict(env, MANWIDTH="80"))
+        check("epollfork-ps" in man.stdout and "--watch" in man.stdout.replace("\u2010", "-")
+              and not man.stderr, "man epollfork-ps: %s" % man.stderr)
         p = subprocess.run(mk + ["uninstall"], capture_output=True, text=True)
         check(p.returncode == 0, "make uninstall: %s%s" % (p.stdout, p.stderr))
         left = [os.path.join(d, f) for d, _, fs in os.walk(dest) for f in fs]

@@ -282,11 +282,12 @@ def _():
     for n in order:
         visit(n, [])
     long_files = []
-    for f in sorted(os.listdir(SRC)):
-        with open(os.path.join(SRC, f)) as fh:
-            n = sum(1 for _ in fh)
-        if n > 700:
-            long_files.append("%s (%d lines)" % (f, n))
+    for d, _dirs, files in os.walk(SRC):
+        for f in sorted(files):
+            with open(os.path.join(d, f)) as fh:
+                n = sum(1 for _ in fh)
+            if n > 700:
+                long_files.append("%s (%d lines)" % (os.path.relpath(os.path.join(d, f), SRC), n))
     check(not long_files, "files over 700 lines: %s" % long_files)
 
 
