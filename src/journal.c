@@ -76,20 +76,27 @@ int ef_journal_on(void)
 
 /* ------------------------------------------------------------ the socket */
 
-static void drop(void)
-{
-    if (sock.fd >= 0) {
-        ef_fd_own(sock.fd, 0);
-        ef_sys_close(sock.fd);
-        sock.fd = -1;
-    }
-}
-
 static int still_ours(void)
 {
     struct stat st;
     return sock.fd >= 0 && fstat(sock.fd, &st) == 0 && st.st_dev == sock.dev &&
            st.st_ino == sock.ino;
+}
+
+/* Let the socket go.  Closed only if the number still holds our socket: if
+ * something replaced it behind our back (a raw dup2 we never saw), the number
+ * is the program's now, and closing it would take the program's file away
+ * (tests/test_journal.py, program-takes-the-socket-number, showed exactly
+ * that before this check). */
+static void drop(void)
+{
+    if (sock.fd < 0)
+        return;
+    int ours = still_ours();
+    ef_fd_own(sock.fd, 0);
+    if (ours)
+        ef_sys_close(sock.fd);
+    sock.fd = -1;
 }
 
 /* why: what went wrong, for the notice; 0 connected. */
