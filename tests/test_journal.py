@@ -567,3 +567,63 @@ def _():
             shutil.rmtree(j.run_dir)
             os.mkdir(j.run_dir)
             j.start()
+
+
+def sanitizer_variant(kind):
+    """The library built with UBSan, or ASan+UBSan (libasan preloaded first),
+    as test_robust.py's sanitizer cases run it."""
+    lib = os.path.join(os.path.dirname(LIB), kind, "libepollfork.so")
+    root = os.path.dirname(os.path.dirname(LIB))
+    r = subprocess.run(["make", "-s", "-C", root, os.path.relpath(lib, root)], capture_output=True, text=True)
+    check(r.returncode == 0 and os.path.exists(lib), "make %s failed:\n%s" % (lib, r.stderr))
+    if kind == "asan":
+        so = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+        check(os.path.isabs(so) and os.path.exists(so), "libasan.so not found: %r" % so)
+        return dict(lib=lib, preload_extra=so, env={"ASAN_OPTIONS": "detect_leaks=0"})
+    return dict(lib=lib, env={"UBSAN_OPTIONS": "print_stacktrace=1"})
+
+
+for _kind in ("ubsan", "asan"):
+    def _t(kind=_kind):
+        """The journal's code paths (a datagram, a memfd, the fallback) under
+        the sanitizers: no error, and the entries arrive."""
+        v = sanitizer_variant(kind)
+        env = v.pop("env")
+        d, big = long_path_copy(build("big_report.c"))
+        try:
+            with Journald() as j:
+                for cmd, extra in (([ctl_del(), "del"], {}), ([big], {"EPOLLFORK_STACK_DEPTH": "64"})):
+                    res = run(cmd, env=dict(env, EPOLLFORK_LOG="journal:" + j.socket, **extra), log=None,
+                              timeout=120, **v)
+                    check(res.rc == 0 and res.stderr == "", "%s: %s" % (cmd[0], res.describe()))
+                got = j.ours("EPOLLFORK_KIND=shared-epoll-ctl")
+                check(len(got) == 2 and len(got[1]["EPOLLFORK_STACKS"]) > 200 * 1024,
+                      "two entries, the second large: %r" % [len(e["EPOLLFORK_STACKS"]) for e in got])
+            res = run([ctl_del(), "del"], env=dict(env, EPOLLFORK_LOG="journal:" + os.path.join(d, "none")),
+                      log=None, fmt="text", **v)
+            check(res.rc == 0 and len(notices_about_the_journal(res.stderr)) == 1
+                  and "WARNING: shared-epoll-ctl" in res.stderr and "runtime error" not in res.stderr,
+                  res.describe())
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+    case("journal/sanitizers-%s" % _kind)(_t)
+
+
+@case("journal/epollfork-report-reads-the-journal")
+def _():
+    """`journalctl -o cat --output-fields=EPOLLFORK_JSON` gives the JSON lines
+    back, one per report (notices and TOTALS have no such field), and
+    epollfork-report summarizes them as it does a log file."""
+    with Journald() as j:
+        res = run([build("report_twice.c")], env={"EPOLLFORK_LOG": "journal:" + j.socket}, log=None)
+        check(res.rc == 0 and res.stderr == "", res.describe())
+        j.sync()
+        cmd = ["journalctl", "-D", j.journal_dir, "SYSLOG_IDENTIFIER=epollfork", "-o", "cat",
+               "--output-fields=EPOLLFORK_JSON"]
+        lines = [l for l in subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines() if l]
+        check(len(lines) == 2 and all(json.loads(l)["kind"] == "shared-epoll-ctl" for l in lines), lines)
+        rep = subprocess.run([os.path.join(os.path.dirname(LAUNCHER), "epollfork-report"), "--json"],
+                             input="\n".join(lines) + "\n", capture_output=True, text=True)
+        check(rep.returncode == 0, rep.stderr)
+        sites = sorted(g.get("site", "") for g in json.loads(rep.stdout).get("groups", []))
+        check([s.split("(")[0] for s in sites] == ["first_change", "second_change"], rep.stdout[:2000])
