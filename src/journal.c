@@ -86,8 +86,8 @@ static int still_ours(void)
 /* Let the socket go.  Closed only if the number still holds our socket: if
  * something replaced it behind our back (a raw dup2 we never saw), the number
  * is the program's now, and closing it would take the program's file away
- * (tests/test_journal.py, program-takes-the-socket-number, showed exactly
- * that before this check). */
+ * (with journal_relocate() switched off, tests/test_journal.py's
+ * program-takes-the-socket-number saw exactly that: "damaged: 1"). */
 static void drop(void)
 {
     if (sock.fd < 0)

@@ -627,3 +627,29 @@ def _():
         check(rep.returncode == 0, rep.stderr)
         sites = sorted(g.get("site", "") for g in json.loads(rep.stdout).get("groups", []))
         check([s.split("(")[0] for s in sites] == ["first_change", "second_change"], rep.stdout[:2000])
+
+
+@case("journal/every-kind-fields-equal-the-json-record")
+def _():
+    """stale-registration and epoll-fd-exec-leak too: each report's entry has
+    its kind's fields, equal to its JSON record, and its offending frame as
+    CODE_FUNC; the same programs with a log file give the same records."""
+    runs = (("stale-registration", [build("stale.c"), "child-copy"]),
+            ("epoll-fd-exec-leak", [build("execleak.c"), "execve"]))
+    with Journald() as j:
+        for kind, cmd in runs:
+            ref = run(cmd)
+            want = ref.kinds(kind)
+            check(len(want) == 1, "with a log file: %s" % ref.describe())
+            res = run(cmd, env={"EPOLLFORK_LOG": "journal:" + j.socket}, log=None)
+            check(res.stderr == "", res.describe())
+            got = j.ours("EPOLLFORK_KIND=" + kind)
+            check(len(got) == 1, "%s: one entry, got %d" % (kind, len(got)))
+            rec = fields_equal_the_json(got[0])
+            stacks_text_matches(got[0], rec)
+            same = lambda r: {k: v for k, v in r.items() if not k.endswith("pid") and k not in (
+                "time", "stacks", "target", "program", "fd", "holder_fd", "epfd", "data")}
+            check(same(rec) == same(want[0]), "%s: the journal's record %r, the file's %r"
+                  % (kind, same(rec), same(want[0])))
+            check(got[0]["CODE_FUNC"] == rec["site"].split("(")[0] and got[0]["PRIORITY"] == "4",
+                  "%s: CODE_FUNC %r, site %r" % (kind, got[0].get("CODE_FUNC"), rec["site"]))
