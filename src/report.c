@@ -7,10 +7,11 @@
  * key=value pairs closes the report, so that a log scraper needs only that
  * line.  JSON is one object per line.  Both take the scalar fields from the
  * record's one field sequence (record.c) and the stacks from the kind's row;
- * the one-line form that syslog and journald carry is the SUMMARY line (or the
- * JSON object) rendered from the same sequence.  Frames show the return
- * address minus one (the call instruction), as the sanitizers do, so that
- * addr2line names the call's line.
+ * the one-line form that syslog carries is the SUMMARY line (or the JSON
+ * object) rendered from the same sequence, and the journal's entry
+ * (journal.c) carries that sequence as fields with both renderings.  Frames
+ * show the return address minus one (the call instruction), as the
+ * sanitizers do, so that addr2line names the call's line.
  *
  * Emitting: suppressions, then the optional merge of identical reports
  * (EPOLLFORK_DEDUP), then one buffer, one write (log.c).  Counters are per
