@@ -108,7 +108,7 @@ static inline uint64_t ef_mix(uint64_t k, uint64_t v)
 enum ef_format { EF_FMT_TEXT = 0, EF_FMT_JSON = 1 };
 enum ef_on_report { EF_ON_WARN = 0, EF_ON_ABORT = 1 };
 struct ef_options {
-    char log[4096];          /* "stderr", "syslog[:PATH]" or a path, may hold %p */
+    char log[4096];          /* "stderr", "syslog[:PATH]", "journal[:PATH]" or a path (%p) */
     enum ef_format format;
     enum ef_on_report on_report;
     int stack_depth;         /* frames per stack */
@@ -186,6 +186,19 @@ void ef_log_record(const char *full, size_t len, const char *line, size_t linele
 /* A one-time notice (a capacity limit, a file that cannot be opened), rendered
  * as a `notice` record in the configured format. */
 void ef_log_notice(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A sink that lives above this file (journal.c renders records itself) joins
+ * here, from init.c: log.c calls it at set-up, offers it every notice (0: it
+ * took it), and lets it move its fd when the program wants that number (0: it
+ * was its fd). */
+struct ef_log_upper {
+    void (*setup)(void);
+    int (*notice)(const char *msg);
+    int (*relocate)(int fd);
+};
+void ef_log_join(const struct ef_log_upper *u);
+/* Why records now go to the stderr copy instead of their sink: said once, as
+ * a notice, before the first record written there. */
+void ef_log_fallback(const char *why);
 
 /* --------------------------------------------------------------- registry.c */
 /* The memory a process tree shares (MAP_SHARED, inherited by fork).  Any
@@ -495,6 +508,16 @@ int ef_kind_by_name(const char *name);       /* enum ef_kind, or -1 */
 /* ---------------------------------------------------------------- suppress.c */
 void ef_suppressions_load(const char *path);
 int ef_suppressed(const struct ef_report *r);
+
+/* ---------------------------------------------------------------- journal.c */
+/* EPOLLFORK_LOG=journal[:PATH]: records as native journald entries. */
+int ef_journal_on(void);
+void ef_journal_init(void);     /* init.c: join log.c's hooks */
+/* One report, with its text and JSON renderings; 0 when the journal took
+ * it, -1 when the caller must write it elsewhere (the reason is with log.c). */
+int ef_journal_report(const struct ef_report *r, const char *text, size_t tlen, const char *json,
+                      size_t jlen);
+int ef_journal_totals(unsigned long reports, unsigned long suppressed, unsigned long deduped);
 
 /* ----------------------------------------------------------------- report.c */
 /* Render a report (text or JSON per ef_opt) into buf; returns its length. */

@@ -61,6 +61,7 @@ void ef_init(void)
     }
     if (!ef_opt.disable) {
         ef_suppressions_load(ef_opt.suppressions);
+        ef_journal_init(); /* EPOLLFORK_LOG=journal: join log.c's hooks before its set-up */
         /* Prepare only.  No child handler: every page of code a fork child
          * runs is a page fault in that child (bench/RESULTS.md), and its
          * bookkeeping waits for its first epoll event (hold.c); the parent

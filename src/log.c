@@ -25,6 +25,10 @@
  * not interleave lines.  With '%p' each process opens its own file on its first
  * report; if it cannot (it dropped privileges, the directory is gone) it reports
  * through the stderr copy and says once why.
+ *
+ * EPOLLFORK_LOG=journal is journal.c's, a file above this one: it joins through
+ * ef_log_join() (set-up, notices, its fd's number) and, when the journal does
+ * not take a record, hands it back to the stderr copy here with its reason.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -105,9 +109,22 @@ static int use_syslog(void)
     return !strcmp(ef_opt.log, "syslog") || !strncmp(ef_opt.log, "syslog:", 7);
 }
 
+/* journal.c's: it joins through ef_log_join(), and is not a file. */
+static int use_journal(void)
+{
+    return !strcmp(ef_opt.log, "journal") || !strncmp(ef_opt.log, "journal:", 8);
+}
+
 static int use_file(void)
 {
-    return strcmp(ef_opt.log, "stderr") != 0 && !use_syslog();
+    return strcmp(ef_opt.log, "stderr") != 0 && !use_syslog() && !use_journal();
+}
+
+static const struct ef_log_upper *upper;    /* journal.c, when EPOLLFORK_LOG says so */
+
+void ef_log_join(const struct ef_log_upper *u)
+{
+    upper = u;
 }
 
 /* Our own datagram socket to /dev/log (or syslog:PATH): openlog()/syslog()
@@ -165,8 +182,13 @@ static int syslog_send(const char *line, size_t len)
         if (attempt == 0) { /* the daemon restarted: reconnect once */
             char why[300];
             if (sys_sink.fd >= 0) {
+                /* close the number only while it is still our socket: the
+                 * program may have closed it behind our back and got the
+                 * number again for one of its own */
+                int ours = still_ours(&sys_sink);
                 ef_fd_own(sys_sink.fd, 0);
-                ef_sys_close(sys_sink.fd);
+                if (ours)
+                    ef_sys_close(sys_sink.fd);
                 sys_sink.fd = -1;
             }
             if (syslog_connect(why, sizeof why) != 0)
@@ -316,6 +338,8 @@ void ef_log_setup(void)
     }
     if (use_syslog())
         syslog_connect(open_error, sizeof open_error);
+    if (upper)
+        upper->setup();
 }
 
 void ef_log_after_fork_child(void)
@@ -346,7 +370,7 @@ int ef_log_relocate(int fd)
     for (unsigned i = 0; i < 4; i++)
         sink |= all[i]->fd == fd;
     if (!sink)
-        return -1;
+        return upper ? upper->relocate(fd) : -1;
     ef_fd_own(fd, 0);
     for (unsigned i = 0; i < 4; i++) {
         struct sink *s = all[i];
@@ -459,6 +483,12 @@ static size_t render_notice(const char *msg, char *buf, size_t len, const char *
 
 static _Atomic int open_error_said;
 
+void ef_log_fallback(const char *why)
+{
+    if (!atomic_load(&open_error_said))
+        ef_fmt(open_error, sizeof open_error, "%s", why);
+}
+
 static void say_open_error(const struct sink *s)
 {
     int said = 0;
@@ -512,6 +542,8 @@ void ef_log_notice(const char *fmt, ...)
     va_end(ap);
     const char *one;
     size_t n = render_notice(msg, line, sizeof line, &one);
+    if (atomic_load(&setup_done) && upper && upper->notice(msg) == 0)
+        return;
     if (atomic_load(&setup_done))
         ef_log_record(line, n, one, (size_t)(line + n - 1 - one));
     else

@@ -44,7 +44,14 @@ static int parse_log(const char *v, char *why, size_t n)
                sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         return -1;
     }
-    if (getauxval(AT_SECURE) && strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0) {
+    if (!strncmp(v, "journal:", 8) &&
+        (v[8] != '/' || strlen(v + 8) >= sizeof((struct sockaddr_un *)0)->sun_path)) {
+        ef_fmt(why, n, "'journal:' must be followed by an absolute socket path of at most %zu "
+               "bytes", sizeof((struct sockaddr_un *)0)->sun_path - 1);
+        return -1;
+    }
+    if (getauxval(AT_SECURE) && strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0 &&
+        strcmp(v, "journal") != 0) {
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
@@ -136,7 +143,9 @@ static int parse_disable(const char *v, char *why, size_t n)
     X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
       "where reports go: 'stderr' (a private copy of the original stderr), a file path "       \
       "(opened append-only and close-on-exec; '%p' in the path becomes the process id), or "   \
-      "'syslog' (one-line SUMMARY records to /dev/log; 'syslog:/path' for another socket)")    \
+      "'syslog' (one-line SUMMARY records to /dev/log; 'syslog:/path' for another socket), "   \
+      "or 'journal' (one native journald entry per record, its fields as EPOLLFORK_*; "        \
+      "'journal:/path' for another socket)")                                                   \
     X("EPOLLFORK_FORMAT", "text", parse_format,                                                \
       "'text' (==PID== lines, sanitizer-style frames) or 'json' (one JSON object per line)")   \
     X("EPOLLFORK_ON_REPORT", "warn", parse_on_report,                                          \

@@ -7,10 +7,11 @@
  * key=value pairs closes the report, so that a log scraper needs only that
  * line.  JSON is one object per line.  Both take the scalar fields from the
  * record's one field sequence (record.c) and the stacks from the kind's row;
- * the one-line form that syslog and journald carry is the SUMMARY line (or the
- * JSON object) rendered from the same sequence.  Frames show the return
- * address minus one (the call instruction), as the sanitizers do, so that
- * addr2line names the call's line.
+ * the one-line form that syslog carries is the SUMMARY line (or the JSON
+ * object) rendered from the same sequence, and the journal's entry
+ * (journal.c) carries that sequence as fields with both renderings.  Frames
+ * show the return address minus one (the call instruction), as the
+ * sanitizers do, so that addr2line names the call's line.
  *
  * Emitting: suppressions, then the optional merge of identical reports
  * (EPOLLFORK_DEDUP), then one buffer, one write (log.c).  Counters are per
@@ -183,7 +184,7 @@ static size_t finish(struct ef_out *o)
     return o->len;
 }
 
-size_t ef_report_render(const struct ef_report *r, char *buf, size_t len)
+static size_t render_as(const struct ef_report *r, enum ef_format fmt, char *buf, size_t len)
 {
     struct ef_out o = {buf, 0, len};
     if (len)
@@ -191,12 +192,17 @@ size_t ef_report_render(const struct ef_report *r, char *buf, size_t len)
     if ((unsigned)r->kind >= EF_NKINDS)
         return 0;
     struct ef_symctx *c = ef_sym_begin();
-    if (ef_opt.format == EF_FMT_JSON)
+    if (fmt == EF_FMT_JSON)
         render_json(r, &o, c);
     else
         render_text(r, &o, c);
     ef_sym_end(c);
     return finish(&o);
+}
+
+size_t ef_report_render(const struct ef_report *r, char *buf, size_t len)
+{
+    return render_as(r, ef_opt.format, buf, len);
 }
 
 size_t ef_report_render_line(const struct ef_report *r, char *buf, size_t len)
@@ -251,6 +257,39 @@ static uint64_t content_key(const struct ef_report *r)
     return (k ^ (k >> 33)) | 1;
 }
 
+/* A rendered report to log.c's sink: the configured format, and the
+ * one-line form for syslog. */
+static void emit_log(const struct ef_report *r, char *buf)
+{
+    size_t n = ef_report_render(r, buf, REPORT_BUF - 8192);
+    /* The one-line form for syslog: the JSON object itself, or the SUMMARY
+     * line rendered after the report in the same buffer. */
+    char *line = buf;
+    size_t ln = n;
+    if (ef_opt.format == EF_FMT_TEXT) {
+        line = buf + n + 1;
+        ln = ef_report_render_line(r, line, REPORT_BUF - n - 1);
+    }
+    while (ln && line[ln - 1] == '\n')
+        ln--;
+    ef_log_record(buf, n, line, ln);
+}
+
+/* To the journal, with both renderings; if it does not take the entry, the
+ * configured one goes to the stderr copy (log.c says why, once). */
+static void emit_journal(const struct ef_report *r, char *buf)
+{
+    char *json = buf + REPORT_BUF;
+    size_t tn = render_as(r, EF_FMT_TEXT, buf, REPORT_BUF - 8192);
+    size_t jn = render_as(r, EF_FMT_JSON, json, REPORT_BUF - 8192);
+    if (ef_journal_report(r, buf, tn, json, jn) == 0)
+        return;
+    if (ef_opt.format == EF_FMT_JSON)
+        ef_log_record(json, jn, json, jn);
+    else
+        ef_log_record(buf, tn, buf, tn);
+}
+
 void ef_report_emit(const struct ef_report *r)
 {
     if ((unsigned)r->kind >= EF_NKINDS)
@@ -274,22 +313,18 @@ void ef_report_emit(const struct ef_report *r)
         ef_report_hook(r);
         return;
     }
-    char *buf = mmap(NULL, REPORT_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    /* The journal's entry carries both renderings (journal.c): the text
+     * report in the first half, the JSON record in the second. */
+    int journal = ef_journal_on();
+    size_t cap = journal ? 2 * REPORT_BUF : REPORT_BUF;
+    char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED)
         return;
-    size_t n = ef_report_render(r, buf, REPORT_BUF - 8192);
-    /* The one-line form for syslog: the JSON object itself, or the SUMMARY
-     * line rendered after the report in the same buffer. */
-    char *line = buf;
-    size_t ln = n;
-    if (ef_opt.format == EF_FMT_TEXT) {
-        line = buf + n + 1;
-        ln = ef_report_render_line(r, line, REPORT_BUF - n - 1);
-    }
-    while (ln && line[ln - 1] == '\n')
-        ln--;
-    ef_log_record(buf, n, line, ln);
-    munmap(buf, REPORT_BUF);
+    if (journal)
+        emit_journal(r, buf);
+    else
+        emit_log(r, buf);
+    munmap(buf, cap);
     if (ef_opt.on_report == EF_ON_ABORT) {
         ef_log_notice("epollfork: EPOLLFORK_ON_REPORT=abort: aborting after the report above");
         abort();
@@ -303,6 +338,8 @@ void ef_report_totals(void)
     unsigned long rep = atomic_load(&counts.reports), sup = atomic_load(&counts.suppressed),
                   ded = atomic_load(&counts.deduped);
     if (!rep && !sup && !ded)
+        return;
+    if (ef_journal_on() && ef_journal_totals(rep, sup, ded) == 0)
         return;
     char buf[512];
     struct ef_out o = {buf, 0, sizeof buf};

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh gcc make pkg-config libunwind-dev python3 binutils cppcheck \
     libuv1-dev libevent-dev libev-dev strace python3-gevent man-db groff-base clang \
     libclang-rt-14-dev util-linux libc6-dev
-# the Debian package and the systemd drop-in (tests/test_package.py)
+# the Debian package and the systemd drop-in (tests/test_package.py); systemd-journald
+# and journalctl for tests/test_journal.py (strace, above, too)
 sh scripts/install-deps.sh build-essential debhelper dpkg-dev lintian libunwind8 systemd
 # the real programs of tests/test_real.py (each case also asks for its own)
 sh scripts/install-deps.sh redis-server redis-tools nginx memcached lighttpd haproxy php8.2-fpm \
