@@ -353,6 +353,13 @@ void ef_py_decode(uint64_t word, struct ef_pyframe *out);
  * dist-packages): not what `site` names. */
 int ef_py_is_library(const char *file);
 void ef_py_site(const struct ef_pyframe *f, char *buf, size_t len); /* "worker.py:42(handle)" */
+/* Is the calling thread running Python (a thread state with a frame)?  A
+ * registration made from Python keeps only the EF_PY_NATIVE_DEPTH native
+ * frames nearest the call (ef_capture_here): the interpreter's frames below
+ * them are what its Python frames say better, and each one costs libunwind
+ * ~100 instructions on the hot path (bench/RESULTS.md, Python churn). */
+#define EF_PY_NATIVE_DEPTH 8
+int ef_py_running(void);
 
 /* ------------------------------------------------------------------ stack.c */
 enum ef_skip { EF_SKIP_SHIM = 0, EF_SKIP_SHIM_AND_ONE = 1 };
@@ -380,6 +387,8 @@ static inline int ef_capture_here(void **raw, int depth)
     int (*bt)(void **, int) = ef_bt;
     if (!bt || ef_unwinding || ef_in_shim)
         return 0;
+    if (depth > EF_PY_NATIVE_DEPTH && ef_py_running())
+        depth = EF_PY_NATIVE_DEPTH;
     EF_GUARD_SCOPE();
     ef_unwinding = 1;
     int n = bt(raw, depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES);

@@ -289,6 +289,19 @@ static uint32_t intern_obj(uintptr_t s)
     return n < 0 ? 0 : ef_pystr_intern(buf, (uint32_t)n);
 }
 
+int ef_py_running(void)
+{
+    if (atomic_load_explicit(&py_state, memory_order_acquire) != PY_READY)
+        return 0; /* not probed yet: the first capture probes */
+    uintptr_t ts = (uintptr_t)get_tstate();
+    if (!ok_ptr(ts))
+        return 0;
+    uintptr_t f = rd(ts, L->ts_frame);
+    if (L->cf_current >= 0)
+        f = ok_ptr(f) ? rd(f, (unsigned)L->cf_current) : 0;
+    return ok_ptr(f);
+}
+
 int ef_py_capture(uint64_t *words, int max, uint64_t *key)
 {
     int st = atomic_load_explicit(&py_state, memory_order_acquire);

@@ -231,7 +231,7 @@ uint32_t ef_stack_from_raw(void *const *raw, int n)
     for (; i < n && (int)k < max; i++)
         pcs[k++] = (uintptr_t)raw[i];
     last_cut = EF_CUT_NONE;
-    k = with_python(pcs, k, max);
+    k = with_python(pcs, k, EF_MAX_FRAMES);
     return k ? ef_depot_put(pcs, k) : 0;
 }
 
@@ -241,7 +241,7 @@ uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
     int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
                                                                            : EF_MAX_FRAMES;
     uint32_t n = take(pcs, max, skip, caller, &last_cut);
-    n = with_python(pcs, n, max);
+    n = with_python(pcs, n, EF_MAX_FRAMES);
     return ef_depot_put(pcs, n);
 }
 
