@@ -104,6 +104,9 @@ def report_lines(path, mode_args, call_key, fn, op=None, reporter="other", text=
                       path, m[key], key, "\n".join(t.log_lines)[-4000:]))
         check(any(("site=" + py_site(path, m[call_key], fn)) in l for l in t.log_lines
                   if "SUMMARY:" in l), "text SUMMARY site:\n%s" % "\n".join(t.log_lines)[-2000:])
+        # native frames stop at the eval loop: the Python frames say the rest
+        check(any(re.search(r"==\d+==    \(\d+ more native frames of the interpreter\)$", l)
+                  for l in t.log_lines), "no shortened native stack:\n%s" % "\n".join(t.log_lines)[-3000:])
     return r, res
 
 
