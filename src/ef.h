@@ -332,6 +332,10 @@ int ef_claim_once(uint64_t key);
 int ef_notice_once(uint32_t bit);
 
 /* --------------------------------------------------------------- pyframes.c */
+/* Is there an interpreter whose frames we can read?  Decided once per
+ * process, at the first capture; a C program checks this and nothing more. */
+enum ef_py_state { EF_PY_UNPROBED = 0, EF_PY_PROBING, EF_PY_ABSENT, EF_PY_READY };
+extern _Atomic int ef_py_state;
 /* The calling thread's Python frames, innermost first, at most max, as words
  * (ef_py_word_of); *key identifies the frames (code objects, instructions):
  * when it equals the value passed in, nothing is encoded and -1 is returned,
@@ -387,7 +391,8 @@ static inline int ef_capture_here(void **raw, int depth)
     int (*bt)(void **, int) = ef_bt;
     if (!bt || ef_unwinding || ef_in_shim)
         return 0;
-    if (depth > EF_PY_NATIVE_DEPTH && ef_py_running())
+    if (depth > EF_PY_NATIVE_DEPTH &&
+        atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_READY && ef_py_running())
         depth = EF_PY_NATIVE_DEPTH;
     EF_GUARD_SCOPE();
     ef_unwinding = 1;

@@ -101,8 +101,7 @@ static const struct layout layouts[] = {
 #define STR_STATE 32
 #define FRAME_OWNED_BY_GENERATOR 1
 
-enum py_state { PY_UNPROBED = 0, PY_PROBING, PY_ABSENT, PY_READY };
-static _Atomic int py_state;            /* enum py_state */
+_Atomic int ef_py_state;                /* enum ef_py_state */
 static const struct layout *L;
 static void *(*get_tstate)(void);
 static int (*addr2line)(void *code, int addr);
@@ -142,10 +141,10 @@ static unsigned python_minor(void)
 
 static void probe(void)
 {
-    int expect = PY_UNPROBED;
-    if (!atomic_compare_exchange_strong(&py_state, &expect, PY_PROBING))
+    int expect = EF_PY_UNPROBED;
+    if (!atomic_compare_exchange_strong(&ef_py_state, &expect, EF_PY_PROBING))
         return; /* another thread probes: no frames this time */
-    int state = PY_ABSENT;
+    int state = EF_PY_ABSENT;
     get_tstate = (void *(*)(void))dlsym(RTLD_DEFAULT, "PyGILState_GetThisThreadState");
     unsigned minor = get_tstate ? python_minor() : 0;
     for (size_t i = 0; minor && i < sizeof layouts / sizeof layouts[0]; i++)
@@ -163,9 +162,9 @@ static void probe(void)
             type_is(code_type, type_type, "code", L->code_basicsize) &&
             type_is(str_type, type_type, "str", L->str_basicsize) &&
             (L->kind != FR_OBJECT || type_is(frame_type, type_type, "frame", L->frame_basicsize)))
-            state = PY_READY;
+            state = EF_PY_READY;
     }
-    atomic_store_explicit(&py_state, state, memory_order_release);
+    atomic_store_explicit(&ef_py_state, state, memory_order_release);
 }
 
 /* ------------------------------------------------------------ frame walk */
@@ -291,7 +290,7 @@ static uint32_t intern_obj(uintptr_t s)
 
 int ef_py_running(void)
 {
-    if (atomic_load_explicit(&py_state, memory_order_acquire) != PY_READY)
+    if (atomic_load_explicit(&ef_py_state, memory_order_acquire) != EF_PY_READY)
         return 0; /* not probed yet: the first capture probes */
     uintptr_t ts = (uintptr_t)get_tstate();
     if (!ok_ptr(ts))
@@ -304,12 +303,12 @@ int ef_py_running(void)
 
 int ef_py_capture(uint64_t *words, int max, uint64_t *key)
 {
-    int st = atomic_load_explicit(&py_state, memory_order_acquire);
-    if (EF_UNLIKELY(st == PY_UNPROBED)) {
+    int st = atomic_load_explicit(&ef_py_state, memory_order_acquire);
+    if (EF_UNLIKELY(st == EF_PY_UNPROBED)) {
         probe();
-        st = atomic_load_explicit(&py_state, memory_order_acquire);
+        st = atomic_load_explicit(&ef_py_state, memory_order_acquire);
     }
-    if (st != PY_READY || max <= 0)
+    if (st != EF_PY_READY || max <= 0)
         return 0;
     struct pyfr fr[EF_MAX_FRAMES];
     uint64_t k;

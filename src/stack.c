@@ -202,6 +202,8 @@ static EF_TLS const struct ef_registry *py_reg;
  * word); the new count. */
 static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
 {
+    if (atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_ABSENT)
+        return n; /* a program without Python: this load is all it pays */
     uint64_t words[EF_MAX_FRAMES];
     uint64_t key = py_reg == ef_reg ? py_key : 0;
     int k = ef_py_capture(words, max, &key);
