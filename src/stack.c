@@ -205,17 +205,22 @@ static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
     if (atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_ABSENT)
         return n; /* a program without Python: this load is all it pays */
     uint64_t words[EF_MAX_FRAMES];
+    /* key and id read together, before the walk: a signal handler that
+     * captures in between replaces them, and must not pair its id with our
+     * frames */
     uint64_t key = py_reg == ef_reg ? py_key : 0;
+    uint32_t id = py_id;
     int k = ef_py_capture(words, max, &key);
     if (k == 0)
         return n;
     if (k > 0) {
-        py_id = depot_store((const uintptr_t *)words, (uint32_t)k);
+        id = depot_store((const uintptr_t *)words, (uint32_t)k);
+        py_id = id;
         py_key = key;
         py_reg = ef_reg;
     }
-    if (py_id && n)
-        pcs[n++] = EF_PY_MARK | py_id;
+    if (id && n)
+        pcs[n++] = EF_PY_MARK | id;
     return n;
 }
 

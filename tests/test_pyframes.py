@@ -362,3 +362,37 @@ def _():
     r = expect_one(res, op="EPOLL_CTL_DEL")
     check("python_stacks" not in r, "python_stacks for 3.7: %r" % r.get("python_stacks"))
     check("+0x" in r["site"], "native site: %r" % r["site"])
+
+
+# ------------------------------------------------------------ sanitizers
+
+SANITIZER_ERRORS = re.compile(r"runtime error|AddressSanitizer|UndefinedBehaviorSanitizer")
+
+
+def sanitized(kind):
+    """The shim built with UBSan, or with ASan+UBSan (libasan preloaded first),
+    as tests/test_robust.py runs it."""
+    lib = os.path.join(ROOT, "build", kind, "libepollfork.so")
+    r = subprocess.run(["make", "-s", "-C", ROOT, os.path.relpath(lib, ROOT)], capture_output=True, text=True)
+    check(r.returncode == 0 and os.path.exists(lib), "make %s failed:\n%s" % (lib, r.stderr))
+    if kind == "asan":
+        so = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True, text=True).stdout.strip()
+        check(os.path.isabs(so) and os.path.exists(so), "libasan.so not found: %r" % so)
+        return dict(lib=lib, preload_extra=so, env=dict(ENV, ASAN_OPTIONS="detect_leaks=0"))
+    return dict(lib=lib, env=dict(ENV, UBSAN_OPTIONS="print_stacktrace=1"))
+
+
+for _kind in ("ubsan", "asan"):
+    for _mode, _key, _fn in (("remove", "call:remove", "child_removes"),
+                             ("mtparent", "call:remove", "child_removes"),
+                             ("thread", "call:thread", "thread_removes")):
+        def _t(kind=_kind, mode=_mode, key=_key, fn=_fn):
+            # the frame walk and the string store under the sanitizers, reading
+            # the interpreter's memory and the registry
+            res = run([PY, ASYNCIO, mode], timeout=60, **sanitized(kind))
+            check(not SANITIZER_ERRORS.search(res.stderr), "sanitizer error:\n" + res.stderr[-4000:])
+            check(res.rc == 0, res.describe())
+            r = expect_one(res, op="EPOLL_CTL_DEL")
+            expect_line(r, "call", ASYNCIO, marks(ASYNCIO)[key], fn, innermost_user=True)
+            check(r["site"] == py_site(ASYNCIO, marks(ASYNCIO)[key], fn), "site %r" % r["site"])
+        case("pyframes/%s-asyncio-%s" % (_kind, _mode))(_t)
