@@ -15,7 +15,7 @@
  *    without it (any C program) pays one failed dlsym, once, and a load and
  *    a branch per capture after that.
  *  - The frames are read directly from memory, not through
- *    _Py_DumpTraceback() (FACTS.md): that one writes each frame with several
+ *    _Py_DumpTraceback(): that one writes each frame with several
  *    write() calls to an fd (0.3-1.7 ms a dump to a terminal), is not
  *    exported by 3.9, 3.10 or 3.13, and would need an fd of ours per thread.
  *    Reading is what faulthandler's dump does, without the fd: the thread's
@@ -31,8 +31,8 @@
  *    greenlet, so what we read is the running greenlet's.
  *  - Layouts are version-specific: one row per CPython minor version below
  *    (3.8 to 3.13, 64-bit, default build), whose offsets were printed by a
- *    program compiled against that version's own headers (tests/pyoffsets.c;
- *    `python/offsets-match-the-headers` checks them again).  At the probe the
+ *    program compiled against that version's own headers (tests/scenarios/pyoffsets.c;
+ *    `pyframes/offsets-match-the-headers` checks them again).  At the probe the
  *    row is checked against the running interpreter (the type objects'
  *    tp_basicsize and tp_name, their ob_type); every frame's code object and
  *    every string is type-checked before it is read.  Any other version, or a
@@ -79,7 +79,7 @@ struct layout {
     uint16_t str_basicsize;     /* PyUnicode_Type.tp_basicsize */
 };
 
-/* Printed by tests/pyoffsets.c against each version's headers (pyenv 3.8.18,
+/* Printed by tests/scenarios/pyoffsets.c against each version's headers (pyenv 3.8.18,
  * 3.9.18, 3.10.13, 3.11.7, 3.12.1, 3.13.0; Debian's 3.11.2 agrees with
  * 3.11.7). */
 static const struct layout layouts[] = {
