@@ -9,8 +9,9 @@ row reports the median of the pair ratios with their min and max; the
 bare and shim columns are the medians of the raw figures.  Nothing is pinned.
 
 Usage: bench.py [--quick] [--only SUBSTR] [--markdown PATH]
-Groups for --only: mod close churn wait fork exec crossed-ctl memory nginx
-nginx-aa redis ps strace (ps: epollfork-ps over a loaded host, not the shim).  Results and the analysis behind them: bench/RESULTS.md.
+Groups for --only: mod close churn wait fork exec py-churn crossed-ctl memory
+nginx nginx-aa redis ps strace (ps: epollfork-ps over a loaded host, not the shim).  Results and
+the analysis behind them: bench/RESULTS.md.
 Run through `make bench` (bench/run.sh installs what this needs and builds
 build/bench/micro).  BENCH_QUICK=1 shortens every run and the number of pairs.
 """
@@ -58,8 +59,17 @@ def shim_env(logpath=None):
 # ------------------------------------------------------------------ micro
 
 
+PY = "/usr/bin/python3"
+PY_CHURN = os.path.join(ROOT, "bench", "py_asyncio_churn.py")
+
+
 def micro(mode, iters, chunks, env, wrap=None):
-    cmd = [MICRO, mode, str(iters), str(chunks)]
+    # "py-churn" is the Python registration churn (py_asyncio_churn.py), which
+    # prints the same line as micro.c
+    cmd = [PY, PY_CHURN] if mode == "py-churn" else [MICRO, mode]
+    cmd += [str(iters), str(chunks)]
+    if mode == "py-churn":      # the same dict layouts in every run
+        env = dict(env, PYTHONHASHSEED="0")
     if wrap:
         cmd = wrap + cmd
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
@@ -653,6 +663,13 @@ def main():
                      empty_env),
             exec_row("(split) the same, shim with EPOLLFORK_DISABLE=1", 1000, C, ps, None,
                      disabled_env)]),
+        # a Python program's registration churn: every ADD keeps its stack, native frames
+        # and Python frames (src/pyframes.c); budget of the Python frames issue
+        ("py-churn", lambda: [
+            micro_row("7. Python asyncio: add_reader + remove_reader (Python frames on)",
+                      "py-churn", n(60000), C, pm, 1.10),
+            micro_row("(split) the same, shim with EPOLLFORK_DISABLE=1", "py-churn", n(60000),
+                      C, pm, None, disabled_env)]),
         ("crossed-ctl", lambda: [micro_row("(extra) epoll_ctl MOD, crossed, child holds it",
                                            "mod-crossed", n(300000), C, pm, None)]),
         ("memory", lambda: rss_rows(ps)),

@@ -287,6 +287,25 @@ struct ef_depot_slot {
     uint32_t pad;
 };
 
+/* The strings of Python frames (file and function names), each stored once
+ * for the tree (pyframes.c): a Python frame is one 64-bit word of two string
+ * ids and a line, and stack.c keeps Python stacks of such words in its depot. */
+#define EF_PYSTR_SLOTS (1u << 15)
+#define EF_PYSTR_BYTES (1u << 22)
+#define EF_PYSTR_MAX 1023           /* longer strings are cut */
+struct ef_pystr_slot {
+    _Atomic uint64_t hash;      /* of the bytes */
+    _Atomic uint32_t state;     /* enum ef_depot_state */
+    uint32_t off, len;          /* in bytes[] */
+    uint32_t pad;
+};
+struct ef_pystrs {
+    _Atomic uint32_t used;      /* bytes handed out */
+    uint32_t pad;
+    struct ef_pystr_slot slot[EF_PYSTR_SLOTS];
+    char bytes[EF_PYSTR_BYTES];
+};
+
 struct ef_registry {
     uint64_t magic;
     _Atomic uint32_t ninst_hw;          /* high-water mark of instance indexes */
@@ -302,6 +321,7 @@ struct ef_registry {
     _Atomic uint64_t claims[EF_CLAIM_SLOTS];
     uint64_t frames[EF_DEPOT_FRAMES];
     struct ef_inst inst[EF_MAX_INST];
+    struct ef_pystrs pystrs;            /* last: the layout before it is unchanged */
 };
 #define EF_NOTICE_INST_FULL  0x1u
 #define EF_NOTICE_PROC_FULL  0x2u
@@ -311,6 +331,7 @@ struct ef_registry {
 #define EF_NOTICE_NO_UNWIND  0x20u
 #define EF_NOTICE_NO_PROC    0x40u
 #define EF_NOTICE_FD_LIMIT   0x80u
+#define EF_NOTICE_PYSTR_FULL 0x100u
 
 extern struct ef_registry *ef_reg;
 int ef_registry_create(void);          /* 0 ok, -1 failed (tracking off) */
@@ -328,6 +349,40 @@ uint32_t ef_process_split(uint32_t a, uint32_t b);
 int ef_claim_once(uint64_t key);
 /* One-time tree-wide notice; returns 1 the first time bit is raised. */
 int ef_notice_once(uint32_t bit);
+
+/* --------------------------------------------------------------- pyframes.c */
+/* Is there an interpreter whose frames we can read?  Decided once per
+ * process, at the first capture; a C program checks this and nothing more. */
+enum ef_py_state { EF_PY_UNPROBED = 0, EF_PY_PROBING, EF_PY_ABSENT, EF_PY_READY };
+extern _Atomic int ef_py_state;
+/* The calling thread's Python frames, innermost first, at most max, as words
+ * (ef_py_word_of); *key identifies the frames (code objects, instructions):
+ * when it equals the value passed in, nothing is encoded and -1 is returned,
+ * so that the caller reuses what it stored for them the last time.  0: no
+ * Python frames (no interpreter in this process, a thread not running
+ * Python, a version whose layout we do not know). */
+int ef_py_capture(uint64_t *words, int max, uint64_t *key);
+uint32_t ef_pystr_intern(const char *s, uint32_t n);  /* its id, 0 when the store is full */
+void ef_pystr_copy(uint32_t id, char *buf, size_t cap);  /* "?" when unknown or damaged */
+uint64_t ef_py_word_of(uint32_t file, int line, uint32_t function);
+uint64_t ef_py_word(const char *file, int line, const char *function);  /* interns both */
+struct ef_pyframe {
+    char file[EF_PYSTR_MAX + 1];
+    char function[EF_PYSTR_MAX + 1];
+    int line;                   /* 0 unknown */
+};
+void ef_py_decode(uint64_t word, struct ef_pyframe *out);
+/* The standard library or an installed package (site-packages,
+ * dist-packages): not what `site` names. */
+int ef_py_is_library(const char *file);
+void ef_py_site(const struct ef_pyframe *f, char *buf, size_t len); /* "worker.py:42(handle)" */
+/* Is the calling thread running Python (a thread state with a frame)?  A
+ * registration made from Python keeps only the EF_PY_NATIVE_DEPTH native
+ * frames nearest the call (ef_capture_here): the interpreter's frames below
+ * them are what its Python frames say better, and each one costs libunwind
+ * ~100 instructions on the hot path (bench/RESULTS.md, Python churn). */
+#define EF_PY_NATIVE_DEPTH 8
+int ef_py_running(void);
 
 /* ------------------------------------------------------------------ stack.c */
 enum ef_skip { EF_SKIP_SHIM = 0, EF_SKIP_SHIM_AND_ONE = 1 };
@@ -355,6 +410,9 @@ static inline int ef_capture_here(void **raw, int depth)
     int (*bt)(void **, int) = ef_bt;
     if (!bt || ef_unwinding || ef_in_shim)
         return 0;
+    if (depth > EF_PY_NATIVE_DEPTH &&
+        atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_READY && ef_py_running())
+        depth = EF_PY_NATIVE_DEPTH;
     EF_GUARD_SCOPE();
     ef_unwinding = 1;
     int n = bt(raw, depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES);
@@ -362,9 +420,17 @@ static inline int ef_capture_here(void **raw, int depth)
     return n > 0 ? n : 0;
 }
 uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n);
-/* Copy the frames of stack id into pcs (at most max); their count, 0 when
- * the id is unknown or its record in the registry does not hold together. */
+/* Copy the native frames of stack id into pcs (at most max); their count, 0
+ * when the id is unknown or its record in the registry does not hold
+ * together. */
 uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max);
+/* A stack captured while the thread ran Python carries its Python stack: a
+ * last word EF_PY_MARK | id of a depot entry of Python frame words.  Copy
+ * those words (at most max); their count, 0 none. */
+#define EF_PY_MARK 0xef7f000000000000ull
+uint32_t ef_stack_python(uint32_t id, uint64_t *words, uint32_t max);
+/* A stack of native frames pcs and Python frame words, stored once (tests). */
+uint32_t ef_stack_store(const uintptr_t *pcs, uint32_t n, const uint64_t *words, uint32_t nw);
 void ef_stack_before_fork(void);
 void ef_stack_after_fork_child(int parent_multithreaded);
 void ef_stack_after_unseen_fork(void);

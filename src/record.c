@@ -139,11 +139,31 @@ void ef_field_hex(struct ef_fields *f, const char *key, unsigned long long v)
     field(f, key, EF_F_HEX, (long long)v, NULL);
 }
 
+/* The site of a Python program is the user's own line: the innermost Python
+ * frame outside the standard library and installed packages
+ * (ef_py_is_library), `worker.py:42(handle)`; without one, the native rule. */
+static int python_site(uint32_t id, char *buf, size_t len)
+{
+    uint64_t words[EF_MAX_FRAMES];
+    uint32_t n = ef_stack_python(id, words, EF_MAX_FRAMES);
+    for (uint32_t i = 0; i < n; i++) {
+        struct ef_pyframe f;
+        ef_py_decode(words[i], &f);
+        if (strcmp(f.file, "?") && !ef_py_is_library(f.file)) {
+            ef_py_site(&f, buf, len);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void ef_report_site(const struct ef_report *r, struct ef_symctx *c, char *buf, size_t len)
 {
     uint64_t pcs[EF_MAX_FRAMES];
-    uint32_t n = ef_depot_copy(r->stacks[ef_kinds[r->kind].offending], pcs, EF_MAX_FRAMES);
     buf[0] = 0;
+    if (python_site(r->stacks[ef_kinds[r->kind].offending], buf, len))
+        return;
+    uint32_t n = ef_depot_copy(r->stacks[ef_kinds[r->kind].offending], pcs, EF_MAX_FRAMES);
     for (uint32_t i = 0; i < n; i++) {
         struct ef_sym sy;
         ef_sym_lookup(c, (uintptr_t)pcs[i] - 1, &sy);

@@ -75,22 +75,61 @@ static void summary(const struct ef_report *r, const struct ef_fields *fs, struc
 
 /* ------------------------------------------------------------ stacks */
 
-static void frame_text(struct ef_out *o, const char *pfx, int i, uintptr_t pc, struct ef_symctx *c)
+static void frame_text(struct ef_out *o, const char *pfx, int i, uintptr_t pc, struct ef_symctx *c,
+                       struct ef_sym *sy)
 {
-    struct ef_sym sy;
-    ef_sym_lookup(c, pc, &sy);
+    ef_sym_lookup(c, pc, sy);
     /* A secure-execution process prints no absolute address (they would
      * undo its address-space randomization for whoever reads the log). */
     if (ef_opt.secure)
-        ef_putf(o, "%s    #%d in %s (", pfx, i, sy.function[0] ? sy.function : "??");
+        ef_putf(o, "%s    #%d in %s (", pfx, i, sy->function[0] ? sy->function : "??");
     else
         ef_putf(o, "%s    #%d 0x%lx in %s (", pfx, i, (unsigned long)pc,
-                sy.function[0] ? sy.function : "??");
-    if (sy.have_module)
-        ef_put_vis(o, sy.module);
+                sy->function[0] ? sy->function : "??");
+    if (sy->have_module)
+        ef_put_vis(o, sy->module);
     else
         ef_puts(o, "<unknown module>");
-    ef_putf(o, "+0x%lx)\n", (unsigned long)sy.offset);
+    ef_putf(o, "+0x%lx)\n", (unsigned long)sy->offset);
+}
+
+/* Python frames, as Python's tracebacks print them, innermost first. */
+static uint32_t python_text(struct ef_out *o, const char *pfx, uint32_t id)
+{
+    uint64_t words[EF_MAX_FRAMES];
+    uint32_t n = ef_stack_python(id, words, EF_MAX_FRAMES);
+    for (uint32_t i = 0; i < n; i++) {
+        struct ef_pyframe f;
+        ef_py_decode(words[i], &f);
+        ef_putf(o, "%s    File \"", pfx);
+        ef_put_vis(o, f.file);
+        ef_putf(o, "\", line %d, in ", f.line);
+        ef_put_vis(o, f.function);
+        ef_puts(o, "\n");
+    }
+    return n;
+}
+
+/* CPython's eval loop: the native frames below it are the interpreter running
+ * the Python frames already shown. */
+static int eval_loop(const char *fn)
+{
+    return !strcmp(fn, "_PyEval_EvalFrameDefault") || !strcmp(fn, "PyEval_EvalFrameEx");
+}
+
+static void python_json(struct ef_out *o, uint32_t id)
+{
+    uint64_t words[EF_MAX_FRAMES];
+    uint32_t n = ef_stack_python(id, words, EF_MAX_FRAMES);
+    for (uint32_t i = 0; i < n; i++) {
+        struct ef_pyframe f;
+        ef_py_decode(words[i], &f);
+        ef_puts(o, i ? ",{\"file\":" : "{\"file\":");
+        ef_put_json_str(o, f.file);
+        ef_putf(o, ",\"line\":%d,\"function\":", f.line);
+        ef_put_json_str(o, f.function);
+        ef_puts(o, "}");
+    }
 }
 
 static void frame_json(struct ef_out *o, uintptr_t pc, struct ef_symctx *c)
@@ -127,8 +166,15 @@ static void render_text(const struct ef_report *r, struct ef_out *o, struct ef_s
         uint32_t n = ef_depot_copy(r->stacks[s[i].role], pcs, EF_MAX_FRAMES);
         if (!n)
             ef_putf(o, "%s    <%s>\n", pfx, s[i].missing);
-        for (uint32_t j = 0; j < n; j++)
-            frame_text(o, pfx, (int)j, (uintptr_t)pcs[j] - 1, c);
+        uint32_t py = python_text(o, pfx, r->stacks[s[i].role]);
+        for (uint32_t j = 0; j < n; j++) {
+            struct ef_sym sy;
+            frame_text(o, pfx, (int)j, (uintptr_t)pcs[j] - 1, c, &sy);
+            if (py && j + 1 < n && eval_loop(sy.function)) {
+                ef_putf(o, "%s    (%u more native frames of the interpreter)\n", pfx, n - j - 1);
+                break;
+            }
+        }
         if (s[i].note)
             ef_putf(o, "%s    (%s)\n", pfx, s[i].note);
     }
@@ -162,7 +208,21 @@ static void render_json(const struct ef_report *r, struct ef_out *o, struct ef_s
         }
         ef_puts(o, "]");
     }
-    ef_puts(o, "},\"stack_notes\":{");
+    ef_puts(o, "}");
+    /* python_stacks: the same keys, only for the stacks with Python frames */
+    int any = 0;
+    for (int i = 0; i < ns; i++) {
+        uint64_t w[1];
+        if (!ef_stack_python(r->stacks[s[i].role], w, 1))
+            continue;
+        ef_putf(o, "%s\"%s\":[", any ? "," : ",\"python_stacks\":{", ef_role_name(s[i].role));
+        python_json(o, r->stacks[s[i].role]);
+        ef_puts(o, "]");
+        any = 1;
+    }
+    if (any)
+        ef_puts(o, "}");
+    ef_puts(o, ",\"stack_notes\":{");
     int first = 1;
     for (int i = 0; i < ns; i++) {
         const char *why = nframes[i] ? s[i].note : s[i].missing;

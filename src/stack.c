@@ -188,11 +188,47 @@ const char *ef_cut_why(enum ef_cut cut)
 
 static EF_TLS enum ef_cut last_cut;
 
+static uint32_t depot_store(const uintptr_t *pcs, uint32_t n);
+
+/* The Python stack of the calling thread (pyframes.c), stored once; the last
+ * one this thread stored is remembered by its key, so that a registration
+ * made again and again from the same Python lines costs a walk of the frame
+ * chain and no string work (bench/RESULTS.md, Python churn). */
+static EF_TLS uint64_t py_key;
+static EF_TLS uint32_t py_id;
+static EF_TLS const struct ef_registry *py_reg;
+
+/* Append the marker of the thread's Python stack to pcs (room for one more
+ * word); the new count. */
+static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
+{
+    if (atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_ABSENT)
+        return n; /* a program without Python: this load is all it pays */
+    uint64_t words[EF_MAX_FRAMES];
+    /* key and id read together, before the walk: a signal handler that
+     * captures in between replaces them, and must not pair its id with our
+     * frames */
+    uint64_t key = py_reg == ef_reg ? py_key : 0;
+    uint32_t id = py_id;
+    int k = ef_py_capture(words, max, &key);
+    if (k == 0)
+        return n;
+    if (k > 0) {
+        id = depot_store((const uintptr_t *)words, (uint32_t)k);
+        py_id = id;
+        py_key = key;
+        py_reg = ef_reg;
+    }
+    if (id && n)
+        pcs[n++] = EF_PY_MARK | id;
+    return n;
+}
+
 /* Frames a wrapper captured itself (ef_capture_here): drop the wrapper's own
  * frame(s), keep the configured depth, store them once. */
 uint32_t ef_stack_from_raw(void *const *raw, int n)
 {
-    uintptr_t pcs[EF_MAX_FRAMES];
+    uintptr_t pcs[EF_MAX_FRAMES + 1];
     int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
                                                                            : EF_MAX_FRAMES;
     int i = 0;
@@ -202,15 +238,17 @@ uint32_t ef_stack_from_raw(void *const *raw, int n)
     for (; i < n && (int)k < max; i++)
         pcs[k++] = (uintptr_t)raw[i];
     last_cut = EF_CUT_NONE;
+    k = with_python(pcs, k, EF_MAX_FRAMES);
     return k ? ef_depot_put(pcs, k) : 0;
 }
 
 uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
 {
-    uintptr_t pcs[EF_MAX_FRAMES];
+    uintptr_t pcs[EF_MAX_FRAMES + 1];
     int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
                                                                            : EF_MAX_FRAMES;
     uint32_t n = take(pcs, max, skip, caller, &last_cut);
+    n = with_python(pcs, n, EF_MAX_FRAMES);
     return ef_depot_put(pcs, n);
 }
 
@@ -241,13 +279,18 @@ static EF_TLS const struct ef_registry *last_reg;
  * in the middle never finishes, and nobody waits for it twice. */
 static uint64_t stuck[EF_DEPOT_SLOTS / 64];
 
+/* A depot entry: up to EF_MAX_FRAMES frames and the Python marker. */
+#define ENTRY_MAX (EF_MAX_FRAMES + 1)
+
+static uint32_t depot_read(uint32_t id, uint64_t *pcs, uint32_t max);
+
 uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
 {
     struct ef_registry *r = ef_reg;
     if (!r || !n)
         return 0;
-    if (n > EF_MAX_FRAMES)
-        n = EF_MAX_FRAMES;
+    if (n > ENTRY_MAX)
+        n = ENTRY_MAX;
     uint64_t h = hash_pcs(pcs, n);
     if (h == last_hash && n == last_n && r == last_reg && last_id)
         return last_id;
@@ -265,9 +308,9 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
         if (st == EF_DEPOT_WRITING)
             stuck[s / 64] |= 1ull << (s % 64);
         if (st == EF_DEPOT_READY) {
-            uint64_t have[EF_MAX_FRAMES];
+            uint64_t have[ENTRY_MAX];
             if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h &&
-                ef_depot_copy(s + 1, have, EF_MAX_FRAMES) == n &&
+                depot_read(s + 1, have, ENTRY_MAX) == n &&
                 !memcmp(have, pcs, n * sizeof(uint64_t)))
                 id = s + 1;
             continue;
@@ -305,7 +348,8 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
     return id;
 }
 
-uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max)
+/* The words of entry id as stored (the Python marker included). */
+static uint32_t depot_read(uint32_t id, uint64_t *pcs, uint32_t max)
 {
     struct ef_registry *r = ef_reg;
     if (!r || !id || id > EF_DEPOT_SLOTS)
@@ -316,12 +360,69 @@ uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max)
     /* Any process of the tree can write the slot: read each value once and
      * check it against the frame store before using it. */
     uint32_t start = *(volatile uint32_t *)&d->start, n = *(volatile uint32_t *)&d->n;
-    if (n == 0 || n > EF_MAX_FRAMES || start >= EF_DEPOT_FRAMES || n > EF_DEPOT_FRAMES - start)
+    if (n == 0 || n > ENTRY_MAX || start >= EF_DEPOT_FRAMES || n > EF_DEPOT_FRAMES - start)
         return 0;
     if (n > max)
         n = max;
     memcpy(pcs, &r->frames[start], n * sizeof(uint64_t));
     return n;
+}
+
+static int is_py_mark(uint64_t w)
+{
+    return (w & ~0xffffffffull) == EF_PY_MARK;
+}
+
+uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max)
+{
+    uint64_t all[ENTRY_MAX];
+    uint32_t n = depot_read(id, all, ENTRY_MAX);
+    if (n && is_py_mark(all[n - 1]))
+        n--;
+    if (n > max)
+        n = max;
+    memcpy(pcs, all, n * sizeof(uint64_t));
+    return n;
+}
+
+uint32_t ef_stack_python(uint32_t id, uint64_t *words, uint32_t max)
+{
+    uint64_t all[ENTRY_MAX];
+    uint32_t n = depot_read(id, all, ENTRY_MAX);
+    if (!n || !is_py_mark(all[n - 1]))
+        return 0;
+    uint32_t py = (uint32_t)all[n - 1];
+    if (py == id) /* a marker pointing at its own entry: damaged */
+        return 0;
+    n = depot_read(py, words, max);
+    for (uint32_t i = 0; i < n; i++)
+        if (is_py_mark(words[i])) /* a native entry where Python words should be */
+            return 0;
+    return n;
+}
+
+/* Python words go to the depot through here, so that storing them does not
+ * evict the calling thread's cached native stack (ef_depot_put's). */
+static uint32_t depot_store(const uintptr_t *pcs, uint32_t n)
+{
+    uint64_t h = last_hash;
+    uint32_t id = last_id, ln = last_n;
+    const struct ef_registry *reg = last_reg;
+    uint32_t r = ef_depot_put(pcs, n);
+    last_hash = h, last_id = id, last_n = ln, last_reg = reg;
+    return r;
+}
+
+uint32_t ef_stack_store(const uintptr_t *pcs, uint32_t n, const uint64_t *words, uint32_t nw)
+{
+    uintptr_t all[ENTRY_MAX];
+    if (n > EF_MAX_FRAMES)
+        n = EF_MAX_FRAMES;
+    memcpy(all, pcs, n * sizeof(uintptr_t));
+    uint32_t py = nw ? depot_store((const uintptr_t *)words, nw) : 0;
+    if (py && n)
+        all[n++] = EF_PY_MARK | py;
+    return ef_depot_put(all, n);
 }
 
 void ef_stack_before_fork(void)

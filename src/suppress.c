@@ -7,8 +7,12 @@
  * function names, module paths and module base names of the offending call's
  * frames (the epoll_ctl for shared-epoll-ctl, the close for
  * stale-registration, the exec for epoll-fd-exec-leak, or the program itself
- * for a leak found at start-up).  `#` starts a comment.  The file is read once
- * at start-up; a bad line is named and ignored, the rest still apply.
+ * for a leak found at start-up).  When that stack has Python frames
+ * (pyframes.c), GLOB is also matched against each one's function, file path,
+ * file base name and `file.py:LINE(function)`, the form `site` takes, so that
+ * a Python team suppresses by its own line.  `#` starts a comment.  The file
+ * is read once at start-up; a bad line is named and ignored, the rest still
+ * apply.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -159,10 +163,31 @@ static int frame_matches(const struct rule *ru, const struct ef_sym *sy)
            matches(ru->glob, base ? base + 1 : NULL);
 }
 
+static int python_matches(const struct rule *ru, const uint64_t *words, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        struct ef_pyframe f;
+        char site[sizeof f.file + 64];
+        ef_py_decode(words[i], &f);
+        ef_py_site(&f, site, sizeof site);
+        const char *base = strrchr(f.file, '/');
+        if (matches(ru->glob, f.function) || matches(ru->glob, f.file) ||
+            matches(ru->glob, base ? base + 1 : NULL) || matches(ru->glob, site))
+            return 1;
+    }
+    return 0;
+}
+
 int ef_suppressed(const struct ef_report *r)
 {
     if (!nrules || (unsigned)r->kind >= EF_NKINDS)
         return 0;
+    uint64_t words[EF_MAX_FRAMES];
+    uint32_t nw = ef_stack_python(r->stacks[ef_kinds[r->kind].offending], words, EF_MAX_FRAMES);
+    for (int k = 0; k < nrules && nw; k++)
+        if ((rules[k].kind < 0 || rules[k].kind == (int)r->kind) &&
+            python_matches(&rules[k], words, nw))
+            return 1;
     uint64_t pcs[EF_MAX_FRAMES];
     uint32_t n = ef_depot_copy(r->stacks[ef_kinds[r->kind].offending], pcs, EF_MAX_FRAMES);
     struct ef_symctx *c = n ? ef_sym_begin() : NULL;

@@ -23,7 +23,7 @@ import tempfile
 from harness import case, check, Fail, ROOT, BUILD
 
 UNIT = os.path.join(ROOT, "tests", "unit")
-SOURCES = ["unit.c", "test_track.c", "test_parts.c"]
+SOURCES = ["unit.c", "test_track.c", "test_parts.c", "test_pyframes.c"]
 WARN = ["-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wstrict-prototypes", "-Wno-unused-parameter"]
 SAN = ["-O1", "-fno-omit-frame-pointer", "-fsanitize=address,undefined",
        "-fno-sanitize-recover=undefined"]

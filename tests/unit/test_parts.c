@@ -797,7 +797,7 @@ static int check_json(const char *name, const char *buf, size_t n, const char *k
 }
 
 /* Render r both ways, check, save for the Python side; small buffers too. */
-static void render_both(const char *name, const struct ef_report *r)
+void render_both(const char *name, const struct ef_report *r)
 {
     static char buf[512 * 1024];
     char file[128];

@@ -548,8 +548,8 @@ static int run_group(const struct group *g)
 
 static const struct group *find_group(const char *name)
 {
-    const struct group *tables[] = {track_groups, parts_groups};
-    for (size_t t = 0; t < 2; t++)
+    const struct group *tables[] = {track_groups, parts_groups, pyframes_groups};
+    for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
         for (const struct group *g = tables[t]; g->name; g++)
             if (!strcmp(g->name, name))
                 return g;
@@ -582,15 +582,15 @@ int main(int argc, char **argv)
             sel[nsel++] = g;
         }
     }
-    const struct group *tables[] = {track_groups, parts_groups};
+    const struct group *tables[] = {track_groups, parts_groups, pyframes_groups};
     if (list) {
-        for (size_t t = 0; t < 2; t++)
+        for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
             for (const struct group *g = tables[t]; g->name; g++)
                 printf("%s\n", g->name);
         return 0;
     }
     if (!nsel)
-        for (size_t t = 0; t < 2; t++)
+        for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
             for (const struct group *g = tables[t]; g->name && nsel < 128; g++)
                 sel[nsel++] = g;
     sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

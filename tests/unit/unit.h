@@ -45,7 +45,7 @@ struct group {
     void (*fn)(void);
     int flags;
 };
-extern const struct group track_groups[], parts_groups[];
+extern const struct group track_groups[], parts_groups[], pyframes_groups[];
 
 extern const char *unit_outdir;      /* where groups write files for the runner */
 extern const char *unit_group;       /* the group running */
@@ -97,6 +97,9 @@ void gate_wait(int g[2]);             /* child: block until the gate opens */
 int read_file(const char *path, char *buf, size_t len); /* bytes read, -1 */
 int count_lines_with(const char *text, const char *needle);
 void write_out(const char *name, const char *buf, size_t len);
+/* Render r as text and JSON into render-NAME.txt/.json, with the checks every
+ * rendering must pass (test_parts.c). */
+void render_both(const char *name, const struct ef_report *r);
 /* The instance table entry an fd points at, or NULL (never crashes a check). */
 struct ef_inst *inst_of_fd(int fd);
 
