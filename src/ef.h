@@ -242,7 +242,8 @@ struct ef_change {
 enum ef_create_how { EF_CREATE_EPOLL_CREATE = 0, EF_CREATE_EPOLL_CREATE1 = 1, EF_CREATE_ADOPTED = 2 };
 enum ef_inst_state { EF_INST_FREE = 0, EF_INST_LIVE = 1 };
 
-struct ef_inst {
+/* 64-byte aligned: a chunk of 64 instances is a whole number of pages. */
+struct __attribute__((aligned(64))) ef_inst {
     _Atomic uint32_t state;     /* enum ef_inst_state */
     _Atomic uint32_t uid;       /* bumped at each allocation */
     _Atomic uint32_t crossed;   /* held by a process that forked */
@@ -299,13 +300,12 @@ struct ef_pystr_slot {
     uint32_t off, len;          /* in bytes[] */
     uint32_t pad;
 };
-struct ef_pystrs {
-    _Atomic uint32_t used;      /* bytes handed out */
-    uint32_t pad;
-    struct ef_pystr_slot slot[EF_PYSTR_SLOTS];
-    char bytes[EF_PYSTR_BYTES];
-};
-
+/* The registry is a memfd the tree shares: fork keeps the fd and every
+ * mapping, exec drops them.  Its header (below) is mapped when it is made;
+ * each table after it is mapped in chunks, by each process, on first use, so
+ * that a process's address space holds only the parts it touched (RLIMIT_AS
+ * counts mappings: one fixed mapping of all of it was 56 MiB).  The shapes are
+ * constants of the library, never read from the shared memory. */
 struct ef_registry {
     uint64_t magic;
     _Atomic uint32_t ninst_hw;          /* high-water mark of instance indexes */
@@ -314,15 +314,57 @@ struct ef_registry {
     _Atomic uint32_t notices;           /* EF_NOTICE_* already printed, tree-wide */
     _Atomic uint64_t free_head;         /* tagged free list of instances */
     _Atomic uint32_t reclaim_next;      /* where the next reclaim scan starts */
-    uint32_t pad;
+    _Atomic uint32_t pystr_used;        /* bytes of EF_T_PYBYTES handed out */
     _Atomic uint32_t inst_next[EF_MAX_INST];
-    struct ef_process procs[EF_MAX_PROC];
-    struct ef_depot_slot depot[EF_DEPOT_SLOTS];
-    _Atomic uint64_t claims[EF_CLAIM_SLOTS];
-    uint64_t frames[EF_DEPOT_FRAMES];
-    struct ef_inst inst[EF_MAX_INST];
-    struct ef_pystrs pystrs;            /* last: the layout before it is unchanged */
 };
+enum ef_table {
+    EF_T_PROCS,     /* struct ef_process[EF_MAX_PROC] */
+    EF_T_DEPOT,     /* struct ef_depot_slot[EF_DEPOT_SLOTS] */
+    EF_T_CLAIMS,    /* _Atomic uint64_t[EF_CLAIM_SLOTS] */
+    EF_T_FRAMES,    /* uint64_t[EF_DEPOT_FRAMES]: the depot's frames */
+    EF_T_INST,      /* struct ef_inst[EF_MAX_INST] */
+    EF_T_PYSLOTS,   /* struct ef_pystr_slot[EF_PYSTR_SLOTS] */
+    EF_T_PYBYTES,   /* char[EF_PYSTR_BYTES]: the Python strings */
+    EF_NTABLES
+};
+struct ef_table_shape {
+    uint32_t elem, count;
+    uint32_t shift;             /* 1 << shift elements per chunk: whole pages */
+    uint32_t first;             /* its first chunk in ef_reg_chunks[] */
+};
+static const struct ef_table_shape ef_table_shapes[EF_NTABLES] = {
+    [EF_T_PROCS] = {sizeof(struct ef_process), EF_MAX_PROC, 12, 0},
+    [EF_T_DEPOT] = {sizeof(struct ef_depot_slot), EF_DEPOT_SLOTS, 12, 16},
+    [EF_T_CLAIMS] = {sizeof(uint64_t), EF_CLAIM_SLOTS, 14, 32},
+    [EF_T_FRAMES] = {sizeof(uint64_t), EF_DEPOT_FRAMES, 16, 33},
+    [EF_T_INST] = {sizeof(struct ef_inst), EF_MAX_INST, 6, 65},
+    [EF_T_PYSLOTS] = {sizeof(struct ef_pystr_slot), EF_PYSTR_SLOTS, 12, 321},
+    [EF_T_PYBYTES] = {1, EF_PYSTR_BYTES, 16, 329},
+};
+#define EF_REG_CHUNKS 393
+extern char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];  /* this process's mappings */
+char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk); /* NULL when it cannot be mapped */
+/* Element i of table t, mapping its chunk on first use; NULL when i is out of
+ * range (an index read from shared memory) or the chunk cannot be mapped. */
+static inline void *ef_reg_elem(enum ef_table t, uint32_t i)
+{
+    const struct ef_table_shape *sh = &ef_table_shapes[t];
+    if (EF_UNLIKELY(i >= sh->count))
+        return NULL;
+    char *b = atomic_load_explicit(&ef_reg_chunks[sh->first + (i >> sh->shift)],
+                                   memory_order_acquire);
+    if (EF_UNLIKELY(!b) && !(b = ef_reg_map_chunk(t, i >> sh->shift)))
+        return NULL;
+    return b + (size_t)(i & ((1u << sh->shift) - 1)) * sh->elem;
+}
+/* n consecutive elements from start, all in one chunk (stores never split a
+ * record across chunks): NULL when they are not, or out of range. */
+void *ef_reg_span(enum ef_table t, uint32_t start, uint32_t n);
+/* Take n consecutive elements of table t from the shared counter *used,
+ * never across a chunk; the first, or UINT32_MAX when the table is full. */
+uint32_t ef_reg_reserve(enum ef_table t, _Atomic uint32_t *used, uint32_t n);
+uint64_t ef_reg_file_size(void);        /* the memfd's size: header + every table */
+uint64_t ef_reg_table_offset(enum ef_table t);
 #define EF_NOTICE_INST_FULL  0x1u
 #define EF_NOTICE_PROC_FULL  0x2u
 #define EF_NOTICE_DEPOT_FULL 0x4u

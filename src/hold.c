@@ -35,6 +35,7 @@
 #include "rules.h"
 
 struct ef_self ef_self;
+struct ef_inst ef_inst_none;
 struct ef_wipe *ef_wipe;
 struct ef_fork_state ef_fork;
 EF_TLS uint32_t ef_tls_fork_stack;
@@ -69,9 +70,8 @@ int ef_track_start(void)
         /* RLIMIT_AS, or no memory: say so once, where reports would go. */
         int why = errno;
         ef_log_setup();
-        ef_log_notice("epollfork: cannot map the memory shared by the process tree (%zu KiB: "
-                      "%s); this process is not tracked", sizeof(struct ef_registry) / 1024,
-                      strerror(why));
+        ef_log_notice("epollfork: cannot map the memory shared by the process tree (%s); "
+                      "this process is not tracked", strerror(why));
     }
     if (ok) {
         void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -121,7 +121,7 @@ struct ef_local *ef_local_at(uint32_t idx)
 static inline int holds(uint32_t idx)
 {
     uint32_t u = atomic_load_explicit(&local[idx].uid, memory_order_relaxed);
-    return u && u == atomic_load_explicit(&ef_reg->inst[idx].uid, memory_order_relaxed);
+    return u && u == atomic_load_explicit(&ef_inst_at(idx)->uid, memory_order_relaxed);
 }
 
 int ef_holds(uint32_t idx)

@@ -38,7 +38,7 @@
  *    every string is type-checked before it is read.  Any other version, or a
  *    check that fails, means "no Python frames", never a guess.
  *
- * The strings live in the registry (struct ef_pystrs): the process that
+ * The strings live in the registry (tables EF_T_PYSLOTS, EF_T_PYBYTES): the process that
  * prints a report is often not the one that captured it (the parent reports
  * its child's call), so a Python frame is one 64-bit word of two string ids
  * and a line, and stack.c stores a Python stack as such words in its depot.
@@ -343,17 +343,22 @@ static uint64_t hash_bytes(const char *s, uint32_t n)
  * is unknown or its slot does not hold together. */
 static const char *pystr_at(uint32_t id, uint32_t *len)
 {
-    struct ef_registry *r = ef_reg;
-    if (!r || !id || id > EF_PYSTR_SLOTS)
+    if (!ef_reg || !id || id > EF_PYSTR_SLOTS)
         return NULL;
-    struct ef_pystr_slot *sl = &r->pystrs.slot[id - 1];
-    if (atomic_load_explicit(&sl->state, memory_order_acquire) != EF_DEPOT_READY)
+    struct ef_pystr_slot *sl = ef_reg_elem(EF_T_PYSLOTS, id - 1);
+    if (!sl || atomic_load_explicit(&sl->state, memory_order_acquire) != EF_DEPOT_READY)
         return NULL;
     uint32_t off = *(volatile uint32_t *)&sl->off, n = *(volatile uint32_t *)&sl->len;
-    if (n > EF_PYSTR_MAX || off >= EF_PYSTR_BYTES || n > EF_PYSTR_BYTES - off)
+    if (n > EF_PYSTR_MAX)
         return NULL;
-    *len = n;
-    return &r->pystrs.bytes[off];
+    if (n == 0) {
+        *len = 0;
+        return "";
+    }
+    const char *b = ef_reg_span(EF_T_PYBYTES, off, n);
+    if (b)
+        *len = n;
+    return b;
 }
 
 uint32_t ef_pystr_intern(const char *s, uint32_t n)
@@ -363,11 +368,12 @@ uint32_t ef_pystr_intern(const char *s, uint32_t n)
         return 0;
     if (n > EF_PYSTR_MAX)
         n = EF_PYSTR_MAX;
-    struct ef_pystrs *ps = &r->pystrs;
     uint64_t h = hash_bytes(s, n);
     for (uint32_t probe_ = 0; probe_ < 64; probe_++) {
         uint32_t i = (uint32_t)(h + probe_) & (EF_PYSTR_SLOTS - 1);
-        struct ef_pystr_slot *sl = &ps->slot[i];
+        struct ef_pystr_slot *sl = ef_reg_elem(EF_T_PYSLOTS, i);
+        if (!sl)
+            break;
         uint32_t st = atomic_load_explicit(&sl->state, memory_order_acquire);
         for (int spin = 0; st == EF_DEPOT_WRITING && spin < 2000; spin++) {
             ef_cpu_relax();
@@ -383,14 +389,15 @@ uint32_t ef_pystr_intern(const char *s, uint32_t n)
         }
         if (st != EF_DEPOT_EMPTY || !atomic_compare_exchange_strong(&sl->state, &st, EF_DEPOT_WRITING))
             continue;
-        /* shared counter: another process may have pushed it anywhere */
-        uint32_t off = atomic_fetch_add(&ps->used, n);
-        if (off >= EF_PYSTR_BYTES || n > EF_PYSTR_BYTES - off) {
-            atomic_store(&ps->used, EF_PYSTR_BYTES); /* stays full, never wraps */
+        /* a string never splits across chunks of the byte store */
+        uint32_t off = n ? ef_reg_reserve(EF_T_PYBYTES, &r->pystr_used, n) : 0;
+        char *dst = n && off != UINT32_MAX ? ef_reg_span(EF_T_PYBYTES, off, n) : NULL;
+        if (n && !dst) {
             atomic_store(&sl->state, EF_DEPOT_EMPTY);
             break;
         }
-        memcpy(&ps->bytes[off], s, n);
+        if (n)
+            memcpy(dst, s, n);
         sl->off = off;
         sl->len = n;
         atomic_store_explicit(&sl->hash, h, memory_order_relaxed);

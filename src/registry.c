@@ -3,39 +3,159 @@
  *
  * Deciding a conflict needs facts from other processes: the parent must learn
  * that its child changed the list, with the child's stack, possibly after the
- * child exited.  So the first process that creates an epoll instance maps one
- * MAP_SHARED|MAP_ANONYMOUS region; every process forked from it inherits the
- * same pages, and exec drops them.  Nothing in it is locked: records are
- * claimed with compare-and-swap, published with release stores, and every
- * capacity limit degrades to "not tracked" with one notice for the whole tree.
- * The region is reserved with MAP_NORESERVE and costs memory only where touched.
+ * child exited.  So the first process that creates an epoll instance (or
+ * forks) makes one memfd and maps its header; every process forked from it
+ * inherits the fd and the mappings, and exec drops both.  The tables after the
+ * header are mapped by each process in chunks of whole pages, on first use
+ * (ef_reg_elem() in ef.h): a process's address space holds what it touched, not
+ * the 60 MiB the tables may grow to (the file is sparse: untouched pages cost
+ * nothing anywhere).  Nothing in it is locked: records are claimed with
+ * compare-and-swap, published with release stores, and every capacity limit
+ * degrades to "not tracked" with one notice for the whole tree.
+ *
+ * Any process of the tree can write it (one that dropped privileges, one
+ * running arbitrary code): indexes and counters read from it are checked
+ * where they are used, every compare-and-swap loop is bounded, and the shapes
+ * of the tables are constants of the library, never read from it.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "ef.h"
 
-#define EF_MAGIC 0x6570666f726b3031ull /* "epfork01" */
+#define EF_MAGIC 0x6570666f726b3032ull /* "epfork02" */
+#define PAGE 4096u
 
 struct ef_registry *ef_reg;
+char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];
+static int reg_fd = -1;                  /* the memfd: inherited by fork children */
+static _Atomic int map_failed;           /* said once per process */
+
+static uint64_t round_page(uint64_t n)
+{
+    return (n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
+}
+
+uint64_t ef_reg_table_offset(enum ef_table t)
+{
+    uint64_t off = round_page(sizeof(struct ef_registry));
+    for (int k = 0; k < (int)t; k++)
+        off += round_page((uint64_t)ef_table_shapes[k].elem * ef_table_shapes[k].count);
+    return off;
+}
+
+uint64_t ef_reg_file_size(void)
+{
+    return ef_reg_table_offset(EF_NTABLES);
+}
 
 int ef_registry_create(void)
 {
     if (ef_reg)
         return 0;
-    void *m = mmap(NULL, sizeof(struct ef_registry), PROT_READ | PROT_WRITE,
-                   MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED)
+    int fd = (int)syscall(SYS_memfd_create, "epollfork-registry", MFD_CLOEXEC);
+    if (fd < 0)
         return -1; /* errno says why: the caller says it once (hold.c) */
+    if (ftruncate(fd, (off_t)ef_reg_file_size()) != 0) {
+        int e = errno;
+        ef_sys_close(fd);
+        errno = e;
+        return -1;
+    }
+    int hi = ef_fd_take_high(fd); /* the shim's own fd: hidden from the program */
+    if (hi < 0) {
+        ef_sys_close(fd);
+        errno = EMFILE;
+        return -1;
+    }
+    void *m = mmap(NULL, round_page(sizeof(struct ef_registry)), PROT_READ | PROT_WRITE,
+                   MAP_SHARED, hi, 0);
+    if (m == MAP_FAILED) {
+        int e = errno;
+        ef_fd_own(hi, 0);
+        ef_sys_close(hi);
+        errno = e;
+        return -1;
+    }
     struct ef_registry *r = m;
     r->magic = EF_MAGIC;
     atomic_store(&r->ninst_hw, 1); /* index 0 means "none" */
     atomic_store(&r->nproc, 1);
     atomic_store(&r->depot_frames_used, 1);
+    reg_fd = hi;
     ef_reg = r;
     return 0;
+}
+
+char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
+{
+    const struct ef_table_shape *sh = &ef_table_shapes[t];
+    if (!ef_reg || reg_fd < 0 || chunk >= sh->count >> sh->shift)
+        return NULL;
+    _Atomic(char *) *slot = &ef_reg_chunks[sh->first + chunk];
+    char *b = atomic_load(slot);
+    if (b)
+        return b;
+    size_t bytes = (size_t)sh->elem << sh->shift;
+    uint64_t off = ef_reg_table_offset(t) + (uint64_t)chunk * bytes;
+    int e = errno;
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reg_fd, (off_t)off);
+    if (m == MAP_FAILED) {
+        /* RLIMIT_AS, or the program closed our fd with a raw syscall: this
+         * part of the tree's memory stays out of reach in this process */
+        if (!atomic_exchange(&map_failed, 1))
+            ef_log_notice("epollfork: cannot map more of the memory shared by the process tree "
+                          "(%s); this process tracks less from now on", strerror(errno));
+        errno = e;
+        return NULL;
+    }
+    char *expect = NULL;
+    if (!atomic_compare_exchange_strong(slot, &expect, (char *)m)) {
+        munmap(m, bytes); /* another thread mapped it first */
+        return expect;
+    }
+    return m;
+}
+
+void *ef_reg_span(enum ef_table t, uint32_t start, uint32_t n)
+{
+    const struct ef_table_shape *sh = &ef_table_shapes[t];
+    if (!n || start >= sh->count || n > sh->count - start ||
+        start >> sh->shift != (start + n - 1) >> sh->shift)
+        return NULL;
+    return ef_reg_elem(t, start);
+}
+
+uint32_t ef_reg_reserve(enum ef_table t, _Atomic uint32_t *used, uint32_t n)
+{
+    const struct ef_table_shape *sh = &ef_table_shapes[t];
+    uint32_t per = 1u << sh->shift;
+    if (!n || n > per)
+        return UINT32_MAX;
+    uint32_t cur = atomic_load(used);
+    for (int tries = 0; tries < 4096; tries++) {
+        /* The counter is shared: another process may have pushed it anywhere,
+         * so nothing here may overflow (start + n can wrap). */
+        if (cur >= sh->count) {
+            atomic_store(used, sh->count); /* stays full, never wraps */
+            return UINT32_MAX;
+        }
+        uint32_t start = cur;
+        if (start / per != (start + n - 1) / per) /* would split a record */
+            start = (start / per + 1) * per;
+        if (start >= sh->count || n > sh->count - start) {
+            atomic_store(used, sh->count); /* stays full, never wraps */
+            return UINT32_MAX;
+        }
+        if (atomic_compare_exchange_weak(used, &cur, start + n))
+            return start;
+    }
+    return UINT32_MAX;
 }
 
 int ef_notice_once(uint32_t bit)
@@ -107,7 +227,9 @@ static uint32_t free_pop(void)
 
 static struct ef_inst *init_inst(uint32_t idx)
 {
-    struct ef_inst *in = &ef_reg->inst[idx];
+    struct ef_inst *in = ef_reg_elem(EF_T_INST, idx);
+    if (!in)
+        return NULL;
     atomic_store(&in->crossed, 0);
     atomic_store(&in->nholders, 0);
     atomic_store(&in->overflow, 0);
@@ -146,8 +268,8 @@ struct ef_inst *ef_inst_alloc(uint32_t *idx)
          * at 16,383 instances). */
         for (int budget = 0; budget < RECLAIM_PER_CALL && !i; budget++) {
             uint32_t k = atomic_fetch_add(&ef_reg->reclaim_next, 1) % (EF_MAX_INST - 1) + 1;
-            struct ef_inst *in = &ef_reg->inst[k];
-            if (atomic_load(&in->state) != EF_INST_LIVE || atomic_load(&in->overflow))
+            struct ef_inst *in = ef_reg_elem(EF_T_INST, k);
+            if (!in || atomic_load(&in->state) != EF_INST_LIVE || atomic_load(&in->overflow))
                 continue;
             if (prune_holders(in) == 0) {
                 uint32_t one = EF_INST_LIVE;
@@ -170,16 +292,16 @@ void ef_inst_free(uint32_t idx)
 {
     if (!ef_reg || !idx || idx >= EF_MAX_INST)
         return;
+    struct ef_inst *in = ef_reg_elem(EF_T_INST, idx);
     uint32_t one = EF_INST_LIVE;
-    if (atomic_compare_exchange_strong(&ef_reg->inst[idx].state, &one, EF_INST_FREE))
+    if (in && atomic_compare_exchange_strong(&in->state, &one, EF_INST_FREE))
         free_push(idx);
 }
 
 uint32_t ef_inst_prune(uint32_t idx)
 {
-    if (!ef_reg || !idx || idx >= EF_MAX_INST)
-        return 0;
-    return prune_holders(&ef_reg->inst[idx]);
+    struct ef_inst *in = ef_reg && idx ? ef_reg_elem(EF_T_INST, idx) : NULL;
+    return in ? prune_holders(in) : 0;
 }
 
 uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)
@@ -191,7 +313,9 @@ uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum 
         atomic_store(&ef_reg->nproc, EF_MAX_PROC);
         return 0; /* the caller prints the notice outside async-signal context */
     }
-    struct ef_process *p = &ef_reg->procs[i];
+    struct ef_process *p = ef_reg_elem(EF_T_PROCS, i);
+    if (!p)
+        return 0;
     struct ef_process *pp = ef_process_at(parent);
     p->parent = pp ? parent : 0;
     p->fork_stack = fork_stack;
@@ -203,9 +327,9 @@ uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum 
 
 struct ef_process *ef_process_at(uint32_t idx)
 {
-    if (!ef_reg || !idx || idx >= EF_MAX_PROC)
+    if (!ef_reg || !idx)
         return NULL;
-    return &ef_reg->procs[idx];
+    return ef_reg_elem(EF_T_PROCS, idx);
 }
 
 uint32_t ef_process_of_pid(int32_t pid)
@@ -215,9 +339,11 @@ uint32_t ef_process_of_pid(int32_t pid)
     uint32_t n = atomic_load(&ef_reg->nproc);
     if (n > EF_MAX_PROC)
         n = EF_MAX_PROC;
-    for (uint32_t i = n; i-- > 1;)
-        if (atomic_load(&ef_reg->procs[i].pid) == pid)
+    for (uint32_t i = n; i-- > 1;) {
+        struct ef_process *p = ef_reg_elem(EF_T_PROCS, i);
+        if (p && atomic_load(&p->pid) == pid)
             return i;
+    }
     return 0;
 }
 
@@ -256,11 +382,14 @@ int ef_claim_once(uint64_t key)
     uint64_t h = key * 0x9e3779b97f4a7c15ull;
     for (uint32_t probe = 0; probe < EF_CLAIM_SLOTS; probe++) {
         uint32_t s = (uint32_t)((h >> 40) + probe) & (EF_CLAIM_SLOTS - 1);
-        uint64_t cur = atomic_load(&ef_reg->claims[s]);
+        _Atomic uint64_t *slot = ef_reg_elem(EF_T_CLAIMS, s);
+        if (!slot)
+            return 1;
+        uint64_t cur = atomic_load(slot);
         if (cur == key)
             return 0;
         if (!cur) {
-            if (atomic_compare_exchange_strong(&ef_reg->claims[s], &cur, key))
+            if (atomic_compare_exchange_strong(slot, &cur, key))
                 return 1;
             if (cur == key)
                 return 0;

@@ -297,7 +297,9 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
     uint32_t id = 0;
     for (uint32_t probe = 0; probe < 64 && !id; probe++) {
         uint32_t s = (uint32_t)(h + probe) & (EF_DEPOT_SLOTS - 1);
-        struct ef_depot_slot *d = &r->depot[s];
+        struct ef_depot_slot *d = ef_reg_elem(EF_T_DEPOT, s);
+        if (!d)
+            break;
         uint32_t st = atomic_load_explicit(&d->state, memory_order_acquire);
         if (st == EF_DEPOT_WRITING && (stuck[s / 64] >> (s % 64) & 1))
             continue; /* waited for once already: its writer died */
@@ -319,17 +321,16 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
             continue;
         if (!atomic_compare_exchange_strong(&d->state, &st, EF_DEPOT_WRITING))
             continue;
-        /* The counter is shared: another process may have pushed it anywhere,
-         * so the check must not overflow (start + n can wrap). */
-        uint32_t start = atomic_fetch_add(&r->depot_frames_used, n);
-        if (start >= EF_DEPOT_FRAMES || n > EF_DEPOT_FRAMES - start) {
-            atomic_store(&r->depot_frames_used, EF_DEPOT_FRAMES); /* stays full, never wraps */
+        /* frames of one stack never split across chunks of the frame store */
+        uint32_t start = ef_reg_reserve(EF_T_FRAMES, &r->depot_frames_used, n);
+        uint64_t *dst = start == UINT32_MAX ? NULL : ef_reg_span(EF_T_FRAMES, start, n);
+        if (!dst) {
             atomic_store(&d->state, EF_DEPOT_EMPTY);
             if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
                 ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
             return 0;
         }
-        memcpy(&r->frames[start], pcs, n * sizeof(uint64_t));
+        memcpy(dst, pcs, n * sizeof(uint64_t));
         d->start = start;
         d->n = n;
         atomic_store_explicit(&d->hash, h, memory_order_relaxed);
@@ -351,20 +352,21 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
 /* The words of entry id as stored (the Python marker included). */
 static uint32_t depot_read(uint32_t id, uint64_t *pcs, uint32_t max)
 {
-    struct ef_registry *r = ef_reg;
-    if (!r || !id || id > EF_DEPOT_SLOTS)
+    if (!ef_reg || !id || id > EF_DEPOT_SLOTS)
         return 0;
-    struct ef_depot_slot *d = &r->depot[id - 1];
-    if (atomic_load_explicit(&d->state, memory_order_acquire) != EF_DEPOT_READY)
+    struct ef_depot_slot *d = ef_reg_elem(EF_T_DEPOT, id - 1);
+    if (!d || atomic_load_explicit(&d->state, memory_order_acquire) != EF_DEPOT_READY)
         return 0;
     /* Any process of the tree can write the slot: read each value once and
-     * check it against the frame store before using it. */
+     * check it against the frame store before using it (ef_reg_span: in
+     * range, and within one chunk). */
     uint32_t start = *(volatile uint32_t *)&d->start, n = *(volatile uint32_t *)&d->n;
-    if (n == 0 || n > ENTRY_MAX || start >= EF_DEPOT_FRAMES || n > EF_DEPOT_FRAMES - start)
+    const uint64_t *src = n <= ENTRY_MAX ? ef_reg_span(EF_T_FRAMES, start, n) : NULL;
+    if (!src)
         return 0;
     if (n > max)
         n = max;
-    memcpy(pcs, &r->frames[start], n * sizeof(uint64_t));
+    memcpy(pcs, src, n * sizeof(uint64_t));
     return n;
 }
 

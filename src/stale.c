@@ -198,7 +198,8 @@ static int find_holder(const struct ghost *g, int epfd, int *fd_out)
             n = EF_MAX_PROC;
         int tried = 0;
         for (uint32_t i = n; i-- > 1 && tried < 128 && found < 0;) {
-            int32_t pid = atomic_load(&ef_reg->procs[i].pid);
+            struct ef_process *pr = ef_process_at(i);
+            int32_t pid = pr ? atomic_load(&pr->pid) : 0;
             if (pid <= 0 || pid == ef_self.pid || pid == ppid || !ef_procfs_pid_exists(pid))
                 continue;
             tried++;

@@ -4,9 +4,9 @@
  * could.  The other processes must survive it: no crash, no hang, no lasting
  * slowdown; false or missing reports are all such a process can cause.
  *
- * The registry is found the way an attacker would: the MAP_SHARED mapping of
- * /dev/zero in /proc/self/maps whose first eight bytes are the magic.  Its
- * layout comes from src/ef.h (this is our own test).
+ * The registry is found the way an attacker would: the shim's memfd, named in
+ * /proc/self/fd, opened again through its link and mapped whole.  Its layout
+ * comes from src/ef.h (this is our own test).
  *
  * Usage: hostile MODE; prints "ok" and exits 0 when the parent survived.
  *   depot-counter   the frame-store counter pushed near 2^32, then new stacks and forks
@@ -17,7 +17,9 @@
  *   gen-huge        the change generation pushed near 2^64 with a garbage ring
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,24 +30,47 @@
 
 #include "ef.h"
 
-#define MAGIC 0x6570666f726b3031ull
+#define MAGIC 0x6570666f726b3032ull
+
+/* The whole registry file, as an attacker maps it: the memfd the shim keeps
+ * (its link names it), mapped from end to end. */
+static char *base;
+
+static uint64_t table_offset(enum ef_table t)
+{
+    uint64_t off = (sizeof(struct ef_registry) + 4095) & ~4095ull;
+    for (int k = 0; k < (int)t; k++)
+        off += ((uint64_t)ef_table_shapes[k].elem * ef_table_shapes[k].count + 4095) & ~4095ull;
+    return off;
+}
+
+static void *elem(enum ef_table t, uint32_t i)
+{
+    return base + table_offset(t) + (uint64_t)i * ef_table_shapes[t].elem;
+}
 
 static struct ef_registry *find_registry(void)
 {
-    FILE *f = fopen("/proc/self/maps", "r");
-    char line[512];
-    while (f && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        char perm[8];
-        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perm) != 3 || perm[3] != 's')
+    char link[256], path[64];
+    for (int fd = 3; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0)
             continue;
-        if (hi - lo >= sizeof(struct ef_registry) && *(unsigned long long *)lo == MAGIC) {
-            fclose(f);
-            return (struct ef_registry *)lo;
+        link[n] = 0;
+        if (!strstr(link, "memfd:epollfork-registry"))
+            continue;
+        /* the shim hides its fd from us (EBADF): open the link instead */
+        int again = open(path, O_RDWR);
+        if (again < 0)
+            continue;
+        void *m = mmap(NULL, table_offset(EF_NTABLES), PROT_READ | PROT_WRITE, MAP_SHARED, again, 0);
+        close(again);
+        if (m != MAP_FAILED && *(unsigned long long *)m == MAGIC) {
+            base = m;
+            return m;
         }
     }
-    if (f)
-        fclose(f);
     return NULL;
 }
 
@@ -53,9 +78,11 @@ static struct ef_registry *find_registry(void)
 static struct ef_inst *instance_of(struct ef_registry *r, int owner)
 {
     uint32_t hw = atomic_load(&r->ninst_hw);
-    for (uint32_t i = 1; i < hw && i < EF_MAX_INST; i++)
-        if (atomic_load(&r->inst[i].state) == EF_INST_LIVE && r->inst[i].owner_pid == owner)
-            return &r->inst[i];
+    for (uint32_t i = 1; i < hw && i < EF_MAX_INST; i++) {
+        struct ef_inst *in = elem(EF_T_INST, i);
+        if (atomic_load(&in->state) == EF_INST_LIVE && in->owner_pid == owner)
+            return in;
+    }
     return NULL;
 }
 
@@ -106,15 +133,18 @@ static void corrupt_slots(struct ef_registry *r)
         return;
     uint32_t id = in->create_stack;
     if (id && id <= EF_DEPOT_SLOTS) {
-        r->depot[id - 1].start = 0xffffff00u; /* far past the frame store */
-        r->depot[id - 1].n = 60;
+        struct ef_depot_slot *d = elem(EF_T_DEPOT, id - 1);
+        d->start = 0xffffff00u; /* far past the frame store */
+        d->n = 60;
     }
-    /* every other ready slot: the last frame, and one more */
-    for (uint32_t s = 0; s < EF_DEPOT_SLOTS; s++)
-        if (atomic_load(&r->depot[s].state) == EF_DEPOT_READY && s + 1 != id) {
-            r->depot[s].start = EF_DEPOT_FRAMES - 1;
-            r->depot[s].n = 2;
+    /* every other ready slot: the last frame and one more, or across chunks */
+    for (uint32_t s = 0; s < EF_DEPOT_SLOTS; s++) {
+        struct ef_depot_slot *d = elem(EF_T_DEPOT, s);
+        if (atomic_load(&d->state) == EF_DEPOT_READY && s + 1 != id) {
+            d->start = s % 2 ? EF_DEPOT_FRAMES - 1 : (1u << ef_table_shapes[EF_T_FRAMES].shift) - 1;
+            d->n = 2;
         }
+    }
     child_deletes();
 }
 
@@ -139,9 +169,10 @@ static void corrupt_procs(struct ef_registry *r)
 {
     atomic_store(&r->nproc, 0xffffffffu);
     for (uint32_t i = 0; i < EF_MAX_PROC; i++) {
-        r->procs[i].parent = i;            /* loops on itself */
-        r->procs[i].depth = 0xffffffffu - i;
-        r->procs[i].fork_stack = 0xfffffff0u;
+        struct ef_process *p_ = elem(EF_T_PROCS, i);
+        p_->parent = i;                    /* loops on itself */
+        p_->depth = 0xffffffffu - i;
+        p_->fork_stack = 0xfffffff0u;
     }
     child_deletes();
 }

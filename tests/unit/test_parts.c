@@ -183,7 +183,7 @@ static void g_dedupset(void)
     CHECK(wrong == 0);
     unsigned used = 0;
     for (unsigned s = 0; s < EF_CLAIM_SLOTS; s++)
-        used += LD(ef_reg->claims[s]) != 0;
+        used += atomic_load((_Atomic uint64_t *)ef_reg_elem(EF_T_CLAIMS, s)) != 0;
     CHECKF(used == EF_CLAIM_SLOTS, "%u of %u slots used", used, EF_CLAIM_SLOTS);
     /* ...then a new key is still "new" (a repeated report beats a lost one)
      * and a known key is still known. */

@@ -55,7 +55,7 @@ static void g_pystrs(void)
 
     /* Damaged slots: offset or length past the store, a length past the
      * cut, a slot that never became ready. */
-    struct ef_pystr_slot *s = &ef_reg->pystrs.slot[a - 1];
+    struct ef_pystr_slot *s = ef_reg_elem(EF_T_PYSLOTS, a - 1);
     uint32_t off = s->off, len = s->len;
     s->off = EF_PYSTR_BYTES;
     copy_is(a, "?");
@@ -73,7 +73,7 @@ static void g_pystrs(void)
     copy_is(a, "/srv/app/worker.py");
     /* a slot whose bytes were changed under it is not the string any more:
      * interning the string again finds another slot */
-    ef_reg->pystrs.bytes[off] = '#';
+    *(char *)ef_reg_elem(EF_T_PYBYTES, off) = '#';
     uint32_t a2 = ef_pystr_intern("/srv/app/worker.py", 18);
     CHECK(a2 && a2 != a);
     copy_is(a2, "/srv/app/worker.py");
@@ -97,16 +97,16 @@ static void g_pystrs(void)
 
     /* Full: the counter says so (another process may have pushed it
      * anywhere); a new string gets 0, one notice, old ones still read. */
-    uint32_t used = atomic_load(&ef_reg->pystrs.used);
-    atomic_store(&ef_reg->pystrs.used, UINT32_MAX - 4);
+    uint32_t used = atomic_load(&ef_reg->pystr_used);
+    atomic_store(&ef_reg->pystr_used, UINT32_MAX - 4);
     CHECK(ef_pystr_intern("never-stored", 12) == 0);
-    CHECK(atomic_load(&ef_reg->pystrs.used) == EF_PYSTR_BYTES);
+    CHECK(atomic_load(&ef_reg->pystr_used) == EF_PYSTR_BYTES);
     CHECK(ef_pystr_intern("never-either", 12) == 0);
     copy_is(b, "handle");
     char log[8192];
     read_file(unit_logpath, log, sizeof log);
     CHECK(count_lines_with(log, "Python file and function names is full") == 1);
-    atomic_store(&ef_reg->pystrs.used, used);
+    atomic_store(&ef_reg->pystr_used, used);
 }
 
 /* ------------------------------------------------------------- stacks */
@@ -174,8 +174,8 @@ static void g_pystacks(void)
     CHECK(nested && ef_stack_python(nested, words, EF_MAX_FRAMES) == 0);
     CHECK(ef_depot_copy(nested, pcs, EF_MAX_FRAMES) == 2);
     /* an entry whose marker names itself: found by probing its own slot */
-    struct ef_depot_slot *d = &ef_reg->depot[nested - 1];
-    ef_reg->frames[d->start + 2] = EF_PY_MARK | nested;
+    struct ef_depot_slot *d = ef_reg_elem(EF_T_DEPOT, nested - 1);
+    *(uint64_t *)ef_reg_elem(EF_T_FRAMES, d->start + 2) = EF_PY_MARK | nested;
     CHECK(ef_stack_python(nested, words, EF_MAX_FRAMES) == 0);
 
     /* The library rule (README "Python frames"). */

@@ -386,7 +386,7 @@ uint32_t idx_of(int fd)
 
 struct ef_inst *inst_at(uint32_t idx)
 {
-    return ef_reg && idx && idx < EF_MAX_INST ? &ef_reg->inst[idx] : NULL;
+    return ef_reg && idx && idx < EF_MAX_INST ? (struct ef_inst *)ef_reg_elem(EF_T_INST, idx) : NULL;
 }
 
 struct ef_inst *inst_of_fd(int fd)
