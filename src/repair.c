@@ -427,6 +427,10 @@ static int copy_locked(int epfd, uint32_t idx, const struct ef_repair_excl *excl
             ef_hold_drop_alias(ef_fd_peek(aa.fds[i]));
     uint32_t nidx = ef_hold_create(epfd, e, EF_CREATE_REPAIR, cloexec ? EPOLL_CLOEXEC : 0, caller);
     if (nidx) {
+        /* Off the quiet path (rules.h) until ef_on_ctl has taken the note:
+         * the change to record may be a later call's (ef_repair_take). */
+        atomic_store(&ef_inst_at(nidx)->crossed, 1);
+        note->epoch = atomic_load(&ef_fork.epoch);
         for (int i = 0; i < aa.n; i++)
             if (aa.fds[i] >= 0)
                 ef_hold_add_alias(ef_fd_peek(aa.fds[i]), nidx);
@@ -440,8 +444,10 @@ static int copy_locked(int epfd, uint32_t idx, const struct ef_repair_excl *excl
     return 1;
 }
 
-/* The last repair this thread made, and the one the current epoll_ctl keeps
- * for ef_on_ctl (which records the change in the original's ring). */
+/* The last repair this thread made, and the note ef_on_ctl takes to record
+ * the change in the original's ring.  A copy's note waits for the first
+ * change that succeeds on the copy (a program's first call may fail: libuv
+ * DELs before it ADDs); a failure's note belongs to its own call only. */
 static EF_TLS struct ef_repair_note last, pending;
 static EF_TLS int last_set, pending_set, pending_epfd;
 
@@ -477,18 +483,33 @@ static void keep(int epfd, const struct ef_repair_note *n)
 
 void ef_repair_forget(void)
 {
-    if (pending_set)
+    if (pending_set && pending.rec.how != EF_REPAIR_COPIED)
         pending_set = 0;
     if (last_set)
         last_set = 0;
 }
 
-const struct ef_repair_note *ef_repair_take(int epfd)
+const struct ef_repair_note *ef_repair_take(int epfd, uint32_t idx)
 {
     if (EF_LIKELY(!pending_set))
         return NULL;
+    if (pending.rec.how == EF_REPAIR_COPIED ? pending.copy != idx : pending_epfd != epfd)
+        return NULL;
     pending_set = 0;
-    return pending_epfd == epfd ? &pending : NULL;
+    if (pending.rec.how == EF_REPAIR_COPIED && pending.copy) {
+        /* Back to the quiet path, unless this process forked since the copy
+         * (then the copy did cross a fork).  A fork in another thread bumps
+         * the epoch before it looks at crossed: either we see the new epoch
+         * and put the flag back, or its prepare handler sees our 0 and sets
+         * it (hold.c). */
+        struct ef_inst *c = ef_inst_at(pending.copy);
+        if (atomic_load(&ef_fork.epoch) == pending.epoch) {
+            atomic_store(&c->crossed, 0);
+            if (atomic_load(&ef_fork.epoch) != pending.epoch)
+                atomic_store(&c->crossed, 1);
+        }
+    }
+    return &pending;
 }
 
 void ef_repair_before_change(int epfd, uint32_t at_entry, void *caller)

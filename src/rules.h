@@ -118,6 +118,7 @@ struct ef_repair_note {
     uint32_t orig, orig_uid;     /* the instance this process no longer holds */
     uint32_t copy;               /* its private copy, 0 when none was made */
     int shared;                  /* other live processes keep the original */
+    uint32_t epoch;              /* ef_fork.epoch when the copy was made */
     struct ef_repair_rec rec;    /* what was done, for the ring and the reports */
 };
 /* A closed registration that must not come back in a copy. */
@@ -137,10 +138,11 @@ int ef_repair_copy(int epfd, uint32_t idx, const struct ef_repair_excl *excl, in
                    void *caller, struct ef_repair_note *note);
 /* Before an epoll_ctl on epfd (whose instance was `at_entry` when the call
  * began): a change to a list shared with another live process goes to a
- * private copy.  The note, kept for the same call, is taken by ef_on_ctl. */
+ * private copy.  Its note is taken by ef_on_ctl after the first change that
+ * succeeds on the copy (idx); a failed repair's note by the same call. */
 void ef_repair_before_change(int epfd, uint32_t at_entry, void *caller);
 void ef_repair_forget(void);                        /* a new epoll_ctl begins */
-const struct ef_repair_note *ef_repair_take(int epfd);
+const struct ef_repair_note *ef_repair_take(int epfd, uint32_t idx);
 /* FD_CLOEXEC on fd before an exec; closed at start-up.  rec says what happened. */
 void ef_repair_cloexec(int fd, struct ef_repair_rec *rec);
 void ef_repair_close_inherited(int fd, struct ef_repair_rec *rec);

@@ -261,7 +261,7 @@ void ef_on_ctl_before(int epfd, void *caller)
     if (!ef_tracking())
         return;
     if (EF_UNLIKELY(ef_opt.repair))
-        ef_repair_forget(); /* a note of an earlier call is not this call's */
+        ef_repair_forget(); /* a failed repair's note was its own call's */
     struct ef_fd *e = ef_fd_peek(epfd);
     if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL))
         return;
@@ -376,7 +376,7 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
         if (t)
             ef_interest_add(fd, t, idx, call);
     }
-    const struct ef_repair_note *rn = EF_UNLIKELY(ef_opt.repair) ? ef_repair_take(epfd) : NULL;
+    const struct ef_repair_note *rn = EF_UNLIKELY(ef_opt.repair) ? ef_repair_take(epfd, idx) : NULL;
     if (EF_UNLIKELY(rn && rn->rec.how == EF_REPAIR_COPIED)) {
         /* The change went to this process's private copy; the original, which
          * other processes rely on, is untouched.  It is recorded there all the

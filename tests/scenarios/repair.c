@@ -30,12 +30,18 @@
  *   reuse         close a registered socket while a child holds a copy; a new
  *                 socket gets the number and is added; data then arrives on
  *                 the old one: bare, the parent gets an event meant for it
+ *   allowed       EPOLLFORK_ALLOW_SHARED(ep), then the child deletes p[0]:
+ *                 shared on purpose, so the change reaches the parent's list
+ *   fdlimit       the child uses up its fd limit, then deletes p[0]: no copy
+ *                 can be made (the report says why), the DEL goes through
  * epoll-fd-exec-leak (the exec'd program counts the epoll fds it holds):
  *   exec, spawn, system   an epoll fd without close-on-exec, then execv,
  *                 posix_spawn or system() of this program in `probe` mode
  */
 #include "scen.h"
+#include "epollfork.h"
 #include <pthread.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -126,6 +132,16 @@ static void second_sibling_adds(void)
 static void grandchild_deletes(void)
 {
     CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, p[0], NULL) == 0);
+}
+
+static void child_deletes_at_fd_limit(void)
+{
+    struct rlimit rl = {64, 64};
+    CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    while (dup(0) >= 0)
+        ;
+    CHECK(errno == EMFILE);
+    grandchild_deletes();
 }
 
 static void middle_child(void)
@@ -356,6 +372,12 @@ int main(int argc, char **argv)
         add_fd(ep, q[0], EPOLLIN);
         CHECK(write(q[1], "q", 1) == 1);
         reap(c);
+    } else if (!strcmp(mode, "allowed") || !strcmp(mode, "fdlimit")) {
+        if (!strcmp(mode, "allowed"))
+            EPOLLFORK_ALLOW_SHARED(ep);
+        reap(child(!strcmp(mode, "allowed") ? grandchild_deletes : child_deletes_at_fd_limit));
+        CHECK(write(p[1], "p", 1) == 1);
+        events_of("parent", 100);
     } else if (!strcmp(mode, "threads")) {
         reap(child(child_threads));
         entries("parent", ep);
