@@ -232,6 +232,7 @@ enum ef_repair_step {
     EF_RSTEP_FCNTL,             /* F_SETFD failed */
     EF_RSTEP_CLOSE,             /* close failed */
     EF_RSTEP_GONE,              /* another thread had replaced the instance meanwhile */
+    EF_RSTEP_ALLOWED,           /* shared on purpose (epollfork_allow_shared) */
 };
 struct ef_repair_rec {
     uint32_t how;               /* enum ef_repair_how */

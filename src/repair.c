@@ -217,14 +217,23 @@ static void list_free(struct list *l)
 }
 
 /* Is this process's fd t->tfd the file the entry was registered for?  The inode
- * first (cheap, and it tells a reused number apart), then kcmp KCMP_EPOLL_TFD
- * for the exact answer (both ends of a pipe share an inode); where kcmp is
- * refused (filtered in a container), the inode decides. */
-static int held_here(int epfd, const struct ef_tfd *t, pid_t me)
+ * first (cheap, and it tells most reused numbers apart), then the shim's own
+ * word: an fd registered in this instance through our wrappers and not
+ * closed since (a close or a new fd at that number clears it, track.c) is
+ * that file.  Otherwise kcmp KCMP_EPOLL_TFD decides (both ends of a pipe, and
+ * every eventfd, timerfd or epoll, share an inode).  kcmp is the last resort
+ * because the kernel walks the instance's whole tree for it (ep_find_tfd):
+ * 52 us a call at 10,000 entries, where a copy must stay O(entries).  Where
+ * kcmp is refused (filtered in a container), the inode decides. */
+static int held_here(int epfd, uint32_t idx, const struct ef_tfd *t, pid_t me)
 {
     struct stat st;
     if (fstat(t->tfd, &st) != 0 || (uint64_t)st.st_ino != t->ino)
         return 0;
+    struct ef_interest it;
+    if (ef_interest_find(t->tfd, ef_fd_peek(t->tfd), idx, &it) &&
+        it.uid == atomic_load(&ef_inst_at(idx)->uid))
+        return 1;
     struct kcmp_epoll_slot slot = {(uint32_t)epfd, (uint32_t)t->tfd, 0};
     for (slot.toff = 0; slot.toff < 8; slot.toff++) {
         long r = kcmp(me, me, KCMP_EPOLL_TFD, (unsigned long)t->tfd, (unsigned long)&slot);
@@ -321,8 +330,8 @@ static int add_disarmed(int c, struct list *es, struct ef_repair_rec *rec)
 }
 
 /* Fill the copy c with the entries of epfd that this process still holds. */
-static int build(int c, int epfd, struct list *es, const struct ef_repair_excl *excl, int nexcl,
-                 struct ef_repair_rec *rec)
+static int build(int c, int epfd, uint32_t idx, struct list *es, const struct ef_repair_excl *excl,
+                 int nexcl, struct ef_repair_rec *rec)
 {
     pid_t me = ef_sys_getpid();
     int ndisarmed = 0;
@@ -330,7 +339,7 @@ static int build(int c, int epfd, struct list *es, const struct ef_repair_excl *
         struct ent *x = &es->v[i];
         if (excluded(&x->t, excl, nexcl)) {
             x->state = ENT_EXCLUDED;
-        } else if (!held_here(epfd, &x->t, me)) {
+        } else if (!held_here(epfd, idx, &x->t, me)) {
             x->state = ENT_LEFT;
             rec->left++;
         } else {
@@ -395,7 +404,7 @@ static int copy_locked(int epfd, uint32_t idx, const struct ef_repair_excl *excl
         return fail(rec, EF_RSTEP_CREATE, err, epfd);
     }
     struct alias_arg aa = {.epfd = epfd, .idx = idx, .me = ef_sys_getpid(), .n = 0};
-    if (build(c, epfd, &es, excl, nexcl, rec) < 0) {
+    if (build(c, epfd, idx, &es, excl, nexcl, rec) < 0) {
         ef_sys_close(c);
         list_free(&es);
         rec->entries = rec->left = rec->rearmed = 0;
@@ -427,10 +436,6 @@ static int copy_locked(int epfd, uint32_t idx, const struct ef_repair_excl *excl
             ef_hold_drop_alias(ef_fd_peek(aa.fds[i]));
     uint32_t nidx = ef_hold_create(epfd, e, EF_CREATE_REPAIR, cloexec ? EPOLL_CLOEXEC : 0, caller);
     if (nidx) {
-        /* Off the quiet path (rules.h) until ef_on_ctl has taken the note:
-         * the change to record may be a later call's (ef_repair_take). */
-        atomic_store(&ef_inst_at(nidx)->crossed, 1);
-        note->epoch = atomic_load(&ef_fork.epoch);
         for (int i = 0; i < aa.n; i++)
             if (aa.fds[i] >= 0)
                 ef_hold_add_alias(ef_fd_peek(aa.fds[i]), nidx);
@@ -471,6 +476,12 @@ static int copy(int epfd, uint32_t idx, int shared, const struct ef_repair_excl 
 int ef_repair_copy(int epfd, uint32_t idx, const struct ef_repair_excl *excl, int nexcl,
                    void *caller, struct ef_repair_note *note)
 {
+    if (atomic_load(&ef_inst_at(idx)->allowed)) {
+        memset(note, 0, sizeof *note);
+        note->rec.pid = ef_self.pid;
+        note->rec.epfd = epfd;
+        return fail(&note->rec, EF_RSTEP_ALLOWED, 0, epfd);
+    }
     return copy(epfd, idx, ef_repair_shared(epfd, idx), excl, nexcl, caller, note);
 }
 
@@ -479,6 +490,12 @@ static void keep(int epfd, const struct ef_repair_note *n)
     pending = *n;
     pending_epfd = epfd;
     pending_set = 1;
+    if (n->rec.how == EF_REPAIR_COPIED && n->copy) {
+        /* Off the quiet path (rules.h) until ef_on_ctl has taken the note:
+         * the change to record may be a later call's (ef_repair_take). */
+        pending.epoch = atomic_load(&ef_fork.epoch);
+        atomic_store(&ef_inst_at(n->copy)->crossed, 1);
+    }
 }
 
 void ef_repair_forget(void)
@@ -613,6 +630,10 @@ static void failure(const struct ef_repair_rec *rec, char *out, size_t len)
         break;
     case EF_RSTEP_CLOSE:
         ef_fmt(out, len, "cannot close fd %d (%s)", rec->epfd, why);
+        break;
+    case EF_RSTEP_ALLOWED:
+        ef_fmt(out, len, "epoll fd %d is shared on purpose (EPOLLFORK_ALLOW_SHARED): no private "
+               "copy is made of it", rec->epfd);
         break;
     case EF_RSTEP_GONE:
         ef_fmt(out, len, "another thread had replaced epoll fd %d meanwhile", rec->epfd);
