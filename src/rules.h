@@ -6,6 +6,7 @@
  *               holder slots, aliases, fork reservations, the child's first
  *               event, exit
  *   interest.c  the interest entries (registrations) this process made
+ *   copy.c      a private copy of an instance, rebuilt from the kernel's list
  *   repair.c    repair mode: private copies, ghosts removed, close-on-exec
  *   stale.c     stale-registration
  *   execleak.c  epoll-fd-exec-leak
@@ -111,7 +112,7 @@ int ef_interest_collect(int fd, struct ef_fd *e, struct ef_interest *out, int ma
 /* fd's registration in `from` now lives in `to` (a repair copy): same stack. */
 void ef_interest_move(int fd, struct ef_fd *e, uint32_t from, uint32_t to);
 
-/* --------------------------------------------------------------- repair.c */
+/* ------------------------------------------------------ copy.c, repair.c */
 /* EPOLLFORK_REPAIR=1 (README, "Repair mode").  One repair, as its maker
  * knows it: the instance it left and the copy it took. */
 struct ef_repair_note {
@@ -126,14 +127,22 @@ struct ef_repair_excl {
     int fd;
     uint64_t ino;
 };
+/* ----------------------------------------------------------------- copy.c */
+/* Give this process a private copy of idx at epfd (and at its aliases):
+ * entries whose file is open here at their number, minus `excl`; note->shared
+ * says which word the record gets (COPIED or REBUILT).  1 done, 0 not needed
+ * any more (another thread did it), -1 failed: note->rec says why. */
+int ef_copy_make(int epfd, uint32_t idx, const struct ef_repair_excl *excl, int nexcl,
+                 void *caller, struct ef_repair_note *note);
+
+/* --------------------------------------------------------------- repair.c */
 /* Does another live process hold idx, epfd's instance?  Asks the kernel
  * (kcmp); holder slots of processes that turn out not to hold it are given
  * back.  1 yes or unknown, 0 no. */
 int ef_repair_shared(int epfd, uint32_t idx);
-/* Give this process a private copy of idx at epfd (and at its aliases):
- * entries whose file is open here at their number, minus `excl`.  1 done, 0
- * not needed any more (another thread did it), -1 failed: note->rec says why.
- * The caller holds the re-entry guard. */
+/* ef_copy_make() for stale.c's ghosts: asks who else holds the instance, and
+ * makes no copy of one shared on purpose.  The caller holds the re-entry
+ * guard. */
 int ef_repair_copy(int epfd, uint32_t idx, const struct ef_repair_excl *excl, int nexcl,
                    void *caller, struct ef_repair_note *note);
 /* Before an epoll_ctl on epfd (whose instance was `at_entry` when the call
