@@ -99,6 +99,39 @@ def _():
           "without repair mode nothing changes")
 
 
+@case("repair/syslog-line-carries-repaired")
+def _():
+    import socket
+    import tempfile
+    import threading
+    import time
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "log.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(path)
+    s.settimeout(15)
+    got = []
+
+    def loop():
+        try:
+            while True:
+                got.append(s.recv(65536).decode())
+        except Exception:
+            pass
+    threading.Thread(target=loop, daemon=True).start()
+    res = run([scen("seed.c")], env=dict(REPAIR, EPOLLFORK_LOG="syslog:" + path), fmt="text", log=None)
+    for _ in range(100):
+        if any("SUMMARY: shared-epoll-ctl" in g for g in got):
+            break
+        time.sleep(0.05)
+    s.close()
+    check(res.rc == 0 and "returned 1 event(s)" in res.stdout, res.describe())
+    summ = [g for g in got if "SUMMARY: shared-epoll-ctl" in g]
+    check(len(summ) == 1 and re.search(r' repaired=true repair="process \d+ was given a private copy of epoll '
+                                       r'fd \d+ with 1 entry[^"]*" site=', summ[0]),
+          "the syslog line has the same two fields: %r" % got)
+
+
 for _mode, _op, _bad, _good in (("child-add", "EPOLL_CTL_ADD", "parent: 2 events, p=1 q=1", "parent: 1 events, p=1 q=0"),
                                 ("child-mod", "EPOLL_CTL_MOD", "parent: 0 events", "parent: 1 events, p=1 q=0"),
                                 ("grandchild", "EPOLL_CTL_DEL", "parent: 0 events", "parent: 1 events, p=1 q=0")):
