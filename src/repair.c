@@ -176,6 +176,10 @@ const struct ef_repair_note *ef_repair_take(int epfd, uint32_t idx)
 {
     if (EF_LIKELY(!pending_set))
         return NULL;
+    if (pending.rec.pid != ef_self.pid) {
+        pending_set = 0; /* a fork child's copy of its parent's note: not its own */
+        return NULL;
+    }
     if (pending.rec.how == EF_REPAIR_COPIED ? pending.copy != idx : pending_epfd != epfd)
         return NULL;
     pending_set = 0;
@@ -204,7 +208,8 @@ void ef_repair_before_change(int epfd, uint32_t at_entry, void *caller)
     if (idx != at_entry) {
         /* stale.c rebuilt it in this call (a ghost); if others kept the
          * original, this change would have reached them: a repaired conflict */
-        if (last_set && last.orig == at_entry && last.shared && last.rec.how == EF_REPAIR_COPIED)
+        if (last_set && last.orig == at_entry && last.shared && last.rec.how == EF_REPAIR_COPIED &&
+            last.rec.pid == ef_self.pid)
             keep(epfd, &last);
         return;
     }

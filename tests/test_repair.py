@@ -244,6 +244,16 @@ def _():
           "8 entries copied, one idle disarmed one said: %r" % r["repair"])
 
 
+@case("repair/a-note-is-its-own-process")
+def _():
+    """A copy whose first change failed keeps its note for the next change; a
+    child forked meanwhile inherits the note's memory (thread-local storage),
+    but a change it makes to its own, unshared copy is nobody's conflict."""
+    res = repaired([repair_prog(), "note-fork"])
+    check("holder: 0 events" in res.stdout, res.stdout)
+    expect_silent(res, "the child's DEL touched no list anyone else holds")
+
+
 @case("repair/allowed-shared-stays-shared")
 def _():
     res = repaired([repair_prog(), "allowed"])

@@ -32,6 +32,11 @@
  *                 the old one: bare, the parent gets an event meant for it
  *   allowed       EPOLLFORK_ALLOW_SHARED(ep), then the child deletes p[0]:
  *                 shared on purpose, so the change reaches the parent's list
+ *   note-fork     the parent's first change after a fork fails (a MOD of an fd
+ *                 it never added: its copy is made, nothing recorded yet);
+ *                 it forks a child, closes its copy, and the child, now its
+ *                 only holder, deletes p[0] from it; the first child, which
+ *                 kept the original, then uses it: nothing to report
  *   fdlimit       the child uses up its fd limit, then deletes p[0]: no copy
  *                 can be made (the report says why), the DEL goes through
  * epoll-fd-exec-leak (the exec'd program counts the epoll fds it holds):
@@ -378,6 +383,36 @@ int main(int argc, char **argv)
         reap(child(!strcmp(mode, "allowed") ? grandchild_deletes : child_deletes_at_fd_limit));
         CHECK(write(p[1], "p", 1) == 1);
         events_of("parent", 100);
+    } else if (!strcmp(mode, "note-fork")) {
+        int hgo[2], xgo[2];
+        char b;
+        CHECK(pipe(hgo) == 0);
+        pid_t h = fork(); /* holds the original; uses it at the end */
+        CHECK(h >= 0);
+        if (h == 0) {
+            close(hgo[1]);
+            CHECK(read(hgo[0], &b, 1) == 0);
+            events_of("holder", 0);
+            _exit(0);
+        }
+        close(hgo[0]);
+        CHECK(pipe(xgo) == 0);
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = q[0]};
+        CHECK(epoll_ctl(ep, EPOLL_CTL_MOD, q[0], &ev) == -1 && errno == ENOENT);
+        pid_t x = fork(); /* gets the parent's copy, alone once the parent closed it */
+        CHECK(x >= 0);
+        if (x == 0) {
+            close(xgo[1]);
+            CHECK(read(xgo[0], &b, 1) == 0);
+            CHECK(epoll_ctl(ep, EPOLL_CTL_DEL, p[0], NULL) == 0);
+            _exit(0);
+        }
+        close(xgo[0]);
+        CHECK(close(ep) == 0);
+        close(xgo[1]);
+        reap(x);
+        close(hgo[1]);
+        reap(h);
     } else if (!strcmp(mode, "threads")) {
         reap(child(child_threads));
         entries("parent", ep);
