@@ -9,7 +9,7 @@ row reports the median of the pair ratios with their min and max; the
 bare and shim columns are the medians of the raw figures.  Nothing is pinned.
 
 Usage: bench.py [--quick] [--only SUBSTR] [--markdown PATH]
-Groups for --only: mod close churn wait fork exec py-churn crossed-ctl memory
+Groups for --only: mod close churn wait fork exec py-churn crossed-ctl repair memory
 nginx nginx-aa redis ps strace (ps: epollfork-ps over a loaded host, not the shim).  Results and
 the analysis behind them: bench/RESULTS.md.
 Run through `make bench` (bench/run.sh installs what this needs and builds
@@ -190,6 +190,12 @@ def empty_env():
 def disabled_env():
     env = shim_env()
     env["EPOLLFORK_DISABLE"] = "1"
+    return env
+
+
+def repair_env():
+    env = shim_env()
+    env["EPOLLFORK_REPAIR"] = "1"
     return env
 
 
@@ -672,6 +678,15 @@ def main():
                       C, pm, None, disabled_env)]),
         ("crossed-ctl", lambda: [micro_row("(extra) epoll_ctl MOD, crossed, child holds it",
                                            "mod-crossed", n(300000), C, pm, None)]),
+        ("repair", lambda: [
+            micro_row("(repair) 1. epoll_ctl MOD re-arm, EPOLLFORK_REPAIR=1", "mod", n(300000), C,
+                      pm, 1.02, repair_env),
+            micro_row("(repair) 3a. churn: eventfd, ADD, DEL, close, EPOLLFORK_REPAIR=1", "churn",
+                      n(60000), C, pm, 1.05, repair_env),
+            micro_row("(repair) 4a. epoll_wait(0), ready fd, EPOLLFORK_REPAIR=1", "wait",
+                      n(300000), C, pm, 1.02, repair_env),
+            micro_row("(repair) MOD that copies a 10,000-entry instance a child holds", "copy",
+                      C, C, ps, None, repair_env)]),
         ("memory", lambda: rss_rows(ps)),
         ("nginx", lambda: nginx_rows(ps, 2 if q else 3)),
         ("nginx-aa", lambda: nginx_rows(ps, 2 if q else 3, aa=True)),

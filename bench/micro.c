@@ -27,6 +27,10 @@
  *   micro fork N [C]          fork + _exit + waitpid with 1,000 registrations
  *   micro fork-noepoll N [C]  fork + _exit + waitpid in a process without epoll
  *   micro exec N [C]          fork + execve(/bin/true) + waitpid
+ *   micro copy N [C]          one EPOLL_CTL_MOD on an instance with 10,000 entries
+ *                             that a freshly forked child holds (the fork and the
+ *                             child's exit untimed): under EPOLLFORK_REPAIR=1 the
+ *                             MOD first copies the instance (src/repair.c)
  *   micro rss                 VmRSS/RssAnon/RssFile/RssShmem at three stages
  */
 #define _GNU_SOURCE
@@ -267,6 +271,21 @@ static void op_exec(long n)
     }
 }
 
+static void op_copy(long n)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 1};
+    uint64_t t = 0;
+    for (long i = 0; i < n; i++) {
+        start_holder();
+        uint64_t t0 = now_ns();
+        if (epoll_ctl(ep, EPOLL_CTL_MOD, efd, &ev) != 0)
+            die("epoll_ctl MOD");
+        t += now_ns() - t0;
+        stop_holder();
+    }
+    timed_ns = t;
+}
+
 /* ---------------------------------------------------------------- rss */
 
 static void print_status(const char *stage)
@@ -336,6 +355,7 @@ static const struct mode modes[] = {
     {"fork", op_fork, 0, 1000, 1},
     {"fork-noepoll", op_fork, 0, 0, 0},
     {"exec", op_exec, 0, 0, 0},
+    {"copy", op_copy, 0, 10000, 1},
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -369,9 +389,9 @@ int main(int argc, char **argv)
     long per = iters / chunks;
     if (per < 1)
         per = 1;
-    raise_nofile(4096);
+    raise_nofile(m->regs > 4000 ? (rlim_t)m->regs + 128 : 4096);
 
-    static int regs[4096];
+    static int regs[10000];
     if (m->need_epoll)
         setup_epoll();
     struct epoll_event ev = {.events = EPOLLIN};

@@ -116,6 +116,7 @@ struct ef_options {
     int dedup;               /* 1: identical reports merged tree-wide (EPOLLFORK_DEDUP) */
     char suppressions[4096]; /* path of the suppressions file, "" none */
     int secure;              /* secure execution (setuid, AT_SECURE): not an EPOLLFORK_ variable */
+    int repair;              /* EPOLLFORK_REPAIR: make the bugs harmless too (repair.c) */
 };
 extern struct ef_options ef_opt;
 /* Set every option to its default, then parse EPOLLFORK_* from envp (NULL:
@@ -224,6 +225,41 @@ struct ef_target {
     char anon[32];              /* "anon_inode:[eventfd]": every anon inode shares one inode */
 };
 
+/* What repair mode did about one conflict (repair.c), as a change in the ring
+ * and a report carry it.  Written by other processes: every value is checked
+ * where it is read. */
+enum ef_repair_how {
+    EF_REPAIR_NONE = 0,         /* not attempted */
+    EF_REPAIR_COPIED,           /* the process was given a private copy of the instance */
+    EF_REPAIR_REBUILT,          /* its own instance (no other holder) was rebuilt */
+    EF_REPAIR_CLOEXEC,          /* FD_CLOEXEC set before the exec */
+    EF_REPAIR_CLOSED,           /* closed at start-up, before main() */
+    EF_REPAIR_FAILED,           /* could not be made: `step` and `err` say why */
+};
+enum ef_repair_step {
+    EF_RSTEP_NONE = 0,
+    EF_RSTEP_FDINFO,            /* /proc/self/fdinfo/EPFD could not be read */
+    EF_RSTEP_CREATE,            /* no new epoll instance (fd limit) */
+    EF_RSTEP_ADD,               /* an entry could not be re-added (`fd`) */
+    EF_RSTEP_DUP,               /* the copy could not take the fd's number */
+    EF_RSTEP_MEMORY,            /* no memory for the entry list */
+    EF_RSTEP_REENTRY,           /* a signal handler interrupted the shim */
+    EF_RSTEP_FCNTL,             /* F_SETFD failed */
+    EF_RSTEP_CLOSE,             /* close failed */
+    EF_RSTEP_GONE,              /* another thread had replaced the instance meanwhile */
+    EF_RSTEP_ALLOWED,           /* shared on purpose (epollfork_allow_shared) */
+};
+struct ef_repair_rec {
+    uint32_t how;               /* enum ef_repair_how */
+    uint32_t step;              /* enum ef_repair_step, for EF_REPAIR_FAILED */
+    int32_t pid, epfd;          /* the process and fd the repair was for */
+    int32_t entries;            /* entries in the copy */
+    int32_t left;               /* entries left out: not open at their number here */
+    int32_t rearmed;            /* disarmed EPOLLONESHOT entries armed for ERR|HUP */
+    int32_t err;                /* errno of the failed step */
+    int32_t fd;                 /* the entry that failed; the closed fd of a ghost */
+};
+
 /* One successful epoll_ctl on an instance that other processes may rely on. */
 struct ef_change {
     _Atomic uint64_t seq;       /* generation of this record, written last */
@@ -237,9 +273,11 @@ struct ef_change {
     uint32_t cut;               /* enum ef_cut: why the call stack is one frame */
     uint64_t time_ns;           /* CLOCK_REALTIME */
     struct ef_target target;
+    struct ef_repair_rec repair; /* repair mode: the modifier's private copy */
 };
 
-enum ef_create_how { EF_CREATE_EPOLL_CREATE = 0, EF_CREATE_EPOLL_CREATE1 = 1, EF_CREATE_ADOPTED = 2 };
+enum ef_create_how { EF_CREATE_EPOLL_CREATE = 0, EF_CREATE_EPOLL_CREATE1 = 1, EF_CREATE_ADOPTED = 2,
+                     EF_CREATE_REPAIR = 3 /* a private copy made by repair mode */ };
 enum ef_inst_state { EF_INST_FREE = 0, EF_INST_LIVE = 1 };
 
 /* 64-byte aligned: a chunk of 64 instances is a whole number of pages. */
@@ -555,6 +593,10 @@ struct ef_report {
     char argv0[256];
     const char *exec_how;        /* "execve", "execvp"... or "start-up" */
     int entries;                 /* registrations the leaked instance holds, -1 unknown */
+    /* repair mode (EPOLLFORK_REPAIR=1): two more fields, and a line */
+    int repair_mode;
+    int repaired;                /* the shim made the bug harmless */
+    char repair[400];            /* what it did, or why it could not */
 };
 const char *ef_role_name(enum ef_role role);   /* "call", "fork"...: JSON keys */
 /* The fields every report has: kind, pids, time, and what the instance says. */
@@ -568,11 +610,11 @@ const char *ef_use_name(enum ef_use u);
 /* The scalar fields of a record, in the one order every back end renders
  * them (SUMMARY, JSON, syslog, journald): a field rendered by one back end
  * and not another cannot happen. */
-enum ef_ftype { EF_F_INT, EF_F_STR, EF_F_HEX };
+enum ef_ftype { EF_F_INT, EF_F_STR, EF_F_HEX, EF_F_BOOL };
 struct ef_field {
     const char *key;
     enum ef_ftype type;
-    long long i;                 /* EF_F_INT; EF_F_HEX as unsigned */
+    long long i;                 /* EF_F_INT; EF_F_HEX as unsigned; EF_F_BOOL 0 or 1 */
     const char *s;               /* EF_F_STR; NULL: unknown (text "unknown", JSON null) */
 };
 #define EF_MAX_FIELDS 32
@@ -584,7 +626,9 @@ struct ef_fields {
 void ef_field_int(struct ef_fields *f, const char *key, long long v);
 void ef_field_str(struct ef_fields *f, const char *key, const char *v);
 void ef_field_hex(struct ef_fields *f, const char *key, unsigned long long v);
-/* time, pid, the kind's own fields, site. */
+void ef_field_bool(struct ef_fields *f, const char *key, int v);
+/* time, pid, the kind's own fields, in repair mode `repaired` and `repair`,
+ * site. */
 void ef_report_fields(const struct ef_report *r, struct ef_symctx *c, struct ef_fields *out);
 /* The offending frame, `function(module+0xoffset)`, "" when there is none. */
 void ef_report_site(const struct ef_report *r, struct ef_symctx *c, char *buf, size_t len);

@@ -16,6 +16,11 @@
  * survives exec), and the start-up scan skips those fds and removes the
  * variable from environ before main() runs.  The start-up scan records what it
  * reported so that the program's own exec passes it on too (sh -c 'cmd').
+ *
+ * Repair mode (repair.c) sets FD_CLOEXEC on each leaking fd before the exec,
+ * whether or not this process is the one that reports it, and the fd is then
+ * not passed on as a leak; a leak through an exec the shim could not see is
+ * closed by the new program's shim at start-up, before main().
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -102,15 +107,20 @@ struct scan_arg {
     int nfound;
 };
 
+/* entries: registrations it holds (entries_of(), counted before a repair
+ * closed it); rec: what repair mode did about it, NULL when off. */
 static void report_leak(int fd, uint32_t idx, const char *program, char *const argv[],
-                        uint32_t exec_stack, const char *how)
+                        uint32_t exec_stack, const char *how, int entries,
+                        const struct ef_repair_rec *rec)
 {
     struct ef_report r;
     ef_report_init(&r, EF_KIND_EXEC_LEAK, idx && ef_reg ? ef_inst_at(idx) : NULL, fd);
     r.fd = -1;
     r.stacks[EF_ST_EXEC] = exec_stack;
     r.exec_how = how;
-    r.entries = entries_of(fd);
+    r.entries = entries;
+    if (rec)
+        ef_repair_fill(&r, rec);
     ef_fmt(r.program, sizeof r.program, "%s", program ? program : "");
     if (argv && argv[0])
         ef_fmt(r.argv0, sizeof r.argv0, "%s", argv[0]);
@@ -260,13 +270,34 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
             a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
         int held = ef_holds(idx);
         uint32_t uid = held ? atomic_load(&ef_local_at(idx)->uid) : 0;
+        struct ef_repair_rec rec;
+        if (ef_opt.repair)
+            ef_repair_cloexec(fd, &rec);
         if (ef_claim_once(leak_key(idx, uid, fd, a.exec_stack)))
-            report_leak(fd, held ? idx : 0, program, nargv ? argv : NULL, a.exec_stack, "exec");
+            report_leak(fd, held ? idx : 0, program, nargv ? argv : NULL, a.exec_stack, "exec",
+                        entries_of(fd), ef_opt.repair ? &rec : NULL);
+        if (ef_opt.repair && rec.how == EF_REPAIR_CLOEXEC)
+            a.found[i] = -1; /* it no longer leaks: nothing to pass on */
     }
+    int k = 0;
+    for (int i = 0; i < a.nfound; i++)
+        if (a.found[i] >= 0)
+            a.found[k++] = a.found[i];
+    a.nfound = k;
+    if (!a.nfound)
+        return NULL;
     return with_marker(envp, nenv, a.found, a.nfound);
 }
 
 /* ------------------------------------------------------------ start-up */
+
+/* A leak closed at start-up is not one to pass on at this program's exec. */
+static void forget_known(int fd)
+{
+    for (int i = 0; i < nknown; i++)
+        if (known_leaks[i] == fd)
+            known_leaks[i] = known_leaks[--nknown];
+}
 
 static int passed_to_us(int fd, const int *list, int n)
 {
@@ -376,6 +407,18 @@ void ef_startup_scan(void)
         ef_sys_close(fd);
     }
     char *args[2] = {argv0, NULL};
-    for (int i = 0; i < a.nleaks; i++)
-        report_leak(a.leaks[i], 0, exe, args, 0, "start-up");
+    for (int i = 0; i < a.nleaks; i++) {
+        int entries = entries_of(a.leaks[i]);
+        if (!ef_opt.repair) {
+            report_leak(a.leaks[i], 0, exe, args, 0, "start-up", entries, NULL);
+            continue;
+        }
+        /* Repair mode: counted, closed, then reported: this program did not
+         * create it, and only the leak gave it to us. */
+        struct ef_repair_rec rec;
+        ef_repair_close_inherited(a.leaks[i], &rec);
+        if (rec.how == EF_REPAIR_CLOSED)
+            forget_known(a.leaks[i]);
+        report_leak(a.leaks[i], 0, exe, args, 0, "start-up", entries, &rec);
+    }
 }

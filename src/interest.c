@@ -141,3 +141,22 @@ int ef_interest_collect(int fd, struct ef_fd *e, struct ef_interest *out, int ma
     }
     return n;
 }
+
+/* Repair mode gave this process a private copy of instance `from` (repair.c):
+ * the registration moves with it, with its ADD stack and the process that
+ * made it, so that a later report about the copy still names the ADD. */
+void ef_interest_move(int fd, struct ef_fd *e, uint32_t from, uint32_t to)
+{
+    struct ef_interest it;
+    if (!e || !ef_interest_find(fd, e, from, &it))
+        return;
+    ef_interest_del(fd, e, from);
+    ef_interest_add(fd, e, to, it.add_stack);
+    if ((atomic_load(&e->flags) & EF_FD_INTEREST) && atomic_load(&e->int_inst) == to) {
+        atomic_store(&e->add_pid, it.add_pid);
+        return;
+    }
+    int s = side_slot(side_key(fd, to), 0);
+    if (s >= 0)
+        side[s].add_pid = it.add_pid;
+}

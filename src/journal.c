@@ -292,6 +292,9 @@ static void record_field(struct entry *e, const struct ef_field *f)
         if (f->s) /* unknown: JSON says null, the journal has no such field */
             field_s(e, name, f->s);
         break;
+    case EF_F_BOOL:
+        field_s(e, name, f->i ? "true" : "false");
+        break;
     }
 }
 

@@ -138,6 +138,15 @@ static int parse_disable(const char *v, char *why, size_t n)
     return 0;
 }
 
+static int parse_repair(const char *v, char *why, size_t n)
+{
+    long x;
+    if (parse_int(v, 0, 1, &x, why, n))
+        return -1;
+    ef_opt.repair = (int)x;
+    return 0;
+}
+
 /* name, default (as text), parser, help */
 #define EF_OPTION_TABLE(X)                                                                     \
     X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
@@ -157,7 +166,12 @@ static int parse_disable(const char *v, char *why, size_t n)
     X("EPOLLFORK_DEDUP", "1", parse_dedup,                                                     \
       "1: an identical report (kind and stacks) is printed once per process tree and "         \
       "repeats are counted; 0: print every one")                                               \
-    X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")
+    X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")     \
+    X("EPOLLFORK_REPAIR", "0", parse_repair,                                                   \
+      "1: also make the bugs harmless: a process about to change a shared epoll instance gets "\
+      "a private copy of it first, a closed fd's surviving entry is removed before the "       \
+      "process uses the instance again, and an epoll fd gets close-on-exec before an exec; "   \
+      "each is still reported, with repaired=true")
 
 struct ef_option_desc {
     const char *name, *def;

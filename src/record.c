@@ -52,6 +52,7 @@ void ef_report_init(struct ef_report *r, enum ef_kind kind, const struct ef_inst
     r->time_ns = ef_realtime_ns();
     r->create_how = EF_CREATE_ADOPTED; /* not known until an instance says */
     r->create_fd = epfd;
+    r->repair_mode = ef_opt.repair;
     if (in) {
         r->owner_pid = in->owner_pid;
         r->create_how = in->create_how;
@@ -157,6 +158,11 @@ static int python_site(uint32_t id, char *buf, size_t len)
     return 0;
 }
 
+void ef_field_bool(struct ef_fields *f, const char *key, int v)
+{
+    field(f, key, EF_F_BOOL, v != 0, NULL);
+}
+
 void ef_report_site(const struct ef_report *r, struct ef_symctx *c, char *buf, size_t len)
 {
     uint64_t pcs[EF_MAX_FRAMES];
@@ -183,6 +189,10 @@ void ef_report_fields(const struct ef_report *r, struct ef_symctx *c, struct ef_
     ef_field_str(f, "time", f->time);
     ef_field_int(f, "pid", r->pid);
     ef_kinds[r->kind].fields(r, f);
+    if (r->repair_mode) {
+        ef_field_bool(f, "repaired", r->repaired);
+        ef_field_str(f, "repair", r->repair[0] ? r->repair : NULL);
+    }
     ef_report_site(r, c, f->site, sizeof f->site);
     ef_field_str(f, "site", f->site[0] ? f->site : NULL);
 }
@@ -325,6 +335,12 @@ static void create_desc(const struct ef_report *r, struct ef_stack_desc *s)
         ef_fmt(s->title, sizeof s->title, "the epoll instance (fd %d, first seen in process %d):",
                r->create_fd, r->owner_pid);
         s->missing = "created before the shim was loaded, or without libc: no stack";
+        return;
+    }
+    if (r->create_how == EF_CREATE_REPAIR) {
+        ef_fmt(s->title, sizeof s->title, "the epoll instance (fd %d): a private copy that repair "
+               "mode made for process %d, at:", r->create_fd, r->owner_pid);
+        s->missing = "creation stack not recorded";
         return;
     }
     int one = r->create_how == EF_CREATE_EPOLL_CREATE1;

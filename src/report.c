@@ -43,6 +43,9 @@ static void field_text(struct ef_out *o, const struct ef_field *f)
     case EF_F_STR:
         ef_put_kv(o, f->key, f->s ? f->s : "unknown");
         break;
+    case EF_F_BOOL:
+        ef_put_kv(o, f->key, f->i ? "true" : "false");
+        break;
     }
 }
 
@@ -61,6 +64,9 @@ static void field_json(struct ef_out *o, const struct ef_field *f)
             ef_put_json_str(o, f->s);
         else
             ef_puts(o, "null");
+        break;
+    case EF_F_BOOL:
+        ef_puts(o, f->i ? "true" : "false");
         break;
     }
 }
@@ -158,6 +164,11 @@ static void render_text(const struct ef_report *r, struct ef_out *o, struct ef_s
     char pfx[32];
     ef_fmt(pfx, sizeof pfx, "==%d==", r->pid);
     k->headline(r, o, pfx);
+    if (r->repair_mode) { /* what the shim did about it (the `repair` field, in words) */
+        ef_putf(o, "%s epollfork: %s: ", pfx, r->repaired ? "REPAIRED" : "NOT REPAIRED");
+        ef_put_vis(o, r->repair[0] ? r->repair : "nothing was done");
+        ef_puts(o, "\n");
+    }
     struct ef_stack_desc s[EF_MAX_STACKS];
     int ns = k->stacks(r, s);
     for (int i = 0; i < ns; i++) {

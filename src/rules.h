@@ -6,6 +6,8 @@
  *               holder slots, aliases, fork reservations, the child's first
  *               event, exit
  *   interest.c  the interest entries (registrations) this process made
+ *   copy.c      a private copy of an instance, rebuilt from the kernel's list
+ *   repair.c    repair mode: private copies, ghosts removed, close-on-exec
  *   stale.c     stale-registration
  *   execleak.c  epoll-fd-exec-leak
  *   track.c     shared-epoll-ctl, and the event dispatch below
@@ -112,6 +114,55 @@ int ef_interest_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_interest *
 void ef_interest_del(int fd, struct ef_fd *e, uint32_t idx);
 /* Every entry of fd (the primary first); clears them when `clear`. */
 int ef_interest_collect(int fd, struct ef_fd *e, struct ef_interest *out, int max, int clear);
+/* fd's registration in `from` now lives in `to` (a repair copy): same stack. */
+void ef_interest_move(int fd, struct ef_fd *e, uint32_t from, uint32_t to);
+
+/* ------------------------------------------------------ copy.c, repair.c */
+/* EPOLLFORK_REPAIR=1 (README, "Repair mode").  One repair, as its maker
+ * knows it: the instance it left and the copy it took. */
+struct ef_repair_note {
+    uint32_t orig, orig_uid;     /* the instance this process no longer holds */
+    uint32_t copy;               /* its private copy, 0 when none was made */
+    int shared;                  /* other live processes keep the original */
+    uint32_t epoch;              /* ef_fork.epoch when the copy was made */
+    struct ef_repair_rec rec;    /* what was done, for the ring and the reports */
+};
+/* A closed registration that must not come back in a copy. */
+struct ef_repair_excl {
+    int fd;
+    uint64_t ino;
+};
+/* ----------------------------------------------------------------- copy.c */
+/* Give this process a private copy of idx at epfd (and at its aliases):
+ * entries whose file is open here at their number, minus `excl`; note->shared
+ * says which word the record gets (COPIED or REBUILT).  1 done, 0 not needed
+ * any more (another thread did it), -1 failed: note->rec says why. */
+int ef_copy_make(int epfd, uint32_t idx, const struct ef_repair_excl *excl, int nexcl,
+                 void *caller, struct ef_repair_note *note);
+
+/* --------------------------------------------------------------- repair.c */
+/* Does another live process hold idx, epfd's instance?  Asks the kernel
+ * (kcmp); holder slots of processes that turn out not to hold it are given
+ * back.  1 yes or unknown, 0 no. */
+int ef_repair_shared(int epfd, uint32_t idx);
+/* ef_copy_make() for stale.c's ghosts: asks who else holds the instance, and
+ * makes no copy of one shared on purpose.  The caller holds the re-entry
+ * guard. */
+int ef_repair_copy(int epfd, uint32_t idx, const struct ef_repair_excl *excl, int nexcl,
+                   void *caller, struct ef_repair_note *note);
+/* Before an epoll_ctl on epfd (whose instance was `at_entry` when the call
+ * began): a change to a list shared with another live process goes to a
+ * private copy.  Its note is taken by ef_on_ctl after the first change that
+ * succeeds on the copy (idx); a failed repair's note by the same call. */
+void ef_repair_before_change(int epfd, uint32_t at_entry, void *caller);
+void ef_repair_forget(void);                        /* a new epoll_ctl begins */
+const struct ef_repair_note *ef_repair_take(int epfd, uint32_t idx);
+/* FD_CLOEXEC on fd before an exec; closed at start-up.  rec says what happened. */
+void ef_repair_cloexec(int fd, struct ef_repair_rec *rec);
+void ef_repair_close_inherited(int fd, struct ef_repair_rec *rec);
+/* The report's `repaired` and `repair` from a record (read from shared memory
+ * when it comes from the ring: checked here). */
+void ef_repair_fill(struct ef_report *r, const struct ef_repair_rec *rec);
 
 /* ---------------------------------------------------------------- stale.c */
 extern _Atomic uint32_t ef_ghosts_pending;       /* any ghost candidates at all? */

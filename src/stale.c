@@ -17,6 +17,12 @@
  * process closes the instance itself first (a child closing every fd), the
  * candidates are dropped: nobody is left to receive ghost events.  Waiting for
  * the use is what keeps "close every fd" loops silent whatever their order.
+ *
+ * Repair mode removes a confirmed ghost right there, before the call that
+ * uses the instance (repair.c): the closer gets the instance rebuilt without
+ * it (a private copy when others hold it; they keep their entry, which may be
+ * theirs).  Deciding at the use, not at the close, is what costs nothing for
+ * the many closes that leave no ghost, and keeps the verdict the kernel's.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -154,7 +160,7 @@ static int find_tfd(const struct ef_tfd *t, void *arg)
 
 struct holder_arg {
     int pid;        /* 0: this process */
-    int epfd, closed;
+    int epfd, closed;  /* an fd of ours for the instance that holds the ghost */
     uint64_t dev, ino;
     int fd;
 };
@@ -218,12 +224,16 @@ static uint64_t stale_key(const struct ghost *g)
     return k ^ (k >> 29);
 }
 
-static void report(const struct ghost *g, const struct find_arg *f, int epfd, void *caller)
+/* in: the instance as it was (a repair may have released it since); hold: an
+ * fd of ours for the instance that still holds the ghost (epfd, or the
+ * original kept open while a repair replaced epfd); note: the repair. */
+static void report(const struct ghost *g, const struct find_arg *f, const struct ef_inst *in,
+                   int epfd, int hold, const struct ef_repair_note *note, void *caller)
 {
     if (!ef_claim_once(stale_key(g)))
         return;
     struct ef_report r;
-    ef_report_init(&r, EF_KIND_STALE, ef_inst_at(g->idx), epfd);
+    ef_report_init(&r, EF_KIND_STALE, in, epfd);
     r.modifier_pid = ef_self.pid;
     r.other_pid = ef_self.pid;
     r.fd = g->fd;
@@ -233,10 +243,15 @@ static void report(const struct ghost *g, const struct find_arg *f, int epfd, vo
     r.stacks[EF_ST_CLOSE] = g->close_stack;
     r.stacks[EF_ST_ADD] = g->add_stack;
     r.add_pid = g->add_pid;
-    r.holder_pid = find_holder(g, epfd, &r.holder_fd);
+    r.holder_pid = find_holder(g, hold, &r.holder_fd);
     if (r.holder_pid > 0 && r.holder_pid != ef_self.pid)
         ef_report_fill_fork(&r, ef_process_split(ef_self.proc, ef_process_of_pid(r.holder_pid)));
     r.stacks[EF_ST_USE] = ef_stack_capture(EF_SKIP_SHIM, caller);
+    if (note) {
+        struct ef_repair_rec rec = note->rec;
+        rec.fd = rec.how == EF_REPAIR_FAILED ? rec.fd : g->fd;
+        ef_repair_fill(&r, &rec);
+    }
     ef_report_emit(&r);
 }
 
@@ -246,15 +261,44 @@ void ef_stale_check(uint32_t idx, int epfd, void *caller)
     if (!atomic_load_explicit(&l->ghosts, memory_order_relaxed) || ef_in_shim)
         return;
     EF_GUARD_SCOPE();
+    struct ghost *found[NGHOST];
+    struct find_arg fa[NGHOST];
+    int n = 0;
     for (int i = 0; i < NGHOST; i++) {
         struct ghost *g = &ghosts[i];
         if (atomic_load(&g->state) != GHOST_READY || g->idx != idx)
             continue;
         if (g->uid == atomic_load(&l->uid)) {
-            struct find_arg f = {g, 0, 0, 0};
-            if (ef_procfs_epoll_entries(0, epfd, find_tfd, &f) == 0 && f.found)
-                report(g, &f, epfd, caller);
+            fa[n] = (struct find_arg){g, 0, 0, 0};
+            if (ef_procfs_epoll_entries(0, epfd, find_tfd, &fa[n]) == 0 && fa[n].found) {
+                found[n++] = g;
+                continue;
+            }
         }
         forget(g);
     }
+    if (!n)
+        return;
+    /* What the report says of the instance, as it is before any repair. */
+    struct ef_inst was;
+    memcpy(&was, ef_inst_at(idx), sizeof was);
+    int hold = epfd;
+    struct ef_repair_note note;
+    if (ef_opt.repair) {
+        /* The original stays open here until the reports are made: they name
+         * the process holding the copy, which kcmp finds through the ghost. */
+        hold = ef_real.fcntl(epfd, F_DUPFD_CLOEXEC, 0);
+        if (hold < 0)
+            hold = epfd;
+        struct ef_repair_excl excl[NGHOST];
+        for (int i = 0; i < n; i++)
+            excl[i] = (struct ef_repair_excl){found[i]->fd, found[i]->ino};
+        ef_repair_copy(epfd, idx, excl, n, caller, &note);
+    }
+    for (int i = 0; i < n; i++) {
+        report(found[i], &fa[i], &was, epfd, hold, ef_opt.repair ? &note : NULL, caller);
+        forget(found[i]);
+    }
+    if (hold != epfd)
+        ef_sys_close(hold);
 }

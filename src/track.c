@@ -177,6 +177,8 @@ static int conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
     if (use != EF_USE_BLOCKED)
         r.stacks[EF_ST_USE] = ef_stack_capture(EF_SKIP_SHIM, caller);
     r.lost_changes = lost;
+    if (r.repair_mode)
+        ef_repair_fill(&r, &c->repair);
     ef_report_emit(&r);
     return 1;
 }
@@ -274,6 +276,8 @@ void ef_on_ctl_before(int epfd, void *caller)
 {
     if (!ef_tracking())
         return;
+    if (EF_UNLIKELY(ef_opt.repair))
+        ef_repair_forget(); /* a failed repair's note was its own call's */
     struct ef_fd *e = ef_fd_peek(epfd);
     if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL))
         return;
@@ -281,19 +285,25 @@ void ef_on_ctl_before(int epfd, void *caller)
         return;
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     struct ef_inst *in = ef_inst_at(idx);
-    if (EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
-        ef_stale_check(idx, epfd, caller);
-    if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_relaxed)))
-        return;
-    if (!ef_holds(idx))
-        return;
-    if (atomic_load(&in->gen) != atomic_load_explicit(&ef_local_at(idx)->lastseen,
+    /* The use check comes first: a repair below may replace the instance. */
+    if (EF_UNLIKELY(atomic_load_explicit(&in->crossed, memory_order_relaxed)) && ef_holds(idx) &&
+        atomic_load(&in->gen) != atomic_load_explicit(&ef_local_at(idx)->lastseen,
                                                       memory_order_relaxed))
         scan(idx, EF_USE_CTL, caller);
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
+        ef_stale_check(idx, epfd, caller);
+    if (EF_UNLIKELY(ef_opt.repair)) {
+        ef_repair_before_change(epfd, idx, caller);
+        if (!ef_holds(idx) && atomic_load(&ef_local_at(idx)->ghosts))
+            ef_stale_drop(idx); /* the copy released it: nobody left for its ghosts */
+    }
 }
 
-static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_event *ev,
-                   uint32_t call_stack, enum ef_cut cut, struct ef_fd *t)
+/* reg_idx: where fd's registration is now (the copy, after a repair);
+ * rep: what repair mode did about this change, NULL nothing. */
+static void record(uint32_t idx, uint32_t reg_idx, int epfd, int op, int fd,
+                   const struct epoll_event *ev, uint32_t call_stack, enum ef_cut cut,
+                   struct ef_fd *t, const struct ef_repair_rec *rep)
 {
     struct ef_inst *in = ef_inst_at(idx);
     struct ef_local *l = ef_local_at(idx);
@@ -303,7 +313,7 @@ static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_ev
     if (have && (st.st_mode & S_IFMT) == 0)
         ef_procfs_fd_link(0, fd, anon, sizeof anon); /* which anon inode: its kind */
     struct ef_interest it;
-    int reg = ef_interest_find(fd, t, idx, &it);
+    int reg = ef_interest_find(fd, t, reg_idx, &it);
     uint64_t now = ef_realtime_ns();
     uint64_t g = atomic_fetch_add(&in->gen, 1) + 1;
     struct ef_change *c = &in->ring[g % EF_RING];
@@ -329,6 +339,10 @@ static void record(uint32_t idx, int epfd, int op, int fd, const struct epoll_ev
         c->target.rdev = st.st_rdev;
         memcpy(c->target.anon, anon, sizeof anon);
     }
+    if (rep)
+        c->repair = *rep;
+    else
+        memset(&c->repair, 0, sizeof c->repair);
     atomic_store_explicit(&c->seq, g, memory_order_seq_cst);
     uint64_t prev = g - 1;
     atomic_compare_exchange_strong(&l->lastseen, &prev, g);
@@ -382,7 +396,22 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
         if (t)
             ef_interest_add(fd, t, idx, call);
     }
-    if (EF_UNLIKELY(atomic_load_explicit(&in->crossed, memory_order_relaxed))) {
+    const struct ef_repair_note *rn = EF_UNLIKELY(ef_opt.repair) ? ef_repair_take(epfd, idx) : NULL;
+    if (EF_UNLIKELY(rn && rn->rec.how == EF_REPAIR_COPIED)) {
+        /* The change went to this process's private copy; the original, which
+         * other processes rely on, is untouched.  It is recorded there all the
+         * same, marked repaired, so that they report it under the usual rules. */
+        struct ef_inst *orig = ef_inst_at(rn->orig);
+        if (atomic_load(&orig->uid) == rn->orig_uid &&
+            atomic_load(&orig->state) == EF_INST_LIVE) {
+            EF_GUARD_SCOPE();
+            if (op != EPOLL_CTL_ADD) {
+                call = ef_stack_capture(EF_SKIP_SHIM, caller);
+                cut = ef_stack_last_cut();
+            }
+            record(rn->orig, idx, epfd, op, fd, ev, call, cut, t, &rn->rec);
+        }
+    } else if (EF_UNLIKELY(atomic_load_explicit(&in->crossed, memory_order_relaxed))) {
         int mine = atomic_load(&ef_local_at(idx)->slot) >= 0;
         /* Record only when someone else holds it: otherwise a change here can
          * surprise no one. */
@@ -392,7 +421,7 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
                 call = ef_stack_capture(EF_SKIP_SHIM, caller);
                 cut = ef_stack_last_cut();
             }
-            record(idx, epfd, op, fd, ev, call, cut, t);
+            record(idx, idx, epfd, op, fd, ev, call, cut, t, rn ? &rn->rec : NULL);
         }
     }
     if (op == EPOLL_CTL_DEL && t &&
@@ -438,6 +467,17 @@ void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *tok, void *c
         return;
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     struct ef_inst *in = ef_inst_at(idx);
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)) &&
+        EF_UNLIKELY(ef_opt.repair)) {
+        /* A ghost is removed before this wait (repair.c): the use check of
+         * the original first, then the waiter counts on what it waits on. */
+        if (atomic_load(&in->crossed) && ef_holds(idx) &&
+            atomic_load(&in->gen) != atomic_load(&ef_local_at(idx)->lastseen))
+            scan(idx, EF_USE_WAIT, caller);
+        ef_stale_check(idx, epfd, caller);
+        idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
+        in = ef_inst_at(idx);
+    }
     if (blocking && (!__libc_single_threaded ||
                      atomic_load_explicit(&in->crossed, memory_order_relaxed))) {
         /* Publish "I am waiting" before looking at gen (see the top), even on

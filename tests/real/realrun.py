@@ -37,6 +37,12 @@ from harness import Fail, check
 
 INSTALL = os.path.join(harness.ROOT, "scripts", "install-deps.sh")
 KEEP = os.environ.get("EPF_REAL_KEEP") == "1"      # keep the temp dirs to look at
+# EPF_REAL_REPAIR=1: every program runs in repair mode (EPOLLFORK_REPAIR=1), read
+# when a program starts (tests/test_repair.py sets it around the real cases).
+
+
+def repair_mode():
+    return os.environ.get("EPF_REAL_REPAIR") == "1"
 
 # Variables that would change what the programs or their libraries do.
 SCRUB = ("LD_PRELOAD", "PYTHONPATH", "PYTHONHOME", "PYTHONASYNCIODEBUG", "NODE_OPTIONS",
@@ -243,6 +249,8 @@ class Box:
             e["LD_PRELOAD"] = harness.public_copy(harness.LIB)  # readable as nobody
             e["EPOLLFORK_FORMAT"] = "json"
             e["EPOLLFORK_LOG"] = os.path.join(self.eflog, "log.%p")
+            if repair_mode():
+                e["EPOLLFORK_REPAIR"] = "1"
         if extra:
             for k, v in extra.items():
                 if v is None:

@@ -70,6 +70,7 @@ int main(int argc, char **argv)
     ev_run(loop, EVRUN_NOWAIT); /* fd_reify: the registration reaches the kernel */
     printf("forkcheck=%d\n", forkcheck);
 
+    int entries_before = epoll_entries_total();
     pid_t c = fork();
     CHECK(c >= 0);
     if (c == 0) {
@@ -80,6 +81,8 @@ int main(int argc, char **argv)
         _exit(0);
     }
     CHECK(WIFEXITED(reap(c)));
+    /* what the child did to the parent's list (repair mode: nothing) */
+    printf("parent entries before=%d after=%d\n", entries_before, epoll_entries_total());
     CHECK(write(p[1], "p", 1) == 1);
     ev_run(loop, EVRUN_NOWAIT);
     printf("parent read=%d\n", got);

@@ -91,6 +91,7 @@ int main(int argc, char **argv)
     CHECK(event_base_loop(base, EVLOOP_NONBLOCK) >= 0); /* applies a changelist */
     printf("method=%s changelist=%d\n", event_base_get_method(base), changelist);
 
+    int entries_before = epoll_entries_total();
     pid_t c = fork();
     CHECK(c >= 0);
     if (c == 0) {
@@ -101,6 +102,8 @@ int main(int argc, char **argv)
         _exit(0);
     }
     CHECK(WIFEXITED(reap(c)));
+    /* what the child did to the parent's list (repair mode: nothing) */
+    printf("parent entries before=%d after=%d\n", entries_before, epoll_entries_total());
     CHECK(write(p[1], "p", 1) == 1);
     CHECK(event_base_loop(base, EVLOOP_NONBLOCK) >= 0);
     printf("parent read=%d\n", got);

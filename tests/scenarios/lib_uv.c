@@ -100,6 +100,7 @@ int main(int argc, char **argv)
     uv_run(&loop, UV_RUN_NOWAIT); /* applies the queued registrations */
     printf("backend_fd=%d\n", uv_backend_fd(&loop));
 
+    int entries_before = epoll_entries_total();
     pid_t c = fork();
     CHECK(c >= 0);
     if (c == 0) {
@@ -110,6 +111,8 @@ int main(int argc, char **argv)
         _exit(0);
     }
     CHECK(WIFEXITED(reap(c)));
+    /* what the child did to the parent's list (repair mode: nothing) */
+    printf("parent entries before=%d after=%d\n", entries_before, epoll_entries_total());
     CHECK(write(p[1], "p", 1) == 1);
     uv_run(&loop, UV_RUN_NOWAIT);
     printf("parent read=%d\n", got);

@@ -67,6 +67,33 @@ static inline int wait_blocked_in_epoll(pid_t pid)
     return 0;
 }
 
+/* Interest entries in all of this process's epoll instances, as the kernel
+ * lists them (/proc/self/fdinfo): what a child's change did to our lists. */
+static inline int epoll_entries_total(void)
+{
+    int total = 0;
+    char path[64], buf[8192];
+    for (int fd = 0; fd < 1024; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t k = readlink(path, buf, sizeof buf - 1);
+        if (k <= 0)
+            continue;
+        buf[k] = 0;
+        if (strcmp(buf, "anon_inode:[eventpoll]"))
+            continue;
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", fd);
+        int f = open(path, O_RDONLY);
+        if (f < 0)
+            continue;
+        ssize_t n = read(f, buf, sizeof buf - 1);
+        close(f);
+        buf[n > 0 ? n : 0] = 0;
+        for (char *l = buf; (l = strstr(l, "tfd:")); l += 4)
+            total++;
+    }
+    return total;
+}
+
 static inline int make_pipe(int p[2])
 {
     return pipe(p);

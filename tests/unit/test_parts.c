@@ -354,6 +354,7 @@ static const struct optcase {
     {"EPOLLFORK_SUPPRESSIONS", {"/tmp/ef.supp", ""}, {LONGVAL}},
     {"EPOLLFORK_DEDUP", {"0", "1"}, {"", "2", "-1", "yes"}},
     {"EPOLLFORK_DISABLE", {"0", "1"}, {"", "2", "-1", "yes"}},
+    {"EPOLLFORK_REPAIR", {"0", "1"}, {"", "2", "-1", "on"}},
 };
 #define NCASES (sizeof optcases / sizeof optcases[0])
 
@@ -371,6 +372,7 @@ static const char *opt_value(const char *name, char *buf, size_t len)
     int v = !strcmp(name, "EPOLLFORK_STACK_DEPTH") ? ef_opt.stack_depth
             : !strcmp(name, "EPOLLFORK_DEDUP")     ? ef_opt.dedup
             : !strcmp(name, "EPOLLFORK_DISABLE")   ? ef_opt.disable
+            : !strcmp(name, "EPOLLFORK_REPAIR")    ? ef_opt.repair
                                                    : INT_MIN;
     if (v == INT_MIN)
         return NULL;
@@ -891,6 +893,71 @@ static void g_render(void)
     ef_opt.format = EF_FMT_TEXT;
 }
 
+/* ------------------------------------------------------------ repair words */
+
+/* ef_repair_fill() reads a record that may come from the shared ring (any
+ * process of the tree can write it): every `how` and `step`, in range or not,
+ * with nonsense numbers, gives a sentence and a well-formed report in text and
+ * JSON; `repaired` is true exactly for the four repairs. */
+static void g_repairwords(void)
+{
+    static char text[512 * 1024];
+    struct ef_report r;
+    const int32_t odd[] = {0, 1, -1, INT32_MAX, INT32_MIN};
+    for (uint32_t how = 0; how <= EF_REPAIR_FAILED + 2; how++) {
+        for (uint32_t step = 0; step <= EF_RSTEP_ALLOWED + 2; step++) {
+            for (int kind = 0; kind < EF_NKINDS; kind++) {
+                int32_t v = odd[(how + step + (uint32_t)kind) % 5];
+                struct ef_repair_rec rec = {how, step, v, v, v, v, v, v ? EMFILE : 0, v};
+                if (kind == EF_KIND_STALE)
+                    fill_stale(&r);
+                else if (kind == EF_KIND_EXEC_LEAK)
+                    fill_leak(&r, (int)(how & 1));
+                else
+                    fill_shared(&r);
+                r.repair_mode = 1;
+                ef_repair_fill(&r, &rec);
+                int ok = how == EF_REPAIR_COPIED || how == EF_REPAIR_REBUILT ||
+                         how == EF_REPAIR_CLOEXEC || how == EF_REPAIR_CLOSED;
+                CHECKF(r.repaired == ok && r.repair[0] &&
+                           (ok ? strncmp(r.repair, "not repaired", 12) != 0
+                               : strncmp(r.repair, "not repaired: ", 14) == 0),
+                       "how %u step %u kind %d: %d %s", how, step, kind, r.repaired, r.repair);
+                char name[64];
+                snprintf(name, sizeof name, "repair-%u-%u-%d", how, step, kind);
+                render_both(name, &r);
+            }
+        }
+    }
+    /* a garbage `how` straight from the ring */
+    struct ef_repair_rec junk;
+    memset(&junk, 0xa5, sizeof junk);
+    fill_shared(&r);
+    r.repair_mode = 1;
+    ef_repair_fill(&r, &junk);
+    CHECK(!r.repaired && !strncmp(r.repair, "not repaired: no repair was attempted", 37));
+    /* the text line and the two fields, before site, in both renderings */
+    struct ef_repair_rec good = {EF_REPAIR_COPIED, 0, 4243, 5, 3, 1, 1, 0, 7};
+    ef_repair_fill(&r, &good);
+    ef_opt.format = EF_FMT_TEXT;
+    ef_report_render(&r, text, sizeof text);
+    CHECK(strstr(text, "==4242== epollfork: REPAIRED: process 4243 was given a private copy of "
+                       "epoll fd 5 with 3 entries; 1 entry whose file it no longer had open at "
+                       "that number left out; 1 disarmed EPOLLONESHOT entry"));
+    CHECK(strstr(text, " repaired=true repair=\"process 4243 ") && strstr(text, "\" site=where_call("));
+    ef_opt.format = EF_FMT_JSON;
+    ef_report_render(&r, text, sizeof text);
+    CHECK(strstr(text, ",\"repaired\":true,\"repair\":\"process 4243 ") &&
+          strstr(text, "\",\"site\":\"where_call("));
+    /* without repair mode, neither field */
+    r.repair_mode = 0;
+    ef_report_render(&r, text, sizeof text);
+    CHECK(!strstr(text, "\"repaired\"") && !strstr(text, "\"repair\""));
+    ef_opt.format = EF_FMT_TEXT;
+    ef_report_render(&r, text, sizeof text);
+    CHECK(!strstr(text, "REPAIRED") && !strstr(text, "repaired="));
+}
+
 /* ------------------------------------------------------------------- emit */
 
 static size_t log_size(void)
@@ -1015,6 +1082,7 @@ const struct group parts_groups[] = {
     {"events", g_events, QUIET},
     {"rfc3339", g_rfc3339, QUIET},
     {"render", g_render, TRACK | QUIET},
+    {"repairwords", g_repairwords, TRACK | QUIET},
     {"emit", g_emit, TRACK},
     {NULL, NULL, 0},
 };
