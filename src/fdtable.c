@@ -141,8 +141,9 @@ static long fd_limit(void)
  * The kernel hands out the lowest free number, so as long as ours sit above
  * everything the program has open, the program gets exactly the numbers it
  * gets without the shim (tests/test_hardening.py, at limits down to 20); it
- * only reaches EMFILE a few fds earlier.  The shim holds at most five (the
- * stderr copy, a log file, a syslog or journal socket, libunwind's pipe). */
+ * only reaches EMFILE a few fds earlier.  The shim holds at most six (the
+ * registry's memfd, the stderr copy, a log file, a syslog or journal socket,
+ * libunwind's pipe). */
 int ef_fd_high_base(void)
 {
     long lim = fd_limit();

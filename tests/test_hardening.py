@@ -313,9 +313,13 @@ def _():
         b, s = bare.stdout.split(), res.stdout.split()
         check(len(b) == len(s), "%s: %r vs %r" % (limit, b, s))
         # the same number, or EMFILE a little earlier: never another number
-        diff = [(x, y) for x, y in zip(b, s) if x != y and y != "-1"]
-        check(not diff, "limit %s: the program got other fd numbers: bare %r, shim %r"
-              % (limit, bare.stdout, res.stdout))
+        # (after the first EMFILE the program's own later numbers move, as
+        # they would without the shim had it run out there)
+        for x, y in zip(b, s):
+            if y == "-1":
+                break
+            check(x == y, "limit %s: the program got other fd numbers: bare %r, shim %r"
+                  % (limit, bare.stdout, res.stdout))
         if int(limit) >= 20:
             check(b == s, "limit %s: identical: %r vs %r" % (limit, b, s))
 
