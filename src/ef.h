@@ -85,6 +85,12 @@ struct ef_real {
     int (*execve)(const char *, char *const *, char *const *);
     int (*execvpe)(const char *, char *const *, char *const *);
     int (*fexecve)(int, char *const *, char *const *);
+    /* io_uring (uring.c): the ring's setup and enter reach the kernel through
+     * syscall(), its memory through mmap */
+    long (*syscall)(long, long, long, long, long, long, long);
+    void *(*mmap)(void *, size_t, int, int, int, off_t);
+    void *(*mmap64)(void *, size_t, int, int, int, off_t);
+    int (*munmap)(void *, size_t);
 };
 extern struct ef_real ef_real;
 void ef_real_resolve(void);
@@ -93,6 +99,9 @@ extern void *ef_vfork_fn;               /* the real vfork, for vfork_x86_64.S */
 int ef_sys_close(int fd);
 pid_t ef_sys_getpid(void);
 pid_t ef_sys_getppid(void);
+/* A raw syscall that never reaches a wrapper (the shim's own calls must not
+ * enter its syscall() wrapper): -1 and errno on failure, as syscall(2). */
+long ef_sys6(long n, long a, long b, long c, long d, long e, long f);
 
 /* ------------------------------------------------------------------- util.c */
 size_t ef_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -114,6 +123,7 @@ struct ef_options {
     int stack_depth;         /* frames per stack */
     int disable;             /* pure pass-through */
     int dedup;               /* 1: identical reports merged tree-wide (EPOLLFORK_DEDUP) */
+    int debug;               /* 1: io_uring counters at exit (EPOLLFORK_DEBUG) */
     char suppressions[4096]; /* path of the suppressions file, "" none */
 };
 extern struct ef_options ef_opt;
@@ -129,6 +139,8 @@ void ef_options_print_table(int fd);   /* `make options` */
 #define EF_FD_INTEREST 0x8u   /* registered (ADD) in some instance */
 #define EF_FD_DUPED    0x10u  /* dup'ed, or made by a dup: its description may have copies */
 #define EF_FD_MULTI    0x20u  /* also registered in other instances (interest.c's side table) */
+#define EF_FD_ADD_RING 0x40u  /* registered fd: its last ADD was an IORING_OP_EPOLL_CTL */
+#define EF_FD_URING    0x80u  /* an io_uring ring fd: inst/inst_uid name its slot in uring.c */
 struct ef_fd {
     _Atomic uint32_t flags;
     _Atomic uint32_t inst;      /* epoll fd: instance index */
@@ -210,6 +222,10 @@ struct ef_target {
 };
 
 /* One successful epoll_ctl on an instance that other processes may rely on. */
+/* How a change reached the kernel: libc's epoll_ctl, or an IORING_OP_EPOLL_CTL
+ * submitted through an io_uring ring (uring.c). */
+enum ef_via { EF_VIA_EPOLL_CTL = 0, EF_VIA_IO_URING = 1 };
+
 struct ef_change {
     _Atomic uint64_t seq;       /* generation of this record, written last */
     int32_t pid;                /* the modifier */
@@ -220,6 +236,8 @@ struct ef_change {
     uint32_t call_stack, add_stack;
     uint32_t add_pid;           /* process that did the ADD (0 unknown) */
     uint32_t cut;               /* enum ef_cut: why the call stack is one frame */
+    uint32_t via, add_via;      /* enum ef_via of the change and of the ADD */
+    int32_t ring_fd;            /* via io_uring: the ring it was submitted to */
     uint64_t time_ns;           /* CLOCK_REALTIME */
     struct ef_target target;
 };
@@ -264,6 +282,35 @@ struct ef_process {
 };
 
 enum ef_depot_state { EF_DEPOT_EMPTY = 0, EF_DEPOT_WRITING = 1, EF_DEPOT_READY = 2 };
+/* One io_uring ring the tree set up (uring.c): who set it up, whether it
+ * crossed a fork, and the last process that submitted to or reaped from it
+ * since (a seqlock'd record: `use_seq` odd while written). */
+#define EF_MAX_RINGS 1024
+#define EF_RING_USERS 4
+enum ef_ring_state { EF_RING_FREE = 0, EF_RING_LIVE = 1 };
+struct ef_ring {
+    _Atomic uint32_t state;     /* enum ef_ring_state */
+    _Atomic uint32_t uid;       /* bumped at each allocation */
+    _Atomic uint32_t crossed;   /* held by a process that forked */
+    int32_t owner_pid;
+    uint32_t owner_proc;
+    uint32_t setup_stack;
+    int32_t setup_fd;
+    uint32_t setup_flags;       /* IORING_SETUP_* */
+    uint32_t setup_entries;
+    uint32_t setup_how;         /* enum ef_ring_how */
+    _Atomic uint64_t use_seq;
+    int32_t last_pid;
+    uint32_t last_proc;
+    uint32_t last_clock;        /* process records allocated at that use (registry nproc) */
+    uint32_t last_stack;
+    int32_t last_fd;
+    uint32_t last_what;         /* enum ef_ring_use */
+    _Atomic int32_t users[EF_RING_USERS];  /* processes that used it after it crossed */
+};
+enum ef_ring_how { EF_RING_SYSCALL = 0, EF_RING_LIBURING = 1, EF_RING_LIBURING_MMAP = 2 };
+enum ef_ring_use { EF_RING_SUBMIT = 0, EF_RING_REAP = 1, EF_RING_SUBMIT_REAP = 2 };
+
 struct ef_depot_slot {
     _Atomic uint64_t hash;      /* 0 empty */
     _Atomic uint32_t state;     /* enum ef_depot_state */
@@ -285,6 +332,7 @@ struct ef_registry {
     _Atomic uint64_t claims[EF_CLAIM_SLOTS];
     uint64_t frames[EF_DEPOT_FRAMES];
     struct ef_inst inst[EF_MAX_INST];
+    struct ef_ring rings[EF_MAX_RINGS];
 };
 #define EF_NOTICE_INST_FULL  0x1u
 #define EF_NOTICE_PROC_FULL  0x2u
@@ -292,12 +340,19 @@ struct ef_registry {
 #define EF_NOTICE_HOLDERS    0x8u
 #define EF_NOTICE_FD_RANGE   0x10u
 #define EF_NOTICE_NO_UNWIND  0x20u
+#define EF_NOTICE_RINGS_FULL 0x40u
 
 extern struct ef_registry *ef_reg;
 int ef_registry_create(void);          /* 0 ok, -1 failed (tracking off) */
 struct ef_inst *ef_inst_alloc(uint32_t *idx);
 void ef_inst_free(uint32_t idx);
 uint32_t ef_inst_prune(uint32_t idx);  /* drop dead holders; returns live ones */
+struct ef_ring *ef_ring_alloc(uint32_t *idx);  /* NULL when the table is full */
+void ef_ring_free(uint32_t idx, uint32_t uid);
+static inline struct ef_ring *ef_ring_at(uint32_t idx)
+{
+    return &ef_reg->rings[idx < EF_MAX_RINGS ? idx : 0];
+}
 uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how);
 struct ef_process *ef_process_at(uint32_t idx);
 uint32_t ef_process_of_pid(int32_t pid);   /* newest record of pid, 0 none */
@@ -391,6 +446,7 @@ enum ef_kind {
     EF_KIND_SHARED_CTL = 0,     /* shared-epoll-ctl */
     EF_KIND_STALE,              /* stale-registration */
     EF_KIND_EXEC_LEAK,          /* epoll-fd-exec-leak */
+    EF_KIND_SHARED_URING,       /* shared-io-uring */
     EF_NKINDS
 };
 /* The labelled stacks a record can carry. */
@@ -404,7 +460,7 @@ enum ef_role {
     EF_ST_USE,          /* the affected use */
     EF_NROLES
 };
-enum ef_use { EF_USE_WAIT = 0, EF_USE_CTL = 1, EF_USE_BLOCKED = 2 };
+enum ef_use { EF_USE_WAIT = 0, EF_USE_CTL = 1, EF_USE_BLOCKED = 2, EF_USE_RING_CTL = 3 };
 struct ef_report {
     enum ef_kind kind;
     int pid, ppid;
@@ -419,6 +475,8 @@ struct ef_report {
     int fork_parent_pid, fork_child_pid, fork_how;
     uint32_t stacks[EF_NROLES];  /* depot ids, 0 none */
     int add_pid;
+    enum ef_via call_via, add_via; /* how the change and the ADD reached the kernel */
+    int ring_fd;                 /* the ring they were submitted to (-1 none) */
     enum ef_cut call_cut;        /* why the call stack is one frame */
     uint32_t lost_changes;
     /* stale-registration */
@@ -428,6 +486,10 @@ struct ef_report {
     char argv0[256];
     const char *exec_how;        /* "execve", "execvp"... or "start-up" */
     int entries;                 /* registrations the leaked instance holds, -1 unknown */
+    /* shared-io-uring */
+    enum ef_ring_use ring_use, other_ring_use;
+    int other_ring_fd;
+    unsigned ring_entries, ring_flags;
 };
 const char *ef_role_name(enum ef_role role);   /* "call", "fork"...: JSON keys */
 /* The fields every report has: kind, pids, time, and what the instance says. */
@@ -437,6 +499,8 @@ void ef_report_fill_fork(struct ef_report *r, uint32_t split);
 const char *ef_op_name(int op);
 size_t ef_events_str(uint32_t ev, char *buf, size_t len);   /* "EPOLLIN|EPOLLET" */
 const char *ef_use_name(enum ef_use u);
+const char *ef_via_name(enum ef_via v);             /* "epoll_ctl", "io_uring" */
+const char *ef_ring_use_name(enum ef_ring_use u);   /* "submit", "reap", "submit+reap" */
 
 /* The scalar fields of a record, in the one order every back end renders
  * them (SUMMARY, JSON, syslog, journald): a field rendered by one back end

@@ -125,6 +125,15 @@ static int parse_disable(const char *v, char *why, size_t n)
     return 0;
 }
 
+static int parse_debug(const char *v, char *why, size_t n)
+{
+    long x;
+    if (parse_int(v, 0, 1, &x, why, n))
+        return -1;
+    ef_opt.debug = (int)x;
+    return 0;
+}
+
 /* name, default (as text), parser, help */
 #define EF_OPTION_TABLE(X)                                                                     \
     X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
@@ -142,7 +151,10 @@ static int parse_disable(const char *v, char *why, size_t n)
     X("EPOLLFORK_DEDUP", "1", parse_dedup,                                                     \
       "1: an identical report (kind and stacks) is printed once per process tree and "         \
       "repeats are counted; 0: print every one")                                               \
-    X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")
+    X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")     \
+    X("EPOLLFORK_DEBUG", "0", parse_debug,                                                     \
+      "1: at exit, a process that set up an io_uring ring says what the shim saw of its rings " \
+      "(a 'debug' notice: rings, enters, SQEs read, IORING_OP_EPOLL_CTL by op, outcomes)")
 
 struct ef_option_desc {
     const char *name, *def;

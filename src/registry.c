@@ -17,7 +17,7 @@
 
 #include "ef.h"
 
-#define EF_MAGIC 0x6570666f726b3031ull /* "epfork01" */
+#define EF_MAGIC 0x6570666f726b3032ull /* "epfork02" */
 
 struct ef_registry *ef_reg;
 
@@ -167,6 +167,64 @@ uint32_t ef_inst_prune(uint32_t idx)
     if (!ef_reg || !idx || idx >= EF_MAX_INST)
         return 0;
     return prune_holders(&ef_reg->inst[idx]);
+}
+
+/* ------------------------------------------------------------ rings */
+
+/* A ring record nobody can use any more: its owner and every process that
+ * used it after it crossed a fork are gone. */
+static int ring_orphaned(struct ef_ring *r)
+{
+    if (!pid_dead(r->owner_pid))
+        return 0;
+    for (int i = 0; i < EF_RING_USERS; i++) {
+        int32_t p = atomic_load(&r->users[i]);
+        if (p > 0 && !pid_dead(p))
+            return 0;
+    }
+    return 1;
+}
+
+/* A free ring record (index 0 is never handed out); when the small table is
+ * full, the records of rings whose processes are all gone come back (a child
+ * that exits without closing its ring leaves its record behind). */
+struct ef_ring *ef_ring_alloc(uint32_t *idx)
+{
+    if (!ef_reg)
+        return NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 1; i < EF_MAX_RINGS; i++) {
+            struct ef_ring *r = &ef_reg->rings[i];
+            uint32_t st = EF_RING_FREE;
+            if (pass == 1 && atomic_load(&r->state) == EF_RING_LIVE && ring_orphaned(r))
+                st = EF_RING_LIVE;
+            if (atomic_load(&r->state) != st ||
+                !atomic_compare_exchange_strong(&r->state, &st, EF_RING_LIVE))
+                continue;
+            atomic_fetch_add(&r->uid, 1);
+            atomic_store(&r->crossed, 0);
+            atomic_store(&r->use_seq, 0);
+            r->last_pid = 0;
+            r->last_proc = 0;
+            r->last_stack = 0;
+            for (int u = 0; u < EF_RING_USERS; u++)
+                atomic_store(&r->users[u], 0);
+            *idx = i;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+void ef_ring_free(uint32_t idx, uint32_t uid)
+{
+    if (!ef_reg || !idx || idx >= EF_MAX_RINGS)
+        return;
+    struct ef_ring *r = &ef_reg->rings[idx];
+    if (atomic_load(&r->uid) != uid)
+        return;
+    uint32_t st = EF_RING_LIVE;
+    atomic_compare_exchange_strong(&r->state, &st, EF_RING_FREE);
 }
 
 uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)

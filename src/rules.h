@@ -18,6 +18,26 @@
 
 #include "ef.h"
 
+/* The call an event comes from: its return address, and its stack once
+ * captured.  One io_uring_enter can submit many changes: they share one
+ * capture. */
+struct ef_call {
+    void *caller;
+    uint32_t stack;             /* depot id, valid once captured */
+    enum ef_cut cut;
+    int captured;
+};
+#define EF_CALL(c) ((struct ef_call){(c), 0, EF_CUT_NONE, 0})
+static inline uint32_t ef_call_stack(struct ef_call *c)
+{
+    if (!c->captured) {
+        c->stack = ef_stack_capture(EF_SKIP_SHIM, c->caller);
+        c->cut = ef_stack_last_cut();
+        c->captured = 1;
+    }
+    return c->stack;
+}
+
 /* ----------------------------------------------------------------- hold.c */
 enum ef_tracking {
     EF_TRACK_OFF = 0,       /* not started (no epoll use yet) */
@@ -81,6 +101,9 @@ int ef_enter(void);
 struct ef_local *ef_local_at(uint32_t idx);
 int ef_holds(uint32_t idx);                /* idx valid, held, not recycled */
 int ef_holds_any(void);                    /* does this process hold an instance? */
+/* ... or an io_uring ring: then a fork needs its stack (uring.c counts). */
+extern _Atomic uint32_t ef_rings_held;
+int ef_fork_matters(void);
 static inline struct ef_inst *ef_inst_at(uint32_t idx)
 {
     return &ef_reg->inst[idx < EF_MAX_INST ? idx : 0];
@@ -101,8 +124,9 @@ void ef_hold_release_wait(uint32_t idx, uint32_t uid, int slot);
 struct ef_interest {
     uint32_t idx, uid, add_stack;
     int32_t add_pid;
+    enum ef_via via;            /* the ADD was an epoll_ctl or an IORING_OP_EPOLL_CTL */
 };
-void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack);
+void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack, enum ef_via via);
 int ef_interest_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_interest *out);
 void ef_interest_del(int fd, struct ef_fd *e, uint32_t idx);
 /* Every entry of fd (the primary first); clears them when `clear`. */
@@ -113,7 +137,7 @@ extern _Atomic uint32_t ef_ghosts_pending;       /* any ghost candidates at all?
 int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags);
 void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_interest *in,
                        void *caller);
-void ef_stale_check(uint32_t idx, int epfd, void *caller);
+void ef_stale_check(uint32_t idx, int epfd, struct ef_call *call);
 void ef_stale_drop(uint32_t idx);
 void ef_stale_note_inherited(int fd);
 
@@ -133,6 +157,10 @@ struct ef_wait_token {
 void ef_on_epoll_create(int fd, enum ef_create_how how, int flags, void *caller);
 void ef_on_ctl_before(int epfd, void *caller);  /* the use check before epoll_ctl */
 void ef_on_ctl(int epfd, int op, int fd, const void *ev, void *caller); /* after success */
+/* An IORING_OP_EPOLL_CTL submitted through a ring (uring.c): the use check,
+ * and when it succeeded, what ef_on_ctl does, labelled as a ring's. */
+void ef_on_ctl_from_ring(int ring_fd, int epfd, int op, int fd, const void *ev, int succeeded,
+                         struct ef_call *call);
 /* After a successful ADD or DEL on a quiet instance (ef_epoll_quiet), with
  * the ADD's stack already captured by the wrapper. */
 void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, void *caller);
@@ -173,6 +201,34 @@ static inline int ef_epoll_quiet(int epfd)
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     return !atomic_load_explicit(&ef_inst_at(idx)->crossed, memory_order_seq_cst);
 }
+
+/* ---------------------------------------------------------------- uring.c */
+/* io_uring rings: the IORING_OP_EPOLL_CTL they submit, shared-io-uring. */
+extern _Atomic uint32_t ef_uring_nrings;     /* rings known here: the wrappers' fast test */
+struct ef_uring_token {                      /* an enter, as seen before it ran */
+    int slot;                                /* -1: nothing to do after it */
+    uint32_t gen;
+    int fd;
+    unsigned to_submit;
+    enum ef_ring_use what;
+    uint32_t head, cqtail;                   /* the kernel's SQ head and CQ tail before */
+    int scan;                                /* read the consumed SQEs after */
+};
+/* A ring set up (params as the kernel filled them in). */
+void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *caller);
+void ef_uring_on_mmap(void *addr, size_t len, int fd, long off);   /* after success */
+void ef_uring_on_munmap(void *addr, size_t len);                   /* before */
+/* liburing: the ring fd of a struct io_uring; io_uring_queue_mmap() done. */
+int ef_uring_liburing_fd(const void *ring);
+void ef_uring_on_liburing_mmap(int fd, const void *params, const void *ring, void *caller);
+void ef_uring_on_close(int fd);                                    /* before */
+void ef_uring_on_fork_prepare(void);
+/* Around io_uring_enter(fd, to_submit, ..., flags); reap: it also waits for
+ * or takes completions.  end() only when the token's slot is >= 0. */
+void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
+                          struct ef_uring_token *t);
+void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller);
+void ef_uring_on_exit(void);
 
 /* ------------------------------------------------- init.c (the top layer) */
 /* Declared here for wrap.c, the only other file of the top layer. */

@@ -38,6 +38,7 @@ struct ghost {
     uint64_t dev, ino;
     uint32_t close_stack, add_stack;
     int32_t add_pid;
+    enum ef_via add_via;
     char target[200];
 };
 
@@ -101,6 +102,7 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
     g->ino = st.st_ino;
     g->add_stack = reg->add_stack;
     g->add_pid = reg->add_pid;
+    g->add_via = reg->via;
     if (S_ISSOCK(st.st_mode)) {
         ef_fmt(g->target, sizeof g->target, "socket:[%llu]", (unsigned long long)st.st_ino);
     } else if (S_ISFIFO(st.st_mode)) {
@@ -217,7 +219,7 @@ static uint64_t stale_key(const struct ghost *g)
     return k ^ (k >> 29);
 }
 
-static void report(const struct ghost *g, const struct find_arg *f, int epfd, void *caller)
+static void report(const struct ghost *g, const struct find_arg *f, int epfd, struct ef_call *call)
 {
     if (!ef_claim_once(stale_key(g)))
         return;
@@ -232,14 +234,15 @@ static void report(const struct ghost *g, const struct find_arg *f, int epfd, vo
     r.stacks[EF_ST_CLOSE] = g->close_stack;
     r.stacks[EF_ST_ADD] = g->add_stack;
     r.add_pid = g->add_pid;
+    r.add_via = g->add_via;
     r.holder_pid = find_holder(g, epfd, &r.holder_fd);
     if (r.holder_pid > 0 && r.holder_pid != ef_self.pid)
         ef_report_fill_fork(&r, ef_process_split(ef_self.proc, ef_process_of_pid(r.holder_pid)));
-    r.stacks[EF_ST_USE] = ef_stack_capture(EF_SKIP_SHIM, caller);
+    r.stacks[EF_ST_USE] = ef_call_stack(call);
     ef_report_emit(&r);
 }
 
-void ef_stale_check(uint32_t idx, int epfd, void *caller)
+void ef_stale_check(uint32_t idx, int epfd, struct ef_call *call)
 {
     struct ef_local *l = ef_local_at(idx);
     if (!atomic_load_explicit(&l->ghosts, memory_order_relaxed) || ef_in_shim)
@@ -252,7 +255,7 @@ void ef_stale_check(uint32_t idx, int epfd, void *caller)
         if (g->uid == atomic_load(&l->uid)) {
             struct find_arg f = {g, 0, 0, 0};
             if (ef_procfs_epoll_entries(0, epfd, find_tfd, &f) == 0 && f.found)
-                report(g, &f, epfd, caller);
+                report(g, &f, epfd, call);
         }
         forget(g);
     }

@@ -1,0 +1,702 @@
+/*
+ * uring.c - io_uring: the IORING_OP_EPOLL_CTL a ring submits, and rings that
+ * two processes use after a fork (shared-io-uring).
+ *
+ * Since libuv 1.45 every EPOLL_CTL_ADD and _MOD of a loop is an SQE of a
+ * ring, submitted in batches by io_uring_enter; only DEL is a libc epoll_ctl.
+ * So the shim follows the rings the program sets up: io_uring_setup (through
+ * libc's syscall(), or liburing's io_uring_setup/io_uring_queue_mmap), the
+ * program's own mmap()s of the rings (IORING_OFF_SQ_RING, _CQ_RING, _SQES),
+ * and every io_uring_enter.  Around an enter it notes the kernel's SQ head
+ * and CQ tail; after it, the entries the kernel consumed are exactly those
+ * between the head before and the head after (the program cannot reuse them
+ * before the enter returns to it), read once each, and each
+ * IORING_OP_EPOLL_CTL among them (epfd in `fd`, target in `off`, op in `len`,
+ * events at `addr`) becomes the same event an epoll_ctl raises
+ * (ef_on_ctl_from_ring: the use check, the registration, the record on a
+ * shared instance), with the enter's stack.  Its outcome is the CQE with its
+ * user_data among those the enter posted; when none can be seen (reaped by
+ * another thread, CQE_SKIP_SUCCESS, completed later), the kernel's own list
+ * (/proc/self/fdinfo/EPFD) decides, and only an entry found there (or, for
+ * DEL, gone from there) counts as a success.
+ *
+ * Everything read from the rings is memory the program mapped and the kernel
+ * writes: the offsets come from io_uring_params and are checked against the
+ * lengths of the mappings, head, tail and indexes are masked and checked
+ * before indexing, and each SQE is copied before use.  The events pointer of
+ * an SQE is read only after the kernel accepted it (a CQE with res 0: the
+ * kernel copied from it at submission); otherwise fdinfo gives the events.
+ *
+ * What cannot be seen is said once per process, never skipped silently:
+ * SQPOLL rings (a kernel thread takes the submissions), enters through a
+ * registered ring fd, rings set up where the shim cannot see (raw syscall
+ * instructions, a static liburing: found by their fds at the first fork),
+ * and rings whose submission queue memory was mapped out of sight.
+ *
+ * shared-io-uring.  After a fork both processes map the same submission and
+ * completion queues.  A ring that crossed a fork keeps, in the registry, the
+ * last process that submitted to or reaped from it, with its stack and the
+ * number of process records that existed then; a use by another process
+ * whose record split from it before that use is a conflict, reported once
+ * per ring and call site.  A child that only closes the ring or execs never
+ * uses it: silent.
+ *
+ * Cost.  A program that never sets up a ring pays a compare in the mmap,
+ * munmap and syscall wrappers.  One that does pays, per enter, two loads
+ * before and one pass over the consumed SQEs after (bench/run.sh: io_uring).
+ */
+#define _GNU_SOURCE
+#include <linux/io_uring.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "rules.h"
+
+#ifndef IORING_SETUP_NO_MMAP
+#define IORING_SETUP_NO_MMAP (1u << 14)
+#endif
+#ifndef IORING_SETUP_NO_SQARRAY
+#define IORING_SETUP_NO_SQARRAY (1u << 16)
+#endif
+
+_Atomic uint32_t ef_uring_nrings;       /* rings this process knows: the wrappers' fast test */
+
+/* ------------------------------------------------------------ the rings */
+
+#define NRING 64
+enum slot_state { SLOT_FREE = 0, SLOT_WRITING, SLOT_LIVE };
+struct ring {
+    _Atomic uint32_t state;     /* enum slot_state */
+    _Atomic uint32_t gen;       /* bumped at each use of the slot (fd table: inst_uid) */
+    int fd;
+    uint32_t idx, uid;          /* its record in the registry, 0 none */
+    uint32_t flags, features, entries, cq_entries;
+    struct io_sqring_offsets sq_off;
+    struct io_cqring_offsets cq_off;
+    /* the program's mappings (0 until seen) */
+    char *sq_map, *cq_map, *sqe_map;
+    size_t sq_len, cq_len, sqe_len;
+    /* checked views, valid while `ready` */
+    _Atomic int ready;
+    const _Atomic uint32_t *khead, *ktail, *cqhead, *cqtail;
+    const uint32_t *array;
+    const char *sqes, *cqes;
+    uint32_t sq_mask, cq_mask, sqe_size, cqe_size;
+};
+static struct ring rings[NRING];
+
+/* What the shim saw (EPOLLFORK_DEBUG prints it at exit). */
+static _Atomic uint64_t n_rings, n_enters, n_sqes, n_ctl[4], n_cqe, n_fdinfo, n_failed;
+
+/* ------------------------------------------------------------ notices */
+
+enum { N_SQPOLL = 1, N_REGISTERED = 2, N_UNSEEN = 4, N_NO_SQES = 8, N_FULL = 16, N_NO_MMAP = 32 };
+static _Atomic uint32_t noticed;
+static _Atomic int32_t noticed_pid;
+
+/* Once per process: a fork child says it again for itself. */
+static int notice_once(uint32_t bit)
+{
+    int32_t me = ef_self.pid;
+    if (atomic_load(&noticed_pid) != me) {
+        atomic_store(&noticed, 0);
+        atomic_store(&noticed_pid, me);
+    }
+    return !(atomic_fetch_or(&noticed, bit) & bit);
+}
+
+#define BLIND "its IORING_OP_EPOLL_CTL submissions are not seen (notice given once per process)"
+
+/* ------------------------------------------------------------ lookup */
+
+static struct ring *ring_of_fd(int fd)
+{
+    struct ef_fd *e = ef_fd_peek(fd);
+    if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_URING))
+        return NULL;
+    uint32_t s = atomic_load_explicit(&e->inst, memory_order_relaxed);
+    if (s >= NRING)
+        return NULL;
+    struct ring *g = &rings[s];
+    if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE || g->fd != fd ||
+        atomic_load_explicit(&g->gen, memory_order_relaxed) != atomic_load(&e->inst_uid))
+        return NULL;
+    return g;
+}
+
+static struct ef_ring *record_of(const struct ring *g)
+{
+    if (!g->idx || g->idx >= EF_MAX_RINGS || !ef_reg)
+        return NULL;
+    struct ef_ring *R = ef_ring_at(g->idx);
+    return atomic_load(&R->uid) == g->uid && atomic_load(&R->state) == EF_RING_LIVE ? R : NULL;
+}
+
+/* ------------------------------------------------------------ setup */
+
+static int pow2(uint32_t v)
+{
+    return v && !(v & (v - 1));
+}
+
+/* Are the three mappings there and do the offsets hold together?  Then the
+ * views are made and the ring is `ready`. */
+static void check_maps(struct ring *g)
+{
+    atomic_store(&g->ready, 0);
+    if (!g->sq_map || !g->cq_map || !g->sqe_map || !pow2(g->entries) || !pow2(g->cq_entries))
+        return;
+    const struct io_sqring_offsets *so = &g->sq_off;
+    const struct io_cqring_offsets *co = &g->cq_off;
+    uint32_t sqe = g->flags & IORING_SETUP_SQE128 ? 128 : 64;
+    uint32_t cqe = g->flags & IORING_SETUP_CQE32 ? 32 : 16;
+    uint32_t sq_need[] = {so->head, so->tail, so->ring_mask};
+    for (unsigned i = 0; i < 3; i++)
+        if ((sq_need[i] & 3) || (size_t)sq_need[i] + 4 > g->sq_len)
+            return;
+    int no_array = (g->flags & IORING_SETUP_NO_SQARRAY) != 0;
+    if (!no_array && ((so->array & 3) || (size_t)so->array + 4ull * g->entries > g->sq_len))
+        return;
+    uint32_t cq_need[] = {co->head, co->tail, co->ring_mask};
+    for (unsigned i = 0; i < 3; i++)
+        if ((cq_need[i] & 3) || (size_t)cq_need[i] + 4 > g->cq_len)
+            return;
+    if ((co->cqes & 7) || (size_t)co->cqes + (size_t)cqe * g->cq_entries > g->cq_len)
+        return;
+    if ((size_t)sqe * g->entries > g->sqe_len)
+        return;
+    /* the kernel wrote the masks: they must be what the params said */
+    if (*(const uint32_t *)(g->sq_map + so->ring_mask) != g->entries - 1 ||
+        *(const uint32_t *)(g->cq_map + co->ring_mask) != g->cq_entries - 1)
+        return;
+    g->khead = (const _Atomic uint32_t *)(g->sq_map + so->head);
+    g->ktail = (const _Atomic uint32_t *)(g->sq_map + so->tail);
+    g->array = no_array ? NULL : (const uint32_t *)(g->sq_map + so->array);
+    g->cqhead = (const _Atomic uint32_t *)(g->cq_map + co->head);
+    g->cqtail = (const _Atomic uint32_t *)(g->cq_map + co->tail);
+    g->sqes = g->sqe_map;
+    g->cqes = g->cq_map + co->cqes;
+    g->sq_mask = g->entries - 1;
+    g->cq_mask = g->cq_entries - 1;
+    g->sqe_size = sqe;
+    g->cqe_size = cqe;
+    atomic_store(&g->ready, 1);
+}
+
+static void drop(struct ring *g)
+{
+    uint32_t live = SLOT_LIVE;
+    if (!atomic_compare_exchange_strong(&g->state, &live, SLOT_WRITING))
+        return;
+    atomic_store(&g->ready, 0);
+    struct ef_fd *e = ef_fd_peek(g->fd);
+    if (e && atomic_load(&e->inst) == (uint32_t)(g - rings))
+        atomic_fetch_and(&e->flags, ~EF_FD_URING);
+    struct ef_ring *R = record_of(g);
+    /* A ring that crossed a fork may still be used by the other side. */
+    if (R && !atomic_load(&R->crossed) && R->owner_pid == ef_self.pid)
+        ef_ring_free(g->idx, g->uid);
+    if (atomic_load(&ef_rings_held))
+        atomic_fetch_sub(&ef_rings_held, 1);
+    if (atomic_load(&ef_uring_nrings))
+        atomic_fetch_sub(&ef_uring_nrings, 1);
+    atomic_store(&g->state, SLOT_FREE);
+}
+
+void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *caller)
+{
+    const struct io_uring_params *p = params;
+    if (!ef_track_start() || !ef_enter())
+        return;
+    atomic_fetch_add(&n_rings, 1);
+    struct ef_fd *e = ef_fd_get(fd);
+    struct ring *old = ring_of_fd(fd);
+    if (old)
+        drop(old); /* a close we did not see */
+    struct ring *g = NULL;
+    for (int i = 0; i < NRING && !g; i++) {
+        uint32_t z = SLOT_FREE;
+        if (atomic_compare_exchange_strong(&rings[i].state, &z, SLOT_WRITING))
+            g = &rings[i];
+    }
+    if (!g || !e) {
+        if (notice_once(N_FULL))
+            ef_log_notice("epollfork: io_uring fd %d: this process has more than %d rings (or an "
+                          "fd beyond the tracked range); " BLIND, fd, NRING);
+        if (g)
+            atomic_store(&g->state, SLOT_FREE);
+        return;
+    }
+    uint32_t gen = atomic_fetch_add(&g->gen, 1) + 1;
+    g->fd = fd;
+    g->flags = p->flags;
+    g->features = p->features;
+    g->entries = p->sq_entries;
+    g->cq_entries = p->cq_entries;
+    g->sq_off = p->sq_off;
+    g->cq_off = p->cq_off;
+    g->sq_map = g->cq_map = g->sqe_map = NULL;
+    g->sq_len = g->cq_len = g->sqe_len = 0;
+    atomic_store(&g->ready, 0);
+    g->idx = g->uid = 0;
+    uint32_t idx;
+    struct ef_ring *R = ef_ring_alloc(&idx);
+    if (R) {
+        R->owner_pid = ef_self.pid;
+        R->owner_proc = ef_self.proc;
+        R->setup_fd = fd;
+        R->setup_flags = p->flags;
+        R->setup_entries = p->sq_entries;
+        R->setup_how = how;
+        R->setup_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+        g->idx = idx;
+        g->uid = atomic_load(&R->uid);
+    } else if (ef_notice_once(EF_NOTICE_RINGS_FULL)) {
+        ef_log_notice("epollfork: more than %d io_uring rings in this process tree: later ones "
+                      "are not checked for shared-io-uring", EF_MAX_RINGS - 1);
+    }
+    atomic_store(&e->inst, (uint32_t)(g - rings));
+    atomic_store(&e->inst_uid, gen);
+    atomic_fetch_or(&e->flags, EF_FD_URING);
+    atomic_fetch_add(&ef_rings_held, 1);
+    atomic_fetch_add(&ef_uring_nrings, 1);
+    atomic_store_explicit(&g->state, SLOT_LIVE, memory_order_release);
+    if ((p->flags & IORING_SETUP_SQPOLL) && notice_once(N_SQPOLL))
+        ef_log_notice("epollfork: io_uring fd %d was set up with IORING_SETUP_SQPOLL: a kernel "
+                      "thread takes its submissions without io_uring_enter, so " BLIND, fd);
+    if ((p->flags & IORING_SETUP_NO_MMAP) && notice_once(N_NO_MMAP))
+        ef_log_notice("epollfork: io_uring fd %d was set up with IORING_SETUP_NO_MMAP: its queues "
+                      "live in memory the shim did not see mapped, so " BLIND, fd);
+}
+
+/* The program mapped part of a ring (mmap of a ring fd). */
+void ef_uring_on_mmap(void *addr, size_t len, int fd, long off)
+{
+    struct ring *g = ring_of_fd(fd);
+    if (!g || !ef_enter())
+        return;
+    if (off == (long)IORING_OFF_SQ_RING) {
+        g->sq_map = addr;
+        g->sq_len = len;
+        if (g->features & IORING_FEAT_SINGLE_MMAP) {
+            g->cq_map = addr;
+            g->cq_len = len;
+        }
+    } else if (off == (long)IORING_OFF_CQ_RING) {
+        g->cq_map = addr;
+        g->cq_len = len;
+    } else if (off == (long)IORING_OFF_SQES) {
+        g->sqe_map = addr;
+        g->sqe_len = len;
+    } else {
+        return;
+    }
+    check_maps(g);
+}
+
+static int overlaps(const char *m, size_t mlen, const char *a, size_t len)
+{
+    return m && a < m + mlen && m < a + len;
+}
+
+/* The program unmaps memory: a ring's view there is gone. */
+void ef_uring_on_munmap(void *addr, size_t len)
+{
+    for (int i = 0; i < NRING; i++) {
+        struct ring *g = &rings[i];
+        if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE)
+            continue;
+        int hit = 0;
+        if (overlaps(g->sq_map, g->sq_len, addr, len)) {
+            g->sq_map = NULL;
+            hit = 1;
+        }
+        if (overlaps(g->cq_map, g->cq_len, addr, len)) {
+            g->cq_map = NULL;
+            hit = 1;
+        }
+        if (overlaps(g->sqe_map, g->sqe_len, addr, len)) {
+            g->sqe_map = NULL;
+            hit = 1;
+        }
+        if (hit)
+            atomic_store(&g->ready, 0);
+    }
+}
+
+/* liburing's struct io_uring (liburing.h, the same layout since 2.0: its
+ * inline functions are ABI).  Only what io_uring_queue_mmap() wrote is read. */
+struct liburing_sq {
+    unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *kdropped, *array;
+    void *sqes;
+    unsigned sqe_head, sqe_tail;
+    size_t ring_sz;
+    void *ring_ptr;
+    unsigned ring_mask, ring_entries, pad[2];
+};
+struct liburing_cq {
+    unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *koverflow;
+    void *cqes;
+    size_t ring_sz;
+    void *ring_ptr;
+    unsigned ring_mask, ring_entries, pad[2];
+};
+struct liburing_ring {
+    struct liburing_sq sq;
+    struct liburing_cq cq;
+    unsigned flags;
+    int ring_fd;
+};
+
+int ef_uring_liburing_fd(const void *ring)
+{
+    return ((const struct liburing_ring *)ring)->ring_fd;
+}
+
+/* liburing set up a ring (its setup and mmaps are raw syscalls inside the
+ * library; io_uring_queue_mmap is where it hands them over). */
+void ef_uring_on_liburing_mmap(int fd, const void *params, const void *ring, void *caller)
+{
+    const struct io_uring_params *p = params;
+    const struct liburing_ring *lr = ring;
+    struct ring *g = ring_of_fd(fd);
+    if (!g) {
+        ef_uring_on_setup(fd, params, EF_RING_LIBURING, caller);
+        g = ring_of_fd(fd);
+    }
+    if (!g)
+        return;
+    g->sq_map = lr->sq.ring_ptr;
+    g->sq_len = lr->sq.ring_sz;
+    g->cq_map = lr->cq.ring_ptr;
+    g->cq_len = lr->cq.ring_sz;
+    g->sqe_map = lr->sq.sqes;
+    g->sqe_len = (size_t)p->sq_entries * (p->flags & IORING_SETUP_SQE128 ? 128 : 64);
+    check_maps(g);
+}
+
+void ef_uring_on_close(int fd)
+{
+    struct ring *g = ring_of_fd(fd);
+    if (g && ef_tracking() && ef_enter())
+        drop(g);
+}
+
+/* ------------------------------------------------------------ fork */
+
+static int unseen_ring(int fd, void *arg)
+{
+    (void)arg;
+    char link[64];
+    struct ef_fd *e = ef_fd_peek(fd);
+    uint32_t f = e ? atomic_load_explicit(&e->flags, memory_order_relaxed) : 0;
+    if ((f & (EF_FD_OWNED | EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI)) || ring_of_fd(fd) ||
+        ef_procfs_fd_link(0, fd, link, sizeof link) <= 0 || strcmp(link, "anon_inode:[io_uring]"))
+        return 0;
+    if (notice_once(N_UNSEEN))
+        ef_log_notice("epollfork: io_uring fd %d was set up where the shim could not see it (raw "
+                      "syscall instructions, a statically linked liburing, or before the shim "
+                      "was loaded): " BLIND, fd);
+    return 1;
+}
+
+/* Before a fork (the atfork prepare handler): the rings we hold cross it;
+ * and the first fork of a process looks for rings it never saw set up. */
+void ef_uring_on_fork_prepare(void)
+{
+    static _Atomic int32_t scanned;
+    if (!ef_tracking() || !ef_enter())
+        return;
+    if (atomic_load(&ef_uring_nrings))
+        for (int i = 0; i < NRING; i++) {
+            struct ring *g = &rings[i];
+            if (atomic_load(&g->state) != SLOT_LIVE)
+                continue;
+            struct ef_ring *R = record_of(g);
+            if (R && !atomic_load(&R->crossed))
+                atomic_store(&R->crossed, 1);
+        }
+    if (atomic_load(&scanned) != ef_self.pid) {
+        atomic_store(&scanned, ef_self.pid);
+        if (!(atomic_load(&noticed) & N_UNSEEN) || atomic_load(&noticed_pid) != ef_self.pid)
+            ef_procfs_fds(0, unseen_ring, NULL);
+    }
+}
+
+/* ------------------------------------------------------------ shared-io-uring */
+
+struct last_use {
+    int32_t pid, fd;
+    uint32_t proc, clock, stack, what;
+};
+
+static int read_last(struct ef_ring *R, struct last_use *out)
+{
+    for (int tries = 0; tries < 64; tries++) {
+        uint64_t s1 = atomic_load_explicit(&R->use_seq, memory_order_acquire);
+        if (s1 & 1) {
+            ef_cpu_relax();
+            continue;
+        }
+        out->pid = R->last_pid;
+        out->fd = R->last_fd;
+        out->proc = R->last_proc;
+        out->clock = R->last_clock;
+        out->stack = R->last_stack;
+        out->what = R->last_what;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&R->use_seq, memory_order_relaxed) == s1)
+            return 1;
+    }
+    return 0;
+}
+
+static void publish_use(struct ef_ring *R, int fd, enum ef_ring_use what, uint32_t clock,
+                        uint32_t stack)
+{
+    uint64_t s = atomic_load(&R->use_seq);
+    for (int tries = 0; tries < 64; tries++) {
+        if (!(s & 1) && atomic_compare_exchange_weak(&R->use_seq, &s, s + 1))
+            break;
+        if (tries == 63)
+            return; /* a writer died in the middle: leave the record as it is */
+        ef_cpu_relax();
+        s = atomic_load(&R->use_seq);
+    }
+    R->last_pid = ef_self.pid;
+    R->last_fd = fd;
+    R->last_proc = ef_self.proc;
+    R->last_clock = clock;
+    R->last_stack = stack;
+    R->last_what = what;
+    atomic_store_explicit(&R->use_seq, s + 2, memory_order_release);
+    /* remembered as a user, so that its record is not reclaimed under it */
+    int32_t me = ef_self.pid;
+    for (int i = 0; i < EF_RING_USERS; i++)
+        if (atomic_load(&R->users[i]) == me)
+            return;
+    for (int i = 0; i < EF_RING_USERS; i++) {
+        int32_t u = atomic_load(&R->users[i]);
+        if ((u <= 0 || !ef_procfs_pid_exists(u)) &&
+            atomic_compare_exchange_strong(&R->users[i], &u, me))
+            return;
+    }
+}
+
+static void shared_report(struct ring *g, struct ef_ring *R, const struct last_use *l,
+                          uint32_t split, enum ef_ring_use what, struct ef_call *call)
+{
+    /* One conflict, seen by both sides (each at its own call site): claimed
+     * by the ring and the fork that split the two processes. */
+    uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_SHARED_URING].key_tag, g->idx), g->uid);
+    k = ef_mix(k, split);
+    if (!ef_claim_once(k ^ (k >> 29)))
+        return;
+    uint32_t stack = ef_call_stack(call);
+    struct ef_report r;
+    ef_report_init(&r, EF_KIND_SHARED_URING, NULL, g->fd);
+    r.ring_fd = g->fd;
+    r.ring_use = what;
+    r.owner_pid = R->owner_pid;
+    r.create_fd = R->setup_fd;
+    r.ring_entries = R->setup_entries;
+    r.ring_flags = R->setup_flags;
+    r.stacks[EF_ST_CREATE] = R->setup_stack;
+    r.other_pid = l->pid;
+    r.other_ring_fd = l->fd;
+    r.other_ring_use = l->what <= EF_RING_SUBMIT_REAP ? (enum ef_ring_use)l->what : EF_RING_SUBMIT;
+    r.stacks[EF_ST_USE] = l->stack;
+    r.stacks[EF_ST_CALL] = stack;
+    r.call_cut = call->cut;
+    ef_report_fill_fork(&r, split);
+    ef_report_emit(&r);
+}
+
+/* This process submitted to or reaped from the ring. */
+static void ring_use(struct ring *g, enum ef_ring_use what, struct ef_call *call)
+{
+    struct ef_ring *R = record_of(g);
+    if (!R)
+        return;
+    if (!atomic_load_explicit(&R->crossed, memory_order_relaxed)) {
+        if (R->owner_pid == ef_self.pid)
+            return;
+        atomic_store(&R->crossed, 1); /* forked without our handlers */
+    }
+    uint32_t clock = atomic_load(&ef_reg->nproc);
+    struct last_use l;
+    if (!read_last(R, &l))
+        return;
+    if (l.pid == ef_self.pid && l.clock == clock)
+        return; /* nothing new: no fork since our last recorded use */
+    if (ef_in_shim)
+        return;
+    EF_GUARD_SCOPE();
+    if (l.pid > 0 && l.pid != ef_self.pid && ef_self.proc) {
+        uint32_t split = ef_process_split(ef_self.proc, l.proc);
+        if (split && l.clock > split)
+            shared_report(g, R, &l, split, what, call);
+    }
+    publish_use(R, g->fd, what, clock, ef_call_stack(call));
+}
+
+/* ------------------------------------------------------------ enter */
+
+/* What was found out about an enter before it ran. */
+void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
+                          struct ef_uring_token *t)
+{
+    t->slot = -1;
+    if (!ef_tracking() || !ef_enter())
+        return;
+    if (flags & IORING_ENTER_REGISTERED_RING) {
+        if (notice_once(N_REGISTERED))
+            ef_log_notice("epollfork: io_uring_enter through a registered ring fd "
+                          "(IORING_ENTER_REGISTERED_RING, index %d): the shim cannot tell which "
+                          "ring it is, so " BLIND, fd);
+        return;
+    }
+    struct ring *g = ring_of_fd(fd);
+    if (!g) {
+        char link[64];
+        if (!(atomic_load(&noticed) & N_UNSEEN) && ef_procfs_fd_link(0, fd, link, sizeof link) > 0 &&
+            !strcmp(link, "anon_inode:[io_uring]"))
+            unseen_ring(fd, NULL);
+        return;
+    }
+    t->slot = (int)(g - rings);
+    t->gen = atomic_load(&g->gen);
+    t->fd = fd;
+    t->to_submit = to_submit;
+    t->what = !to_submit ? EF_RING_REAP : reap ? EF_RING_SUBMIT_REAP : EF_RING_SUBMIT;
+    t->head = 0;
+    t->cqtail = 0;
+    t->scan = 0;
+    if (!to_submit || (g->flags & IORING_SETUP_SQPOLL))
+        return;
+    if (!atomic_load_explicit(&g->ready, memory_order_acquire)) {
+        if (notice_once(N_NO_SQES))
+            ef_log_notice("epollfork: the submission queue of io_uring fd %d was mapped where the "
+                          "shim could not see it: " BLIND, fd);
+        return;
+    }
+    t->head = atomic_load_explicit(g->khead, memory_order_acquire);
+    t->cqtail = atomic_load_explicit(g->cqtail, memory_order_acquire);
+    t->scan = 1;
+}
+
+struct outcome_arg {
+    int fd, found;
+    struct epoll_event ev;
+};
+
+static int find_target(const struct ef_tfd *t, void *arg)
+{
+    struct outcome_arg *a = arg;
+    if (t->tfd != a->fd)
+        return 0;
+    a->found = 1;
+    a->ev.events = t->events;
+    a->ev.data.u64 = t->data;
+    return 1;
+}
+
+/* One IORING_OP_EPOLL_CTL the enter submitted.  *cursor: where the search
+ * for its CQE starts (completions come in submission order, so the whole
+ * batch is one pass). */
+static void one_ctl(struct ring *g, const struct ef_uring_token *t, const struct io_uring_sqe *sqe,
+                    uint32_t cqend, uint32_t *cursor, struct ef_call *call)
+{
+    int epfd = sqe->fd, op = (int)sqe->len;
+    int fd = (int)sqe->off;
+    if (op < EPOLL_CTL_ADD || op > EPOLL_CTL_MOD || (uint64_t)sqe->off > 0x7fffffff)
+        return;
+    atomic_fetch_add(&n_ctl[op], 1);
+    if (op == EPOLL_CTL_MOD && ef_epoll_quiet(epfd))
+        return; /* as the epoll_ctl wrapper: nothing to check, nothing to record */
+    int known = 0, ok = 0;
+    struct epoll_event ev = {0, {0}};
+    uint32_t n = cqend - t->cqtail;
+    for (uint32_t k = 0; k < n && !known; k++) {
+        uint32_t i = t->cqtail + (*cursor - t->cqtail + k) % n;
+        const struct io_uring_cqe *c = (const void *)(g->cqes + (size_t)(i & g->cq_mask) * g->cqe_size);
+        if (c->user_data != sqe->user_data)
+            continue;
+        known = 1;
+        ok = c->res == 0;
+        *cursor = i + 1;
+    }
+    if (known) {
+        atomic_fetch_add(&n_cqe, 1);
+        /* the kernel copied the events from addr at submission: readable */
+        if (ok && op != EPOLL_CTL_DEL && sqe->addr)
+            memcpy(&ev, (const void *)(uintptr_t)sqe->addr, sizeof ev);
+    } else {
+        /* no completion to be seen: the kernel's own list decides */
+        atomic_fetch_add(&n_fdinfo, 1);
+        struct outcome_arg a = {fd, 0, {0, {0}}};
+        if (ef_procfs_epoll_entries(0, epfd, find_target, &a) == 0) {
+            ok = op == EPOLL_CTL_DEL ? !a.found : a.found;
+            ev = a.ev;
+            ev.events &= ~(uint32_t)(EPOLLERR | EPOLLHUP); /* the kernel adds them to every entry */
+        }
+    }
+    if (!ok)
+        atomic_fetch_add(&n_failed, 1);
+    ef_on_ctl_from_ring(t->fd, epfd, op, fd, op == EPOLL_CTL_DEL ? NULL : &ev, ok, call);
+}
+
+void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
+{
+    struct ring *g = &rings[t->slot < NRING && t->slot >= 0 ? t->slot : 0];
+    if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE ||
+        atomic_load(&g->gen) != t->gen || g->fd != t->fd)
+        return;
+    atomic_fetch_add(&n_enters, 1);
+    struct ef_call call = EF_CALL(caller);
+    if (r >= 0)
+        ring_use(g, t->what, &call);
+    if (!t->scan || !atomic_load_explicit(&g->ready, memory_order_acquire))
+        return;
+    uint32_t head = atomic_load_explicit(g->khead, memory_order_acquire);
+    uint32_t cqend = atomic_load_explicit(g->cqtail, memory_order_acquire);
+    uint32_t n = head - t->head;
+    if (n > g->entries || cqend - t->cqtail > g->cq_entries) {
+        if (notice_once(N_NO_SQES))
+            ef_log_notice("epollfork: the queues of io_uring fd %d do not hold together (head "
+                          "%u -> %u): " BLIND, t->fd, t->head, head);
+        return;
+    }
+    uint32_t cursor = t->cqtail;
+    for (uint32_t i = t->head; i != head; i++) {
+        uint32_t idx = g->array ? g->array[i & g->sq_mask] : i & g->sq_mask;
+        if (idx >= g->entries)
+            continue; /* the kernel dropped it too */
+        const struct io_uring_sqe *s = (const void *)(g->sqes + (size_t)idx * g->sqe_size);
+        if (EF_LIKELY(s->opcode != IORING_OP_EPOLL_CTL))
+            continue;
+        struct io_uring_sqe copy;
+        memcpy(&copy, s, sizeof copy);
+        if (copy.opcode == IORING_OP_EPOLL_CTL)
+            one_ctl(g, t, &copy, cqend, &cursor, &call);
+    }
+    atomic_fetch_add(&n_sqes, n);
+}
+
+/* ------------------------------------------------------------ exit */
+
+void ef_uring_on_exit(void)
+{
+    if (!ef_opt.debug || !atomic_load(&n_rings))
+        return;
+    ef_log_notice("epollfork: debug: io_uring rings=%llu enters=%llu sqes=%llu epoll_ctl_add=%llu "
+                  "epoll_ctl_mod=%llu epoll_ctl_del=%llu outcome_cqe=%llu outcome_fdinfo=%llu "
+                  "failed=%llu",
+                  (unsigned long long)n_rings, (unsigned long long)n_enters,
+                  (unsigned long long)n_sqes, (unsigned long long)n_ctl[EPOLL_CTL_ADD],
+                  (unsigned long long)n_ctl[EPOLL_CTL_MOD], (unsigned long long)n_ctl[EPOLL_CTL_DEL],
+                  (unsigned long long)n_cqe, (unsigned long long)n_fdinfo,
+                  (unsigned long long)n_failed);
+}
