@@ -21,9 +21,9 @@ LDFLAGS_LIB := -shared -Wl,--version-script=src/exports.map -Wl,-z,defs -Wl,--as
 GROUND_SRCS := src/util.c src/real.c src/guard.c src/options.c src/procfs.c src/fdtable.c \
                src/emit.c src/log.c src/registry.c src/symbolize.c src/stack.c src/record.c \
                src/suppress.c src/report.c
-RULES_SRCS := src/hold.c src/interest.c src/stale.c src/execleak.c src/track.c src/uring.c
+RULES_SRCS := src/hold.c src/interest.c src/stale.c src/execleak.c src/track.c src/ringshare.c src/uring.c
 CORE_SRCS := $(GROUND_SRCS) $(RULES_SRCS)
-LIB_SRCS := src/wrap.c src/init.c $(CORE_SRCS)
+LIB_SRCS := src/wrap.c src/wrap_uring.c src/init.c $(CORE_SRCS)
 ASM_SRCS := src/vfork_x86_64.S
 HDRS := src/ef.h src/rules.h src/procfs.h include/epollfork.h include/epollfork_version.h
 # The one source of the version (include/epollfork_version.h).

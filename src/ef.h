@@ -86,7 +86,8 @@ struct ef_real {
     int (*execvpe)(const char *, char *const *, char *const *);
     int (*fexecve)(int, char *const *, char *const *);
     /* io_uring (uring.c): the ring's setup and enter reach the kernel through
-     * syscall(), its memory through mmap */
+     * syscall(), its memory through mmap.  The shim's own mappings use these
+     * two (ef_real.mmap, ef_real.munmap), never its own wrappers. */
     long (*syscall)(long, long, long, long, long, long, long);
     void *(*mmap)(void *, size_t, int, int, int, off_t);
     void *(*mmap64)(void *, size_t, int, int, int, off_t);

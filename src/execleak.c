@@ -128,7 +128,7 @@ static char *const *with_marker(char *const envp[], const int *fds, int n)
     for (char *const *e = envp; e && *e; e++)
         count++;
     size_t len = (count + 2) * sizeof(char *) + 64 + (size_t)n * 12;
-    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *m = ef_real.mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
     char **out = m;
@@ -189,7 +189,7 @@ char *const *ef_exec_prepare(const char *path, char *const argv[], char *const e
 void ef_exec_failed(char *const *env_used)
 {
     if (env_used && env_map) {
-        munmap(env_map, env_map_len);
+        ef_real.munmap(env_map, env_map_len);
         env_map = NULL;
     }
 }

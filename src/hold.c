@@ -55,7 +55,8 @@ int ef_track_start(void)
         return 0;
     int ok = ef_registry_create() == 0;
     if (ok) {
-        void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *w = ef_real.mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                               -1, 0);
         ok = w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
         if (ok) {
             ef_wipe = w;

@@ -67,7 +67,8 @@ static long sc(long n, long a, long b, long c, long d, long e)
     return ef_sys6(n, a, b, c, d, e, 0);
 }
 #define sys(...) sc_(__VA_ARGS__, 0, 0, 0, 0, 0, 0)
-#define sc_(n, a, b, c, d, e, ...) sc((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e))
+#define sc_(n, a, b, c, d, e, ...)                                                          \
+    sc((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e))
 
 int ef_sys_close(int fd) { return raw1(SYS_close, fd) == 0 ? 0 : -1; }
 pid_t ef_sys_getpid(void) { return (pid_t)raw0(SYS_getpid); }

@@ -456,8 +456,9 @@ static void uring_fields(const struct ef_report *r, struct ef_fields *f)
 
 static const char *ring_verb(enum ef_ring_use u)
 {
-    return u == EF_RING_REAP ? "reaped from" : u == EF_RING_SUBMIT_REAP ? "submitted to and reaped from"
-                                                                        : "submitted to";
+    return u == EF_RING_REAP          ? "reaped from"
+           : u == EF_RING_SUBMIT_REAP ? "submitted to and reaped from"
+                                      : "submitted to";
 }
 
 static void uring_headline(const struct ef_report *r, struct ef_out *o, const char *pfx)

@@ -25,7 +25,7 @@ int ef_registry_create(void)
 {
     if (ef_reg)
         return 0;
-    void *m = mmap(NULL, sizeof(struct ef_registry), PROT_READ | PROT_WRITE,
+    void *m = ef_real.mmap(NULL, sizeof(struct ef_registry), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED)
         return -1;

@@ -266,7 +266,8 @@ void ef_report_emit(const struct ef_report *r)
         ef_report_hook(r);
         return;
     }
-    char *buf = mmap(NULL, REPORT_BUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *buf = ef_real.mmap(NULL, REPORT_BUF, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED)
         return;
     size_t n = ef_report_render(r, buf, REPORT_BUF - 8192);
@@ -281,7 +282,7 @@ void ef_report_emit(const struct ef_report *r)
     while (ln && line[ln - 1] == '\n')
         ln--;
     ef_log_record(buf, n, line, ln);
-    munmap(buf, REPORT_BUF);
+    ef_real.munmap(buf, REPORT_BUF);
     if (ef_opt.on_report == EF_ON_ABORT) {
         ef_log_notice("epollfork: EPOLLFORK_ON_REPORT=abort: aborting after the report above");
         abort();

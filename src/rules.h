@@ -9,6 +9,8 @@
  *   stale.c     stale-registration
  *   execleak.c  epoll-fd-exec-leak
  *   track.c     shared-epoll-ctl, and the event dispatch below
+ *   ringshare.c shared-io-uring
+ *   uring.c     io_uring rings: the IORING_OP_EPOLL_CTL they submit
  *
  * Files here call into the ground layer (ef.h) and into files listed above
  * them; never into wrap.c or init.c.
@@ -201,6 +203,12 @@ static inline int ef_epoll_quiet(int epfd)
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     return !atomic_load_explicit(&ef_inst_at(idx)->crossed, memory_order_seq_cst);
 }
+
+/* ------------------------------------------------------------- ringshare.c */
+/* shared-io-uring: the ring record (idx, uid) if it is still that ring. */
+struct ef_ring *ef_ring_record(uint32_t idx, uint32_t uid);
+/* This process submitted to or reaped from ring record (idx, uid) at fd. */
+void ef_ring_use(uint32_t idx, uint32_t uid, int fd, enum ef_ring_use what, struct ef_call *call);
 
 /* ---------------------------------------------------------------- uring.c */
 /* io_uring rings: the IORING_OP_EPOLL_CTL they submit, shared-io-uring. */

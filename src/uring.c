@@ -33,13 +33,7 @@
  * instructions, a static liburing: found by their fds at the first fork),
  * and rings whose submission queue memory was mapped out of sight.
  *
- * shared-io-uring.  After a fork both processes map the same submission and
- * completion queues.  A ring that crossed a fork keeps, in the registry, the
- * last process that submitted to or reaped from it, with its stack and the
- * number of process records that existed then; a use by another process
- * whose record split from it before that use is a conflict, reported once
- * per ring and call site.  A child that only closes the ring or execs never
- * uses it: silent.
+ * Every enter is also a use of the ring for shared-io-uring (ringshare.c).
  *
  * Cost.  A program that never sets up a ring pays a compare in the mmap,
  * munmap and syscall wrappers.  One that does pays, per enter, two loads
@@ -128,10 +122,7 @@ static struct ring *ring_of_fd(int fd)
 
 static struct ef_ring *record_of(const struct ring *g)
 {
-    if (!g->idx || g->idx >= EF_MAX_RINGS || !ef_reg)
-        return NULL;
-    struct ef_ring *R = ef_ring_at(g->idx);
-    return atomic_load(&R->uid) == g->uid && atomic_load(&R->state) == EF_RING_LIVE ? R : NULL;
+    return ef_ring_record(g->idx, g->uid);
 }
 
 /* ------------------------------------------------------------ setup */
@@ -425,123 +416,6 @@ void ef_uring_on_fork_prepare(void)
     }
 }
 
-/* ------------------------------------------------------------ shared-io-uring */
-
-struct last_use {
-    int32_t pid, fd;
-    uint32_t proc, clock, stack, what;
-};
-
-static int read_last(struct ef_ring *R, struct last_use *out)
-{
-    for (int tries = 0; tries < 64; tries++) {
-        uint64_t s1 = atomic_load_explicit(&R->use_seq, memory_order_acquire);
-        if (s1 & 1) {
-            ef_cpu_relax();
-            continue;
-        }
-        out->pid = R->last_pid;
-        out->fd = R->last_fd;
-        out->proc = R->last_proc;
-        out->clock = R->last_clock;
-        out->stack = R->last_stack;
-        out->what = R->last_what;
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&R->use_seq, memory_order_relaxed) == s1)
-            return 1;
-    }
-    return 0;
-}
-
-static void publish_use(struct ef_ring *R, int fd, enum ef_ring_use what, uint32_t clock,
-                        uint32_t stack)
-{
-    uint64_t s = atomic_load(&R->use_seq);
-    for (int tries = 0; tries < 64; tries++) {
-        if (!(s & 1) && atomic_compare_exchange_weak(&R->use_seq, &s, s + 1))
-            break;
-        if (tries == 63)
-            return; /* a writer died in the middle: leave the record as it is */
-        ef_cpu_relax();
-        s = atomic_load(&R->use_seq);
-    }
-    R->last_pid = ef_self.pid;
-    R->last_fd = fd;
-    R->last_proc = ef_self.proc;
-    R->last_clock = clock;
-    R->last_stack = stack;
-    R->last_what = what;
-    atomic_store_explicit(&R->use_seq, s + 2, memory_order_release);
-    /* remembered as a user, so that its record is not reclaimed under it */
-    int32_t me = ef_self.pid;
-    for (int i = 0; i < EF_RING_USERS; i++)
-        if (atomic_load(&R->users[i]) == me)
-            return;
-    for (int i = 0; i < EF_RING_USERS; i++) {
-        int32_t u = atomic_load(&R->users[i]);
-        if ((u <= 0 || !ef_procfs_pid_exists(u)) &&
-            atomic_compare_exchange_strong(&R->users[i], &u, me))
-            return;
-    }
-}
-
-static void shared_report(struct ring *g, struct ef_ring *R, const struct last_use *l,
-                          uint32_t split, enum ef_ring_use what, struct ef_call *call)
-{
-    /* One conflict, seen by both sides (each at its own call site): claimed
-     * by the ring and the fork that split the two processes. */
-    uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_SHARED_URING].key_tag, g->idx), g->uid);
-    k = ef_mix(k, split);
-    if (!ef_claim_once(k ^ (k >> 29)))
-        return;
-    uint32_t stack = ef_call_stack(call);
-    struct ef_report r;
-    ef_report_init(&r, EF_KIND_SHARED_URING, NULL, g->fd);
-    r.ring_fd = g->fd;
-    r.ring_use = what;
-    r.owner_pid = R->owner_pid;
-    r.create_fd = R->setup_fd;
-    r.ring_entries = R->setup_entries;
-    r.ring_flags = R->setup_flags;
-    r.stacks[EF_ST_CREATE] = R->setup_stack;
-    r.other_pid = l->pid;
-    r.other_ring_fd = l->fd;
-    r.other_ring_use = l->what <= EF_RING_SUBMIT_REAP ? (enum ef_ring_use)l->what : EF_RING_SUBMIT;
-    r.stacks[EF_ST_USE] = l->stack;
-    r.stacks[EF_ST_CALL] = stack;
-    r.call_cut = call->cut;
-    ef_report_fill_fork(&r, split);
-    ef_report_emit(&r);
-}
-
-/* This process submitted to or reaped from the ring. */
-static void ring_use(struct ring *g, enum ef_ring_use what, struct ef_call *call)
-{
-    struct ef_ring *R = record_of(g);
-    if (!R)
-        return;
-    if (!atomic_load_explicit(&R->crossed, memory_order_relaxed)) {
-        if (R->owner_pid == ef_self.pid)
-            return;
-        atomic_store(&R->crossed, 1); /* forked without our handlers */
-    }
-    uint32_t clock = atomic_load(&ef_reg->nproc);
-    struct last_use l;
-    if (!read_last(R, &l))
-        return;
-    if (l.pid == ef_self.pid && l.clock == clock)
-        return; /* nothing new: no fork since our last recorded use */
-    if (ef_in_shim)
-        return;
-    EF_GUARD_SCOPE();
-    if (l.pid > 0 && l.pid != ef_self.pid && ef_self.proc) {
-        uint32_t split = ef_process_split(ef_self.proc, l.proc);
-        if (split && l.clock > split)
-            shared_report(g, R, &l, split, what, call);
-    }
-    publish_use(R, g->fd, what, clock, ef_call_stack(call));
-}
-
 /* ------------------------------------------------------------ enter */
 
 /* What was found out about an enter before it ran. */
@@ -563,7 +437,7 @@ void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
         char link[64];
         if (!(atomic_load(&noticed) & N_UNSEEN) && ef_procfs_fd_link(0, fd, link, sizeof link) > 0 &&
             !strcmp(link, "anon_inode:[io_uring]"))
-            unseen_ring(fd, NULL);
+            unseen_ring(fd, NULL); /* an enter on a ring whose setup we never saw */
         return;
     }
     t->slot = (int)(g - rings);
@@ -621,7 +495,8 @@ static void one_ctl(struct ring *g, const struct ef_uring_token *t, const struct
     uint32_t n = cqend - t->cqtail;
     for (uint32_t k = 0; k < n && !known; k++) {
         uint32_t i = t->cqtail + (*cursor - t->cqtail + k) % n;
-        const struct io_uring_cqe *c = (const void *)(g->cqes + (size_t)(i & g->cq_mask) * g->cqe_size);
+        const struct io_uring_cqe *c =
+            (const void *)(g->cqes + (size_t)(i & g->cq_mask) * g->cqe_size);
         if (c->user_data != sqe->user_data)
             continue;
         known = 1;
@@ -657,7 +532,7 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
     atomic_fetch_add(&n_enters, 1);
     struct ef_call call = EF_CALL(caller);
     if (r >= 0)
-        ring_use(g, t->what, &call);
+        ef_ring_use(g->idx, g->uid, g->fd, t->what, &call);
     if (!t->scan || !atomic_load_explicit(&g->ready, memory_order_acquire))
         return;
     uint32_t head = atomic_load_explicit(g->khead, memory_order_acquire);
@@ -696,7 +571,8 @@ void ef_uring_on_exit(void)
                   "failed=%llu",
                   (unsigned long long)n_rings, (unsigned long long)n_enters,
                   (unsigned long long)n_sqes, (unsigned long long)n_ctl[EPOLL_CTL_ADD],
-                  (unsigned long long)n_ctl[EPOLL_CTL_MOD], (unsigned long long)n_ctl[EPOLL_CTL_DEL],
+                  (unsigned long long)n_ctl[EPOLL_CTL_MOD],
+                  (unsigned long long)n_ctl[EPOLL_CTL_DEL],
                   (unsigned long long)n_cqe, (unsigned long long)n_fdinfo,
                   (unsigned long long)n_failed);
 }

@@ -7,7 +7,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh gcc make pkg-config libunwind-dev python3 binutils cppcheck \
-    libuv1-dev libevent-dev libev-dev strace python3-gevent man-db groff-base
+    libuv1-dev libevent-dev libev-dev strace python3-gevent man-db groff-base liburing-dev
 # the Debian package and the systemd drop-in (tests/test_package.py)
 sh scripts/install-deps.sh build-essential debhelper dpkg-dev lintian libunwind8 systemd
 # the real programs of tests/test_real.py (each case also asks for its own)

@@ -25,6 +25,9 @@
  *   ring-closeonly    the child unmaps and closes the ring; the parent goes on using it
  *   ring-exec         the child execs /bin/true; the parent goes on using the ring
  *   ring-parentonly   only the parent uses the ring after the fork
+ * Notices (uring_raw only):
+ *   unseen            a ring set up with a raw syscall instruction, then a fork
+ *   registered        an enter through a registered ring fd
  * Other:
  *   sqpoll            an IORING_SETUP_SQPOLL ring: one notice, no crash
  *   batch N           N rounds of 32 NOPs and 32 EPOLL_CTL_MODs (the benchmark)
@@ -233,6 +236,41 @@ static int ring_fd(struct ring *r)
     return r->fd;
 }
 
+/* A ring set up with the syscall instruction itself (as a static liburing
+ * does): no wrapper sees it; the shim finds its fd at the next fork. */
+static int unseen(void)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    long fd, n = __NR_io_uring_setup;
+    __asm__ volatile("syscall" : "=a"(fd) : "a"(n), "D"(8L), "S"(&p) : "rcx", "r11", "memory");
+    CHECK(fd >= 0);
+    pid_t c = fork();
+    CHECK(c >= 0);
+    if (c == 0)
+        _exit(0);
+    reap(c);
+    printf("unseen ring fd %ld\n", fd);
+    return 0;
+}
+
+/* io_uring_enter through a registered ring fd (an index, not an fd). */
+static int registered(struct ring *r)
+{
+    struct io_uring_rsrc_update up = {.offset = -1U, .data = (uint64_t)r->fd};
+    if (syscall(__NR_io_uring_register, r->fd, IORING_REGISTER_RING_FDS, &up, 1) != 1) {
+        printf("no registered rings here (errno %d)\n", errno);
+        return 0;
+    }
+    ring_nop(r);
+    r->queued = 0;
+    CHECK(syscall(__NR_io_uring_enter, up.offset, 1, 1,
+                  IORING_ENTER_GETEVENTS | IORING_ENTER_REGISTERED_RING, NULL, 0) == 1);
+    reap_all(r);
+    printf("registered ring index %u ok\n", up.offset);
+    return 0;
+}
+
 static void ring_close(struct ring *r)
 {
     munmap(r->sqes, r->sqelen);
@@ -412,7 +450,15 @@ int main(int argc, char **argv)
         ring_close(&R);
         return 0;
     }
+#ifndef USE_LIBURING
+    if (!strcmp(mode, "unseen"))
+        return unseen();
+#endif
     CHECK(ring_init(&R, 256, 0) == 0);
+#ifndef USE_LIBURING
+    if (!strcmp(mode, "registered"))
+        return registered(&R);
+#endif
     ev_p.data.fd = p[0];
     ring_ctl(&R, ep, EPOLL_CTL_ADD, p[0], &ev_p);
     CHECK(ring_run(&R) == 0);
