@@ -586,6 +586,12 @@ def main():
                      empty_env),
             exec_row("(split) the same, shim with EPOLLFORK_DISABLE=1", 1000, C, ps, None,
                      disabled_env)]),
+        ("uring", lambda: [
+            micro_row("9a. io_uring: one enter of 32 NOPs + 32 EPOLL_CTL MODs", "uring", n(40000),
+                      C, pm, 1.05),
+            micro_row("(extra) io_uring: 32 NOPs + 16 EPOLL_CTL ADDs + 16 DELs", "uring-adddel",
+                      n(20000), C, pm, None),
+            micro_row("9b. syscall(SYS_getppid): not io_uring", "syscall", n(300000), C, pm, 1.02)]),
         ("crossed-ctl", lambda: [micro_row("(extra) epoll_ctl MOD, crossed, child holds it",
                                            "mod-crossed", n(300000), C, pm, None)]),
         ("memory", lambda: rss_rows(ps)),

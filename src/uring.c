@@ -62,22 +62,30 @@ _Atomic uint32_t ef_uring_nrings;       /* rings this process knows: the wrapper
 #define NRING 64
 enum slot_state { SLOT_FREE = 0, SLOT_WRITING, SLOT_LIVE };
 struct ring {
+    /* what every enter reads, first: two cache lines */
     _Atomic uint32_t state;     /* enum slot_state */
     _Atomic uint32_t gen;       /* bumped at each use of the slot (fd table: inst_uid) */
     int fd;
     uint32_t idx, uid;          /* its record in the registry, 0 none */
-    uint32_t flags, features, entries, cq_entries;
-    struct io_sqring_offsets sq_off;
-    struct io_cqring_offsets cq_off;
-    /* the program's mappings (0 until seen) */
-    char *sq_map, *cq_map, *sqe_map;
-    size_t sq_len, cq_len, sqe_len;
-    /* checked views, valid while `ready` */
+    uint32_t flags, entries, cq_entries;
+    /* set up here, and no fork since (ef_fork.epoch): no one else can use it */
+    int solo;
+    uint32_t solo_epoch;
+    /* the last epfd found quiet (ef_epoll_quiet) and what made it so */
+    int q_epfd;
+    uint32_t q_inst, q_uid, q_epoch;
+    /* checked views of the mappings, valid while `ready` */
     _Atomic int ready;
+    uint32_t sq_mask, cq_mask, sqe_size, cqe_size;
     const _Atomic uint32_t *khead, *ktail, *cqhead, *cqtail;
     const uint32_t *array;
     const char *sqes, *cqes;
-    uint32_t sq_mask, cq_mask, sqe_size, cqe_size;
+    /* the program's mappings (0 until seen), and what the params said */
+    char *sq_map, *cq_map, *sqe_map;
+    size_t sq_len, cq_len, sqe_len;
+    uint32_t features;
+    struct io_sqring_offsets sq_off;
+    struct io_cqring_offsets cq_off;
 };
 static struct ring rings[NRING];
 
@@ -201,7 +209,7 @@ void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *c
     const struct io_uring_params *p = params;
     if (!ef_track_start() || !ef_enter())
         return;
-    atomic_fetch_add(&n_rings, 1);
+    atomic_fetch_add(&n_rings, 1); /* always: it says whether to print the debug line */
     struct ef_fd *e = ef_fd_get(fd);
     struct ring *old = ring_of_fd(fd);
     if (old)
@@ -232,6 +240,9 @@ void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *c
     g->sq_len = g->cq_len = g->sqe_len = 0;
     atomic_store(&g->ready, 0);
     g->idx = g->uid = 0;
+    g->solo = 1;
+    g->solo_epoch = atomic_load(&ef_fork.epoch);
+    g->q_epfd = -1;
     uint32_t idx;
     struct ef_ring *R = ef_ring_alloc(&idx);
     if (R) {
@@ -477,50 +488,74 @@ static int find_target(const struct ef_tfd *t, void *arg)
     return 1;
 }
 
-/* One IORING_OP_EPOLL_CTL the enter submitted.  *cursor: where the search
- * for its CQE starts (completions come in submission order, so the whole
- * batch is one pass). */
-static void one_ctl(struct ring *g, const struct ef_uring_token *t, const struct io_uring_sqe *sqe,
-                    uint32_t cqend, uint32_t *cursor, struct ef_call *call)
+/* One IORING_OP_EPOLL_CTL, as copied out of its SQE. */
+struct ctl {
+    int epfd, op, fd;
+    uint64_t addr, user_data;
+};
+
+#define COUNT(x, n)                                                                \
+    do {                                                                           \
+        if (EF_UNLIKELY(ef_opt.debug))                                             \
+            atomic_fetch_add_explicit(&(x), (n), memory_order_relaxed);            \
+    } while (0)
+
+/* Is epfd quiet (ef_epoll_quiet: never crossed a fork, nothing pending)?
+ * The answer is kept per ring until a fork, or until epfd stops being that
+ * instance: it can only change by a fork of this process (the instance
+ * crosses), a ghost, or the fd becoming something else.  Saves the
+ * registry's cache line on every enter (bench/RESULTS.md). */
+static int quiet_epfd(struct ring *g, int epfd)
 {
-    int epfd = sqe->fd, op = (int)sqe->len;
-    int fd = (int)sqe->off;
-    if (op < EPOLL_CTL_ADD || op > EPOLL_CTL_MOD || (uint64_t)sqe->off > 0x7fffffff)
-        return;
-    atomic_fetch_add(&n_ctl[op], 1);
-    if (op == EPOLL_CTL_MOD && ef_epoll_quiet(epfd))
-        return; /* as the epoll_ctl wrapper: nothing to check, nothing to record */
-    int known = 0, ok = 0;
-    struct epoll_event ev = {0, {0}};
+    uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
+    struct ef_fd *e = ef_fd_peek(epfd);
+    if (!e)
+        return 0;
+    uint32_t inst = atomic_load_explicit(&e->inst, memory_order_relaxed);
+    uint32_t uid = atomic_load_explicit(&e->inst_uid, memory_order_relaxed);
+    if (epfd == g->q_epfd && epoch == g->q_epoch && inst == g->q_inst && uid == g->q_uid &&
+        (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_EPOLL) &&
+        !atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed))
+        return 1;
+    if (!ef_epoll_quiet(epfd)) {
+        g->q_epfd = -1;
+        return 0;
+    }
+    g->q_epfd = epfd;
+    g->q_epoch = epoch;
+    g->q_inst = inst;
+    g->q_uid = uid;
+    return 1;
+}
+
+/* Its outcome: the CQE with its user_data among those the enter posted
+ * (*cursor: where the search starts; completions come in submission order,
+ * so a whole batch is one pass), else the kernel's own list. */
+static int outcome(const struct ring *g, const struct ef_uring_token *t, const struct ctl *c,
+                   uint32_t cqend, uint32_t *cursor, struct epoll_event *ev)
+{
     uint32_t n = cqend - t->cqtail;
-    for (uint32_t k = 0; k < n && !known; k++) {
+    for (uint32_t k = 0; k < n; k++) {
         uint32_t i = t->cqtail + (*cursor - t->cqtail + k) % n;
-        const struct io_uring_cqe *c =
+        const struct io_uring_cqe *q =
             (const void *)(g->cqes + (size_t)(i & g->cq_mask) * g->cqe_size);
-        if (c->user_data != sqe->user_data)
+        if (q->user_data != c->user_data)
             continue;
-        known = 1;
-        ok = c->res == 0;
         *cursor = i + 1;
-    }
-    if (known) {
-        atomic_fetch_add(&n_cqe, 1);
+        COUNT(n_cqe, 1);
+        int ok = q->res == 0;
         /* the kernel copied the events from addr at submission: readable */
-        if (ok && op != EPOLL_CTL_DEL && sqe->addr)
-            memcpy(&ev, (const void *)(uintptr_t)sqe->addr, sizeof ev);
-    } else {
-        /* no completion to be seen: the kernel's own list decides */
-        atomic_fetch_add(&n_fdinfo, 1);
-        struct outcome_arg a = {fd, 0, {0, {0}}};
-        if (ef_procfs_epoll_entries(0, epfd, find_target, &a) == 0) {
-            ok = op == EPOLL_CTL_DEL ? !a.found : a.found;
-            ev = a.ev;
-            ev.events &= ~(uint32_t)(EPOLLERR | EPOLLHUP); /* the kernel adds them to every entry */
-        }
+        if (ok && c->op != EPOLL_CTL_DEL && c->addr)
+            memcpy(ev, (const void *)(uintptr_t)c->addr, sizeof *ev);
+        return ok;
     }
-    if (!ok)
-        atomic_fetch_add(&n_failed, 1);
-    ef_on_ctl_from_ring(t->fd, epfd, op, fd, op == EPOLL_CTL_DEL ? NULL : &ev, ok, call);
+    COUNT(n_fdinfo, 1);
+    struct outcome_arg a = {c->fd, 0, {0, {0}}};
+    if (ef_procfs_epoll_entries(0, c->epfd, find_target, &a) != 0)
+        return 0;
+    *ev = a.ev;
+    ev->events &= ~(uint32_t)(EPOLLERR | EPOLLHUP); /* the kernel adds them to every entry */
+    return c->op == EPOLL_CTL_DEL ? !a.found : a.found;
 }
 
 void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
@@ -529,9 +564,10 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
     if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE ||
         atomic_load(&g->gen) != t->gen || g->fd != t->fd)
         return;
-    atomic_fetch_add(&n_enters, 1);
+    COUNT(n_enters, 1);
     struct ef_call call = EF_CALL(caller);
-    if (r >= 0)
+    if (r >= 0 && !(g->solo && g->solo_epoch == atomic_load_explicit(&ef_fork.epoch,
+                                                                       memory_order_relaxed)))
         ef_ring_use(g->idx, g->uid, g->fd, t->what, &call);
     if (!t->scan || !atomic_load_explicit(&g->ready, memory_order_acquire))
         return;
@@ -544,20 +580,47 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
                           "%u -> %u): " BLIND, t->fd, t->head, head);
         return;
     }
+    COUNT(n_sqes, n);
+    /* One pass over what the kernel consumed, with the ring's shape in
+     * locals: a NOP costs an index and a byte compare. */
+    const volatile uint32_t *array = g->array;
+    const char *sqes = g->sqes;
+    uint32_t mask = g->sq_mask, entries = g->entries, size = g->sqe_size;
     uint32_t cursor = t->cqtail;
+    int quiet_fd = -1, quiet = 0; /* ef_epoll_quiet() of the last epfd, for this enter */
     for (uint32_t i = t->head; i != head; i++) {
-        uint32_t idx = g->array ? g->array[i & g->sq_mask] : i & g->sq_mask;
-        if (idx >= g->entries)
+        uint32_t idx = array ? array[i & mask] : i & mask;
+        if (idx >= entries)
             continue; /* the kernel dropped it too */
-        const struct io_uring_sqe *s = (const void *)(g->sqes + (size_t)idx * g->sqe_size);
+        const volatile struct io_uring_sqe *s = (const void *)(sqes + (size_t)idx * size);
         if (EF_LIKELY(s->opcode != IORING_OP_EPOLL_CTL))
             continue;
-        struct io_uring_sqe copy;
-        memcpy(&copy, s, sizeof copy);
-        if (copy.opcode == IORING_OP_EPOLL_CTL)
-            one_ctl(g, t, &copy, cqend, &cursor, &call);
+        struct ctl c = {s->fd, (int)s->len, -1, 0, 0};
+        if (c.op == EPOLL_CTL_MOD) {
+            if (c.epfd != quiet_fd) {
+                quiet_fd = c.epfd;
+                quiet = quiet_epfd(g, c.epfd);
+            }
+            if (quiet) {
+                COUNT(n_ctl[EPOLL_CTL_MOD], 1);
+                continue; /* as the epoll_ctl wrapper: nothing to check, nothing to record */
+            }
+        }
+        uint64_t off = s->off;
+        if (c.op < EPOLL_CTL_ADD || c.op > EPOLL_CTL_MOD || off > 0x7fffffff)
+            continue; /* the kernel refused it */
+        c.fd = (int)off;
+        c.addr = s->addr;
+        c.user_data = s->user_data;
+        COUNT(n_ctl[c.op], 1);
+        quiet_fd = -1; /* an ADD or DEL may change what the instance is */
+        struct epoll_event ev = {0, {0}};
+        int ok = outcome(g, t, &c, cqend, &cursor, &ev);
+        if (!ok)
+            COUNT(n_failed, 1);
+        ef_on_ctl_from_ring(t->fd, c.epfd, c.op, c.fd, c.op == EPOLL_CTL_DEL ? NULL : &ev, ok,
+                            &call);
     }
-    atomic_fetch_add(&n_sqes, n);
 }
 
 /* ------------------------------------------------------------ exit */
