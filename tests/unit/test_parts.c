@@ -354,6 +354,7 @@ static const struct optcase {
     {"EPOLLFORK_SUPPRESSIONS", {"/tmp/ef.supp", ""}, {LONGVAL}},
     {"EPOLLFORK_DEDUP", {"0", "1"}, {"", "2", "-1", "yes"}},
     {"EPOLLFORK_DISABLE", {"0", "1"}, {"", "2", "-1", "yes"}},
+    {"EPOLLFORK_DEBUG", {"0", "1"}, {"", "2", "-1", "yes"}},
 };
 #define NCASES (sizeof optcases / sizeof optcases[0])
 
@@ -371,6 +372,7 @@ static const char *opt_value(const char *name, char *buf, size_t len)
     int v = !strcmp(name, "EPOLLFORK_STACK_DEPTH") ? ef_opt.stack_depth
             : !strcmp(name, "EPOLLFORK_DEDUP")     ? ef_opt.dedup
             : !strcmp(name, "EPOLLFORK_DISABLE")   ? ef_opt.disable
+            : !strcmp(name, "EPOLLFORK_DEBUG")     ? ef_opt.debug
                                                    : INT_MIN;
     if (v == INT_MIN)
         return NULL;
