@@ -213,14 +213,23 @@ void ef_ring_use(uint32_t idx, uint32_t uid, int fd, enum ef_ring_use what, stru
 /* ---------------------------------------------------------------- uring.c */
 /* io_uring rings: the IORING_OP_EPOLL_CTL they submit, shared-io-uring. */
 extern _Atomic uint32_t ef_uring_nrings;     /* rings known here: the wrappers' fast test */
+/* One IORING_OP_EPOLL_CTL about to be submitted, copied out of its SQE. */
+struct ef_uring_ctl {
+    uint32_t pos;                            /* its place in the submission queue */
+    int epfd, op, fd;
+    uint64_t addr, user_data;
+};
+#define EF_URING_PRE 64
 struct ef_uring_token {                      /* an enter, as seen before it ran */
     int slot;                                /* -1: nothing to do after it */
     uint32_t gen;
     int fd;
-    unsigned to_submit;
     enum ef_ring_use what;
     uint32_t head, cqtail;                   /* the kernel's SQ head and CQ tail before */
-    int scan;                                /* read the consumed SQEs after */
+    int scan;                                /* what was submitted is to be judged after */
+    uint32_t upto;                           /* the queue was read before the enter up to here */
+    int nctl;
+    struct ef_uring_ctl ctl[EF_URING_PRE];   /* the changes among them (quiet MODs left out) */
 };
 /* A ring set up (params as the kernel filled them in). */
 void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *caller);
@@ -232,9 +241,11 @@ void ef_uring_on_liburing_mmap(int fd, const void *params, const void *ring, voi
 void ef_uring_on_close(int fd);                                    /* before */
 void ef_uring_on_fork_prepare(void);
 /* Around io_uring_enter(fd, to_submit, ..., flags); reap: it also waits for
- * or takes completions.  end() only when the token's slot is >= 0. */
+ * or takes completions; liburing: its struct io_uring when liburing submits
+ * (its tail is not the kernel's yet), NULL for a raw enter.  end() only when
+ * the token's slot is >= 0. */
 void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
-                          struct ef_uring_token *t);
+                          const void *liburing, struct ef_uring_token *t);
 void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller);
 void ef_uring_on_exit(void);
 

@@ -90,7 +90,8 @@ struct ring {
 static struct ring rings[NRING];
 
 /* What the shim saw (EPOLLFORK_DEBUG prints it at exit). */
-static _Atomic uint64_t n_rings, n_enters, n_sqes, n_ctl[4], n_cqe, n_fdinfo, n_failed;
+static _Atomic uint64_t n_rings, n_enters, n_sqes, n_ctl[4], n_cqe, n_fdinfo, n_failed, n_before,
+    n_after;
 
 /* ------------------------------------------------------------ notices */
 
@@ -357,6 +358,12 @@ int ef_uring_liburing_fd(const void *ring)
     return ((const struct liburing_ring *)ring)->ring_fd;
 }
 
+/* The tail liburing will hand the kernel at its next submit. */
+static uint32_t ef_uring_liburing_tail(const void *ring)
+{
+    return ((const volatile struct liburing_ring *)ring)->sq.sqe_tail;
+}
+
 /* liburing set up a ring (its setup and mmaps are raw syscalls inside the
  * library; io_uring_queue_mmap is where it hands them over). */
 void ef_uring_on_liburing_mmap(int fd, const void *params, const void *ring, void *caller)
@@ -429,49 +436,6 @@ void ef_uring_on_fork_prepare(void)
 
 /* ------------------------------------------------------------ enter */
 
-/* What was found out about an enter before it ran. */
-void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
-                          struct ef_uring_token *t)
-{
-    t->slot = -1;
-    if (!ef_tracking() || !ef_enter())
-        return;
-    if (flags & IORING_ENTER_REGISTERED_RING) {
-        if (notice_once(N_REGISTERED))
-            ef_log_notice("epollfork: io_uring_enter through a registered ring fd "
-                          "(IORING_ENTER_REGISTERED_RING, index %d): the shim cannot tell which "
-                          "ring it is, so " BLIND, fd);
-        return;
-    }
-    struct ring *g = ring_of_fd(fd);
-    if (!g) {
-        char link[64];
-        if (!(atomic_load(&noticed) & N_UNSEEN) && ef_procfs_fd_link(0, fd, link, sizeof link) > 0 &&
-            !strcmp(link, "anon_inode:[io_uring]"))
-            unseen_ring(fd, NULL); /* an enter on a ring whose setup we never saw */
-        return;
-    }
-    t->slot = (int)(g - rings);
-    t->gen = atomic_load(&g->gen);
-    t->fd = fd;
-    t->to_submit = to_submit;
-    t->what = !to_submit ? EF_RING_REAP : reap ? EF_RING_SUBMIT_REAP : EF_RING_SUBMIT;
-    t->head = 0;
-    t->cqtail = 0;
-    t->scan = 0;
-    if (!to_submit || (g->flags & IORING_SETUP_SQPOLL))
-        return;
-    if (!atomic_load_explicit(&g->ready, memory_order_acquire)) {
-        if (notice_once(N_NO_SQES))
-            ef_log_notice("epollfork: the submission queue of io_uring fd %d was mapped where the "
-                          "shim could not see it: " BLIND, fd);
-        return;
-    }
-    t->head = atomic_load_explicit(g->khead, memory_order_acquire);
-    t->cqtail = atomic_load_explicit(g->cqtail, memory_order_acquire);
-    t->scan = 1;
-}
-
 struct outcome_arg {
     int fd, found;
     struct epoll_event ev;
@@ -487,12 +451,6 @@ static int find_target(const struct ef_tfd *t, void *arg)
     a->ev.data.u64 = t->data;
     return 1;
 }
-
-/* One IORING_OP_EPOLL_CTL, as copied out of its SQE. */
-struct ctl {
-    int epfd, op, fd;
-    uint64_t addr, user_data;
-};
 
 #define COUNT(x, n)                                                                \
     do {                                                                           \
@@ -531,7 +489,7 @@ static int quiet_epfd(struct ring *g, int epfd)
 /* Its outcome: the CQE with its user_data among those the enter posted
  * (*cursor: where the search starts; completions come in submission order,
  * so a whole batch is one pass), else the kernel's own list. */
-static int outcome(const struct ring *g, const struct ef_uring_token *t, const struct ctl *c,
+static int outcome(const struct ring *g, const struct ef_uring_token *t, const struct ef_uring_ctl *c,
                    uint32_t cqend, uint32_t *cursor, struct epoll_event *ev)
 {
     uint32_t n = cqend - t->cqtail;
@@ -558,6 +516,125 @@ static int outcome(const struct ring *g, const struct ef_uring_token *t, const s
     return c->op == EPOLL_CTL_DEL ? !a.found : a.found;
 }
 
+/* Read the queue from position `from` to `to` (the kernel's head up to the
+ * program's tail): each IORING_OP_EPOLL_CTL that is not a MOD of a quiet
+ * instance is copied into out[] (max entries).  Returns the position reached
+ * (`to`, or where out[] filled up).  One pass, the ring's shape in locals: a
+ * NOP costs an index, a bound and a byte compare (specialized below for
+ * rings with and without the SQ array). */
+static inline __attribute__((always_inline)) uint32_t
+collect_(struct ring *g, uint32_t from, uint32_t to, struct ef_uring_ctl *out, int max, int *nout,
+         const int has_array)
+{
+    const volatile uint32_t *array = g->array;
+    const char *sqes = g->sqes;
+    uint32_t mask = g->sq_mask, entries = g->entries, shift = g->sqe_size == 128 ? 7 : 6;
+    int quiet_fd = -1, quiet = 0, n = 0;
+    uint32_t i = from, mods = 0;
+    for (; i != to; i++) {
+        uint32_t idx = has_array ? array[i & mask] : i & mask;
+        if (EF_UNLIKELY(idx >= entries))
+            continue; /* the kernel drops it too */
+        const volatile struct io_uring_sqe *s = (const void *)(sqes + ((size_t)idx << shift));
+        if (EF_LIKELY(s->opcode != IORING_OP_EPOLL_CTL))
+            continue;
+        struct ef_uring_ctl c = {i, s->fd, (int)s->len, -1, 0, 0};
+        if (c.op == EPOLL_CTL_MOD) {
+            if (EF_UNLIKELY(c.epfd != quiet_fd)) {
+                quiet_fd = c.epfd;
+                quiet = quiet_epfd(g, c.epfd);
+            }
+            if (quiet) {
+                mods++;
+                continue; /* as the epoll_ctl wrapper: nothing to check, nothing to record */
+            }
+        }
+        uint64_t off = s->off;
+        if (c.op < EPOLL_CTL_ADD || c.op > EPOLL_CTL_MOD || off > 0x7fffffff)
+            continue; /* the kernel refuses it */
+        if (n == max)
+            break;
+        c.fd = (int)off;
+        c.addr = s->addr;
+        c.user_data = s->user_data;
+        out[n++] = c;
+        quiet_fd = -1; /* an ADD or DEL may change what the instance is */
+    }
+    COUNT(n_ctl[EPOLL_CTL_MOD], mods);
+    *nout = n;
+    return i;
+}
+
+static uint32_t collect(struct ring *g, uint32_t from, uint32_t to, struct ef_uring_ctl *out,
+                        int max, int *nout)
+{
+    if (g->array)
+        return collect_(g, from, to, out, max, nout, 1);
+    return collect_(g, from, to, out, max, nout, 0);
+}
+
+/* What an enter will submit, read before it runs: the program has just
+ * written those entries (they are in its cache, and ours). */
+void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
+                          const void *liburing, struct ef_uring_token *t)
+{
+    t->slot = -1;
+    if (!ef_tracking() || !ef_enter())
+        return;
+    if (flags & IORING_ENTER_REGISTERED_RING) {
+        if (notice_once(N_REGISTERED))
+            ef_log_notice("epollfork: io_uring_enter through a registered ring fd "
+                          "(IORING_ENTER_REGISTERED_RING, index %d): the shim cannot tell which "
+                          "ring it is, so " BLIND, fd);
+        return;
+    }
+    struct ring *g = ring_of_fd(fd);
+    if (!g) {
+        char link[64];
+        if (!(atomic_load(&noticed) & N_UNSEEN) && ef_procfs_fd_link(0, fd, link, sizeof link) > 0 &&
+            !strcmp(link, "anon_inode:[io_uring]"))
+            unseen_ring(fd, NULL); /* an enter on a ring whose setup we never saw */
+        return;
+    }
+    t->slot = (int)(g - rings);
+    t->gen = atomic_load(&g->gen);
+    t->fd = fd;
+    t->what = !to_submit ? EF_RING_REAP : reap ? EF_RING_SUBMIT_REAP : EF_RING_SUBMIT;
+    t->scan = 0;
+    t->nctl = 0;
+    if (!to_submit || (g->flags & IORING_SETUP_SQPOLL))
+        return;
+    if (!atomic_load_explicit(&g->ready, memory_order_acquire)) {
+        if (notice_once(N_NO_SQES))
+            ef_log_notice("epollfork: the submission queue of io_uring fd %d was mapped where the "
+                          "shim could not see it: " BLIND, fd);
+        return;
+    }
+    t->head = atomic_load_explicit(g->khead, memory_order_acquire);
+    t->cqtail = atomic_load_explicit(g->cqtail, memory_order_acquire);
+    /* the program's tail: the kernel's, or the one liburing is about to give it */
+    uint32_t tail = liburing ? ef_uring_liburing_tail(liburing)
+                             : atomic_load_explicit(g->ktail, memory_order_acquire);
+    if (tail - t->head > g->entries)
+        tail = t->head; /* does not hold together: read after the enter, if anything */
+    t->upto = collect(g, t->head, tail, t->ctl, EF_URING_PRE, &t->nctl);
+    t->scan = 1;
+}
+
+/* One change the enter submitted: its outcome, then the event. */
+static void judge(const struct ring *g, const struct ef_uring_token *t,
+                  const struct ef_uring_ctl *c, uint32_t cqend, uint32_t *cursor,
+                  struct ef_call *call)
+{
+    COUNT(n_ctl[c->op], 1);
+    struct epoll_event ev = {0, {0}};
+    int ok = outcome(g, t, c, cqend, cursor, &ev);
+    if (!ok)
+        COUNT(n_failed, 1);
+    ef_on_ctl_from_ring(t->fd, c->epfd, c->op, c->fd, c->op == EPOLL_CTL_DEL ? NULL : &ev, ok,
+                        call);
+}
+
 void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
 {
     struct ring *g = &rings[t->slot < NRING && t->slot >= 0 ? t->slot : 0];
@@ -571,6 +648,7 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
         ef_ring_use(g->idx, g->uid, g->fd, t->what, &call);
     if (!t->scan || !atomic_load_explicit(&g->ready, memory_order_acquire))
         return;
+    /* what the kernel consumed: from its head before to its head now */
     uint32_t head = atomic_load_explicit(g->khead, memory_order_acquire);
     uint32_t cqend = atomic_load_explicit(g->cqtail, memory_order_acquire);
     uint32_t n = head - t->head;
@@ -581,45 +659,22 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
         return;
     }
     COUNT(n_sqes, n);
-    /* One pass over what the kernel consumed, with the ring's shape in
-     * locals: a NOP costs an index and a byte compare. */
-    const volatile uint32_t *array = g->array;
-    const char *sqes = g->sqes;
-    uint32_t mask = g->sq_mask, entries = g->entries, size = g->sqe_size;
     uint32_t cursor = t->cqtail;
-    int quiet_fd = -1, quiet = 0; /* ef_epoll_quiet() of the last epfd, for this enter */
-    for (uint32_t i = t->head; i != head; i++) {
-        uint32_t idx = array ? array[i & mask] : i & mask;
-        if (idx >= entries)
-            continue; /* the kernel dropped it too */
-        const volatile struct io_uring_sqe *s = (const void *)(sqes + (size_t)idx * size);
-        if (EF_LIKELY(s->opcode != IORING_OP_EPOLL_CTL))
-            continue;
-        struct ctl c = {s->fd, (int)s->len, -1, 0, 0};
-        if (c.op == EPOLL_CTL_MOD) {
-            if (c.epfd != quiet_fd) {
-                quiet_fd = c.epfd;
-                quiet = quiet_epfd(g, c.epfd);
-            }
-            if (quiet) {
-                COUNT(n_ctl[EPOLL_CTL_MOD], 1);
-                continue; /* as the epoll_ctl wrapper: nothing to check, nothing to record */
-            }
+    for (int k = 0; k < t->nctl && k < EF_URING_PRE; k++)
+        if (t->ctl[k].pos - t->head < n) {
+            COUNT(n_before, 1);
+            judge(g, t, &t->ctl[k], cqend, &cursor, &call);
         }
-        uint64_t off = s->off;
-        if (c.op < EPOLL_CTL_ADD || c.op > EPOLL_CTL_MOD || off > 0x7fffffff)
-            continue; /* the kernel refused it */
-        c.fd = (int)off;
-        c.addr = s->addr;
-        c.user_data = s->user_data;
-        COUNT(n_ctl[c.op], 1);
-        quiet_fd = -1; /* an ADD or DEL may change what the instance is */
-        struct epoll_event ev = {0, {0}};
-        int ok = outcome(g, t, &c, cqend, &cursor, &ev);
-        if (!ok)
-            COUNT(n_failed, 1);
-        ef_on_ctl_from_ring(t->fd, c.epfd, c.op, c.fd, c.op == EPOLL_CTL_DEL ? NULL : &ev, ok,
-                            &call);
+    /* consumed beyond what was read before (more changes than the token
+     * holds, or a tail that moved): read now, while the program waits */
+    uint32_t from = t->upto;
+    while (from - t->head < n) {
+        struct ef_uring_ctl more[16];
+        int m;
+        from = collect(g, from, head, more, 16, &m);
+        COUNT(n_after, m);
+        for (int k = 0; k < m; k++)
+            judge(g, t, &more[k], cqend, &cursor, &call);
     }
 }
 
@@ -631,11 +686,12 @@ void ef_uring_on_exit(void)
         return;
     ef_log_notice("epollfork: debug: io_uring rings=%llu enters=%llu sqes=%llu epoll_ctl_add=%llu "
                   "epoll_ctl_mod=%llu epoll_ctl_del=%llu outcome_cqe=%llu outcome_fdinfo=%llu "
-                  "failed=%llu",
+                  "failed=%llu read_before=%llu read_after=%llu",
                   (unsigned long long)n_rings, (unsigned long long)n_enters,
                   (unsigned long long)n_sqes, (unsigned long long)n_ctl[EPOLL_CTL_ADD],
                   (unsigned long long)n_ctl[EPOLL_CTL_MOD],
                   (unsigned long long)n_ctl[EPOLL_CTL_DEL],
                   (unsigned long long)n_cqe, (unsigned long long)n_fdinfo,
-                  (unsigned long long)n_failed);
+                  (unsigned long long)n_failed, (unsigned long long)n_before,
+                  (unsigned long long)n_after);
 }

@@ -47,7 +47,7 @@ static inline int active(void)
     do {                                                                          \
         struct ef_uring_token t_;                                                 \
         int e_ = errno;                                                           \
-        ef_uring_enter_begin((fd), (to_submit), (flags), (reap), &t_);            \
+        ef_uring_enter_begin((fd), (to_submit), (flags), (reap), NULL, &t_);      \
         errno = e_;                                                               \
         long r_ = (call);                                                         \
         if (t_.slot >= 0) {                                                       \
@@ -157,7 +157,8 @@ static EF_TLS int in_liburing;
         in_liburing++;                                                            \
         struct ef_uring_token t_;                                                 \
         int e_ = errno;                                                           \
-        ef_uring_enter_begin(ef_uring_liburing_fd(ring), (submit), 0, (reap), &t_); \
+        ef_uring_enter_begin(ef_uring_liburing_fd(ring), (submit), 0, (reap), (ring), \
+                             &t_);                                                \
         errno = e_;                                                               \
         int r_ = (call);                                                          \
         if (t_.slot >= 0) {                                                       \

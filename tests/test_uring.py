@@ -178,12 +178,34 @@ def _():
     res = uring("raw", "batch", env={"EPOLLFORK_DEBUG": "1"})
     check(res.rc == 0, res.describe())
     expect_silent(res)
-    dbg = [n["message"] for n in res.notices if "debug: io_uring" in n.get("message", "")]
-    check(len(dbg) == 1, "one debug line: %r" % res.notices)
-    nums = dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", dbg[0]))
+    nums = debug_counters(res)
     check(nums["rings"] == 1 and nums["enters"] == 1001 and nums["epoll_ctl_mod"] == 32000
           and nums["epoll_ctl_add"] == 1 and nums["sqes"] == 64001 and nums["failed"] == 0,
           "counters: %r" % nums)
+
+def debug_counters(res):
+    dbg = [n["message"] for n in res.notices if "debug: io_uring" in n.get("message", "")]
+    check(len(dbg) == 1, "one debug line: %r" % res.notices)
+    return dict((k, int(v)) for k, v in re.findall(r"(\w+)=(\d+)", dbg[0]))
+
+
+for _fl in FLAVOURS:
+    def _t(fl=_fl):
+        # what an enter submits is read before it runs, up to 64 changes; the
+        # rest after it: both parts judged, the same way
+        res = uring(fl, "many", env={"EPOLLFORK_DEBUG": "1"})
+        check(res.rc == 0 and "100 added and deleted" in res.stdout, res.describe())
+        expect_silent(res)
+        nums = debug_counters(res)
+        check(nums["epoll_ctl_add"] == 101 and nums["epoll_ctl_del"] == 100 and nums["failed"] == 0,
+              "counters: %r" % nums)
+        check(nums["read_before"] > 0 and nums["read_after"] > 0 and
+              nums["read_before"] + nums["read_after"] == 201, "before and after: %r" % nums)
+        res = uring(fl, "child-add", env={"EPOLLFORK_DEBUG": "1"})
+        nums = debug_counters(res)
+        check(nums["read_before"] == 1 and nums["read_after"] == 0,
+              "a small batch is read before its enter (liburing's tail too): %r" % nums)
+    case("uring/%s-changes-read-before-and-after-the-enter" % _fl)(_t)
 
 # ---------------------------------------------------------- Node 20, UV_USE_IO_URING=1
 

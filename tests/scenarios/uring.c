@@ -31,6 +31,8 @@
  * Other:
  *   sqpoll            an IORING_SETUP_SQPOLL ring: one notice, no crash
  *   batch N           N rounds of 32 NOPs and 32 EPOLL_CTL_MODs (the benchmark)
+ *   many N            one batch of N ADDs, then one of N DELs (more changes than
+ *                     the shim reads before an enter)
  */
 #include "scen.h"
 #include <signal.h>
@@ -429,6 +431,25 @@ static int batch(long rounds)
     return 0;
 }
 
+static int many(int n)
+{
+    int (*fds)[2] = calloc((size_t)n, sizeof *fds);
+    struct epoll_event *ev = calloc((size_t)n, sizeof *ev);
+    CHECK(fds && ev && n <= 200);
+    for (int i = 0; i < n; i++) {
+        CHECK(pipe(fds[i]) == 0);
+        ev[i].events = EPOLLIN;
+        ev[i].data.fd = fds[i][0];
+        ring_ctl(&R, ep, EPOLL_CTL_ADD, fds[i][0], &ev[i]);
+    }
+    CHECK(ring_run(&R) == 0);
+    for (int i = 0; i < n; i++)
+        ring_ctl(&R, ep, EPOLL_CTL_DEL, fds[i][0], NULL);
+    CHECK(ring_run(&R) == 0);
+    printf("%d added and deleted\n", n);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "child-del";
@@ -464,6 +485,8 @@ int main(int argc, char **argv)
     CHECK(ring_run(&R) == 0);
     if (!strcmp(mode, "batch"))
         return batch(argc > 2 ? atol(argv[2]) : 1000);
+    if (!strcmp(mode, "many"))
+        return many(argc > 2 ? atoi(argv[2]) : 100);
     if (!strcmp(mode, "stale") || !strcmp(mode, "stale-del-first"))
         return stale(!strcmp(mode, "stale-del-first"));
     if (!strncmp(mode, "shared-ring", 11) || !strncmp(mode, "ring-", 5) || !strcmp(mode, "own"))
