@@ -7,12 +7,14 @@
  * So the shim follows the rings the program sets up: io_uring_setup (through
  * libc's syscall(), or liburing's io_uring_setup/io_uring_queue_mmap), the
  * program's own mmap()s of the rings (IORING_OFF_SQ_RING, _CQ_RING, _SQES),
- * and every io_uring_enter.  Around an enter it notes the kernel's SQ head
- * and CQ tail; after it, the entries the kernel consumed are exactly those
- * between the head before and the head after (the program cannot reuse them
- * before the enter returns to it), read once each, and each
- * IORING_OP_EPOLL_CTL among them (epfd in `fd`, target in `off`, op in `len`,
- * events at `addr`) becomes the same event an epoll_ctl raises
+ * and every io_uring_enter.  Before an enter it reads the entries being
+ * submitted, between the kernel's SQ head and the program's tail (liburing's
+ * own tail when liburing submits), once, while they are in the cache, and
+ * copies out each IORING_OP_EPOLL_CTL (epfd in `fd`, target in `off`, op in
+ * `len`, events at `addr`); after it, the kernel's head says which of them
+ * it consumed (the program cannot reuse them before the enter returns: what
+ * was consumed beyond the part read before is read then).  Each becomes the
+ * same event an epoll_ctl raises
  * (ef_on_ctl_from_ring: the use check, the registration, the record on a
  * shared instance), with the enter's stack.  Its outcome is the CQE with its
  * user_data among those the enter posted; when none can be seen (reaped by
@@ -36,8 +38,8 @@
  * Every enter is also a use of the ring for shared-io-uring (ringshare.c).
  *
  * Cost.  A program that never sets up a ring pays a compare in the mmap,
- * munmap and syscall wrappers.  One that does pays, per enter, two loads
- * before and one pass over the consumed SQEs after (bench/run.sh: io_uring).
+ * munmap and syscall wrappers.  One that does pays, per enter, one pass over
+ * the entries it submits (bench/bench.py: 9a).
  */
 #define _GNU_SOURCE
 #include <linux/io_uring.h>
