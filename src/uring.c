@@ -45,7 +45,6 @@
 #include <linux/io_uring.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "rules.h"
