@@ -43,6 +43,7 @@
  */
 #define _GNU_SOURCE
 #include <linux/io_uring.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -353,6 +354,16 @@ struct liburing_ring {
     unsigned flags;
     int ring_fd;
 };
+
+/* The offsets of liburing 2.x on x86-64; tests/test_uring.py checks them
+ * against the installed liburing.h (uring/liburing-layout-is-the-shims). */
+_Static_assert(offsetof(struct liburing_ring, sq.sqes) == 56, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, sq.sqe_tail) == 68, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, sq.ring_sz) == 72, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, sq.ring_ptr) == 80, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, cq.ring_sz) == 160, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, cq.ring_ptr) == 168, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, ring_fd) == 196, "liburing layout");
 
 int ef_uring_liburing_fd(const void *ring)
 {

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 
 from harness import (case, check, build, run, expect_one, expect_stacks, expect_silent, functions,
-                     SCEN, BUILD)
+                     SCEN, BUILD, ROOT)
 
 
 def prog(flavour):
@@ -132,6 +132,26 @@ def _():
           text[-3000:])
     check("registered by EPOLL_CTL_ADD (an IORING_OP_EPOLL_CTL" in text, text[-3000:])
     check("before the shim was loaded" not in text, "the ADD is known:\n" + text[-3000:])
+
+@case("uring/liburing-layout-is-the-shims")
+def _():
+    """src/uring.c reads liburing's struct io_uring through a mirror of its
+    layout (offsets asserted there): the installed liburing.h must agree."""
+    src = os.path.join(BUILD, "tests", "liburing_layout.c")
+    os.makedirs(os.path.dirname(src), exist_ok=True)
+    with open(src, "w") as f:
+        f.write('#include <liburing.h>\n#include <stdio.h>\n#include <stddef.h>\n'
+                'int main(void) { printf("%zu %zu %zu %zu %zu %zu %zu\\n",'
+                ' offsetof(struct io_uring, sq.sqes), offsetof(struct io_uring, sq.sqe_tail),'
+                ' offsetof(struct io_uring, sq.ring_sz), offsetof(struct io_uring, sq.ring_ptr),'
+                ' offsetof(struct io_uring, cq.ring_sz), offsetof(struct io_uring, cq.ring_ptr),'
+                ' offsetof(struct io_uring, ring_fd)); return 0; }\n')
+    exe = build(src, out="liburing_layout")
+    out = subprocess.run([exe], capture_output=True, text=True).stdout.split()
+    with open(os.path.join(ROOT, "src", "uring.c")) as f:
+        mirror = re.findall(r"offsetof\(struct liburing_ring, [\w.]+\) == (\d+)", f.read())
+    check(out == mirror, "liburing.h says %s, src/uring.c's mirror %s" % (out, mirror))
+
 
 # ---------------------------------------------------------- what cannot be seen
 
