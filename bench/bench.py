@@ -9,7 +9,7 @@ row reports the median of the pair ratios with their min and max; the
 bare and shim columns are the medians of the raw figures.  Nothing is pinned.
 
 Usage: bench.py [--quick] [--only SUBSTR] [--markdown PATH]
-Groups for --only: mod close churn wait fork exec crossed-ctl memory nginx
+Groups for --only: mod close churn wait fork exec uring crossed-ctl memory nginx
 nginx-aa redis strace.  Results and the analysis behind them: bench/RESULTS.md.
 Run through `make bench` (bench/run.sh installs what this needs and builds
 build/bench/micro).  BENCH_QUICK=1 shortens every run and the number of pairs.

@@ -235,17 +235,18 @@ struct ef_uring_token {                      /* an enter, as seen before it ran 
 void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *caller);
 void ef_uring_on_mmap(void *addr, size_t len, int fd, long off);   /* after success */
 void ef_uring_on_munmap(void *addr, size_t len);                   /* before */
-/* liburing: the ring fd of a struct io_uring; io_uring_queue_mmap() done. */
-int ef_uring_liburing_fd(const void *ring);
-void ef_uring_on_liburing_mmap(int fd, const void *params, const void *ring, void *caller);
+/* liburing's io_uring_queue_mmap() done: the ring's mappings, as its struct
+ * io_uring says (wrap_uring.c reads them). */
+void ef_uring_on_liburing_mmap(int fd, const void *params, void *sq, size_t sq_len, void *cq,
+                               size_t cq_len, void *sqes, void *caller);
 void ef_uring_on_close(int fd);                                    /* before */
 void ef_uring_on_fork_prepare(void);
 /* Around io_uring_enter(fd, to_submit, ..., flags); reap: it also waits for
- * or takes completions; liburing: its struct io_uring when liburing submits
- * (its tail is not the kernel's yet), NULL for a raw enter.  end() only when
- * the token's slot is >= 0. */
-void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
-                          const void *liburing, struct ef_uring_token *t);
+ * or takes completions; tail_now: the program's SQ tail when the kernel's is
+ * not it yet (liburing hands its own over inside the call), -1 otherwise.
+ * end() only when the token's slot is >= 0. */
+void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap, long tail_now,
+                          struct ef_uring_token *t);
 void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller);
 void ef_uring_on_exit(void);
 

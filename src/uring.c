@@ -1,49 +1,33 @@
 /*
- * uring.c - io_uring: the IORING_OP_EPOLL_CTL a ring submits, and rings that
- * two processes use after a fork (shared-io-uring).
+ * uring.c - io_uring rings: the IORING_OP_EPOLL_CTL they submit (README
+ * "io_uring"; shared-io-uring is ringshare.c).
  *
- * Since libuv 1.45 every EPOLL_CTL_ADD and _MOD of a loop is an SQE of a
- * ring, submitted in batches by io_uring_enter; only DEL is a libc epoll_ctl.
- * So the shim follows the rings the program sets up: io_uring_setup (through
- * libc's syscall(), or liburing's io_uring_setup/io_uring_queue_mmap), the
- * program's own mmap()s of the rings (IORING_OFF_SQ_RING, _CQ_RING, _SQES),
- * and every io_uring_enter.  Before an enter it reads the entries being
- * submitted, between the kernel's SQ head and the program's tail (liburing's
- * own tail when liburing submits), once, while they are in the cache, and
- * copies out each IORING_OP_EPOLL_CTL (epfd in `fd`, target in `off`, op in
- * `len`, events at `addr`); after it, the kernel's head says which of them
- * it consumed (the program cannot reuse them before the enter returns: what
- * was consumed beyond the part read before is read then).  Each becomes the
- * same event an epoll_ctl raises
- * (ef_on_ctl_from_ring: the use check, the registration, the record on a
- * shared instance), with the enter's stack.  Its outcome is the CQE with its
- * user_data among those the enter posted; when none can be seen (reaped by
- * another thread, CQE_SKIP_SUCCESS, completed later), the kernel's own list
- * (/proc/self/fdinfo/EPFD) decides, and only an entry found there (or, for
- * DEL, gone from there) counts as a success.
+ * Since libuv 1.45 a loop's EPOLL_CTL_ADD and _MOD are SQEs of a ring.  The
+ * shim follows the rings the program sets up (io_uring_setup through
+ * syscall() or liburing, the program's own mmaps of the ring fd, liburing's
+ * io_uring_queue_mmap) and every io_uring_enter.  Before an enter it reads
+ * the entries being submitted, from the kernel's SQ head to the program's
+ * tail (liburing's own tail when liburing submits), once, while they are in
+ * the cache, copying out each IORING_OP_EPOLL_CTL (epfd in `fd`, target in
+ * `off`, op in `len`, events at `addr`); after it, the kernel's head says
+ * which were consumed (what was consumed beyond the part read before is read
+ * then).  Each becomes the event an epoll_ctl raises (ef_on_ctl_from_ring:
+ * the use check, the registration, the record), with the enter's stack.  Its
+ * outcome is the CQE with its user_data among those the enter posted, else
+ * the kernel's list (/proc/self/fdinfo/EPFD): only an entry found there (for
+ * DEL, gone) counts as a success.
  *
- * Everything read from the rings is memory the program mapped and the kernel
- * writes: the offsets come from io_uring_params and are checked against the
- * lengths of the mappings, head, tail and indexes are masked and checked
- * before indexing, and each SQE is copied before use.  The events pointer of
- * an SQE is read only after the kernel accepted it (a CQE with res 0: the
- * kernel copied from it at submission); otherwise fdinfo gives the events.
- *
- * What cannot be seen is said once per process, never skipped silently:
- * SQPOLL rings (a kernel thread takes the submissions), enters through a
- * registered ring fd, rings set up where the shim cannot see (raw syscall
- * instructions, a static liburing: found by their fds at the first fork),
- * and rings whose submission queue memory was mapped out of sight.
- *
- * Every enter is also a use of the ring for shared-io-uring (ringshare.c).
- *
- * Cost.  A program that never sets up a ring pays a compare in the mmap,
- * munmap and syscall wrappers.  One that does pays, per enter, one pass over
- * the entries it submits (bench/bench.py: 9a).
+ * Ring memory is the program's and the kernel's: offsets from io_uring_params
+ * are checked against the mappings' lengths, indexes before indexing, each
+ * change is copied out of its SQE before use, and `addr` is read only after
+ * the kernel accepted it (a CQE with res 0: it copied from there).  What
+ * cannot be seen (SQPOLL, registered ring fds, rings set up out of sight,
+ * queues mapped out of sight) is said once per process.  Cost: a compare in
+ * the syscall, mmap and munmap wrappers until a ring exists; then one pass
+ * over what each enter submits (bench/bench.py: 9a).
  */
 #define _GNU_SOURCE
 #include <linux/io_uring.h>
-#include <stddef.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -110,6 +94,12 @@ static int notice_once(uint32_t bit)
         atomic_store(&noticed_pid, me);
     }
     return !(atomic_fetch_or(&noticed, bit) & bit);
+}
+
+/* Said already, by this process? */
+static int noticed_here(uint32_t bit)
+{
+    return atomic_load(&noticed_pid) == ef_self.pid && (atomic_load(&noticed) & bit);
 }
 
 #define BLIND "its IORING_OP_EPOLL_CTL submissions are not seen (notice given once per process)"
@@ -331,57 +321,13 @@ void ef_uring_on_munmap(void *addr, size_t len)
     }
 }
 
-/* liburing's struct io_uring (liburing.h, the same layout since 2.0: its
- * inline functions are ABI).  Only what io_uring_queue_mmap() wrote is read. */
-struct liburing_sq {
-    unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *kdropped, *array;
-    void *sqes;
-    unsigned sqe_head, sqe_tail;
-    size_t ring_sz;
-    void *ring_ptr;
-    unsigned ring_mask, ring_entries, pad[2];
-};
-struct liburing_cq {
-    unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *koverflow;
-    void *cqes;
-    size_t ring_sz;
-    void *ring_ptr;
-    unsigned ring_mask, ring_entries, pad[2];
-};
-struct liburing_ring {
-    struct liburing_sq sq;
-    struct liburing_cq cq;
-    unsigned flags;
-    int ring_fd;
-};
-
-/* The offsets of liburing 2.x on x86-64; tests/test_uring.py checks them
- * against the installed liburing.h (uring/liburing-layout-is-the-shims). */
-_Static_assert(offsetof(struct liburing_ring, sq.sqes) == 56, "liburing layout");
-_Static_assert(offsetof(struct liburing_ring, sq.sqe_tail) == 68, "liburing layout");
-_Static_assert(offsetof(struct liburing_ring, sq.ring_sz) == 72, "liburing layout");
-_Static_assert(offsetof(struct liburing_ring, sq.ring_ptr) == 80, "liburing layout");
-_Static_assert(offsetof(struct liburing_ring, cq.ring_sz) == 160, "liburing layout");
-_Static_assert(offsetof(struct liburing_ring, cq.ring_ptr) == 168, "liburing layout");
-_Static_assert(offsetof(struct liburing_ring, ring_fd) == 196, "liburing layout");
-
-int ef_uring_liburing_fd(const void *ring)
-{
-    return ((const struct liburing_ring *)ring)->ring_fd;
-}
-
-/* The tail liburing will hand the kernel at its next submit. */
-static uint32_t ef_uring_liburing_tail(const void *ring)
-{
-    return ((const volatile struct liburing_ring *)ring)->sq.sqe_tail;
-}
-
 /* liburing set up a ring (its setup and mmaps are raw syscalls inside the
- * library; io_uring_queue_mmap is where it hands them over). */
-void ef_uring_on_liburing_mmap(int fd, const void *params, const void *ring, void *caller)
+ * library; io_uring_queue_mmap is where it hands them over: wrap_uring.c
+ * reads them out of its struct io_uring). */
+void ef_uring_on_liburing_mmap(int fd, const void *params, void *sq, size_t sq_len, void *cq,
+                               size_t cq_len, void *sqes, void *caller)
 {
     const struct io_uring_params *p = params;
-    const struct liburing_ring *lr = ring;
     struct ring *g = ring_of_fd(fd);
     if (!g) {
         ef_uring_on_setup(fd, params, EF_RING_LIBURING, caller);
@@ -389,11 +335,11 @@ void ef_uring_on_liburing_mmap(int fd, const void *params, const void *ring, voi
     }
     if (!g)
         return;
-    g->sq_map = lr->sq.ring_ptr;
-    g->sq_len = lr->sq.ring_sz;
-    g->cq_map = lr->cq.ring_ptr;
-    g->cq_len = lr->cq.ring_sz;
-    g->sqe_map = lr->sq.sqes;
+    g->sq_map = sq;
+    g->sq_len = sq_len;
+    g->cq_map = cq;
+    g->cq_len = cq_len;
+    g->sqe_map = sqes;
     g->sqe_len = (size_t)p->sq_entries * (p->flags & IORING_SETUP_SQE128 ? 128 : 64);
     check_maps(g);
 }
@@ -441,7 +387,7 @@ void ef_uring_on_fork_prepare(void)
         }
     if (atomic_load(&scanned) != ef_self.pid) {
         atomic_store(&scanned, ef_self.pid);
-        if (!(atomic_load(&noticed) & N_UNSEEN) || atomic_load(&noticed_pid) != ef_self.pid)
+        if (!noticed_here(N_UNSEEN))
             ef_procfs_fds(0, unseen_ring, NULL);
     }
 }
@@ -501,8 +447,9 @@ static int quiet_epfd(struct ring *g, int epfd)
 /* Its outcome: the CQE with its user_data among those the enter posted
  * (*cursor: where the search starts; completions come in submission order,
  * so a whole batch is one pass), else the kernel's own list. */
-static int outcome(const struct ring *g, const struct ef_uring_token *t, const struct ef_uring_ctl *c,
-                   uint32_t cqend, uint32_t *cursor, struct epoll_event *ev)
+static int outcome(const struct ring *g, const struct ef_uring_token *t,
+                   const struct ef_uring_ctl *c, uint32_t cqend, uint32_t *cursor,
+                   struct epoll_event *ev)
 {
     uint32_t n = cqend - t->cqtail;
     for (uint32_t k = 0; k < n; k++) {
@@ -587,8 +534,8 @@ static uint32_t collect(struct ring *g, uint32_t from, uint32_t to, struct ef_ur
 
 /* What an enter will submit, read before it runs: the program has just
  * written those entries (they are in its cache, and ours). */
-void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
-                          const void *liburing, struct ef_uring_token *t)
+void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap, long tail_now,
+                          struct ef_uring_token *t)
 {
     t->slot = -1;
     if (!ef_tracking() || !ef_enter())
@@ -602,9 +549,7 @@ void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
     }
     struct ring *g = ring_of_fd(fd);
     if (!g) {
-        char link[64];
-        if (!(atomic_load(&noticed) & N_UNSEEN) && ef_procfs_fd_link(0, fd, link, sizeof link) > 0 &&
-            !strcmp(link, "anon_inode:[io_uring]"))
+        if (!noticed_here(N_UNSEEN))
             unseen_ring(fd, NULL); /* an enter on a ring whose setup we never saw */
         return;
     }
@@ -625,8 +570,8 @@ void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap,
     t->head = atomic_load_explicit(g->khead, memory_order_acquire);
     t->cqtail = atomic_load_explicit(g->cqtail, memory_order_acquire);
     /* the program's tail: the kernel's, or the one liburing is about to give it */
-    uint32_t tail = liburing ? ef_uring_liburing_tail(liburing)
-                             : atomic_load_explicit(g->ktail, memory_order_acquire);
+    uint32_t tail = tail_now >= 0 ? (uint32_t)tail_now
+                                  : atomic_load_explicit(g->ktail, memory_order_acquire);
     if (tail - t->head > g->entries)
         tail = t->head; /* does not hold together: read after the enter, if anything */
     t->upto = collect(g, t->head, tail, t->ctl, EF_URING_PRE, &t->nctl);

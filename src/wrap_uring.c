@@ -19,6 +19,7 @@
 #define syscall ef_libc_syscall_prototype_
 #include <dlfcn.h>
 #include <errno.h>
+#include <stddef.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -47,7 +48,7 @@ static inline int active(void)
     do {                                                                          \
         struct ef_uring_token t_;                                                 \
         int e_ = errno;                                                           \
-        ef_uring_enter_begin((fd), (to_submit), (flags), (reap), NULL, &t_);      \
+        ef_uring_enter_begin((fd), (to_submit), (flags), (reap), -1, &t_);        \
         errno = e_;                                                               \
         long r_ = (call);                                                         \
         if (t_.slot >= 0) {                                                       \
@@ -139,6 +140,45 @@ EXPORT int munmap(void *addr, size_t len)
  * mappings in struct io_uring), and each submit or wait is an enter.  They
  * are looked up on first use (the program may never load liburing); one
  * that calls another is seen once (in_liburing). */
+/* liburing's struct io_uring (liburing.h, the same layout since 2.0: its
+ * inline functions are ABI).  Only what io_uring_queue_mmap() wrote and the
+ * tail liburing hands the kernel at its next submit are read. */
+struct liburing_sq {
+    unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *kdropped, *array;
+    void *sqes;
+    unsigned sqe_head, sqe_tail;
+    size_t ring_sz;
+    void *ring_ptr;
+    unsigned ring_mask, ring_entries, pad[2];
+};
+struct liburing_cq {
+    unsigned *khead, *ktail, *kring_mask, *kring_entries, *kflags, *koverflow;
+    void *cqes;
+    size_t ring_sz;
+    void *ring_ptr;
+    unsigned ring_mask, ring_entries, pad[2];
+};
+struct liburing_ring {
+    struct liburing_sq sq;
+    struct liburing_cq cq;
+    unsigned flags;
+    int ring_fd;
+};
+/* The offsets of liburing 2.x on x86-64; tests/test_uring.py checks them
+ * against the installed liburing.h (uring/liburing-layout-is-the-shims). */
+_Static_assert(offsetof(struct liburing_ring, sq.sqes) == 56, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, sq.sqe_tail) == 68, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, sq.ring_sz) == 72, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, sq.ring_ptr) == 80, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, cq.ring_sz) == 160, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, cq.ring_ptr) == 168, "liburing layout");
+_Static_assert(offsetof(struct liburing_ring, ring_fd) == 196, "liburing layout");
+
+static int ring_fd_of(const void *ring)
+{
+    return ((const struct liburing_ring *)ring)->ring_fd;
+}
+
 static EF_TLS int in_liburing;
 #define LIBURING(name, ...)                                                       \
     static int (*p_)(__VA_ARGS__);                                                \
@@ -157,8 +197,8 @@ static EF_TLS int in_liburing;
         in_liburing++;                                                            \
         struct ef_uring_token t_;                                                 \
         int e_ = errno;                                                           \
-        ef_uring_enter_begin(ef_uring_liburing_fd(ring), (submit), 0, (reap), (ring), \
-                             &t_);                                                \
+        const volatile struct liburing_ring *lr_ = (ring);                        \
+        ef_uring_enter_begin(lr_->ring_fd, (submit), 0, (reap), lr_->sq.sqe_tail, &t_); \
         errno = e_;                                                               \
         int r_ = (call);                                                          \
         if (t_.slot >= 0) {                                                       \
@@ -207,7 +247,9 @@ EXPORT int io_uring_queue_mmap(int fd, void *p, void *ring)
     int r = p_(fd, p, ring);
     if (r == 0 && active()) {
         int e = errno;
-        ef_uring_on_liburing_mmap(fd, p, ring, CALLER);
+        const struct liburing_ring *r_ = ring;
+        ef_uring_on_liburing_mmap(fd, p, r_->sq.ring_ptr, r_->sq.ring_sz, r_->cq.ring_ptr,
+                                  r_->cq.ring_sz, r_->sq.sqes, CALLER);
         errno = e;
     }
     return r;
@@ -221,7 +263,7 @@ EXPORT void io_uring_queue_exit(void *ring)
                          __ATOMIC_RELEASE);
     if (active()) { /* liburing unmaps and closes with raw syscalls */
         int e = errno;
-        ef_uring_on_close(ef_uring_liburing_fd(ring));
+        ef_uring_on_close(ring_fd_of(ring));
         errno = e;
     }
     if (q_)
