@@ -43,9 +43,17 @@ static inline int active(void)
     return EF_LIKELY(!ef_opt.disable);
 }
 
+/* This thread is inside a ring call we see: one that calls another (a
+ * liburing function calling another through the PLT, a library's own
+ * io_uring_enter calling syscall()) is seen once. */
+static EF_TLS int in_ring_call;
+
 /* Around one io_uring_enter: what it will submit before, what it did after. */
 #define AROUND_ENTER(fd, to_submit, flags, reap, call, caller)                    \
     do {                                                                          \
+        if (in_ring_call)                                                         \
+            return (call);                                                        \
+        in_ring_call++;                                                           \
         struct ef_uring_token t_;                                                 \
         int e_ = errno;                                                           \
         ef_uring_enter_begin((fd), (to_submit), (flags), (reap), -1, &t_);        \
@@ -56,13 +64,14 @@ static inline int active(void)
             ef_uring_enter_end(&t_, r_, (caller));                                \
             errno = e_;                                                           \
         }                                                                         \
+        in_ring_call--;                                                           \
         return r_;                                                                \
     } while (0)
 
 __attribute__((noinline)) static long uring_syscall(long n, long a, long b, long c, long d,
                                                     long e, long f, void *caller)
 {
-    if (!active())
+    if (!active() || in_ring_call)
         return ef_real.syscall(n, a, b, c, d, e, f);
     if (n == SYS_io_uring_setup) {
         long r = ef_real.syscall(n, a, b, c, d, e, f);
@@ -139,7 +148,7 @@ EXPORT int munmap(void *addr, size_t len)
  * shim wraps those: io_uring_queue_mmap hands over a ring (fd, params, the
  * mappings in struct io_uring), and each submit or wait is an enter.  They
  * are looked up on first use (the program may never load liburing); one
- * that calls another is seen once (in_liburing). */
+ * that calls another is seen once (in_ring_call). */
 /* liburing's struct io_uring (liburing.h, the same layout since 2.0: its
  * inline functions are ABI).  Only what io_uring_queue_mmap() wrote and the
  * tail liburing hands the kernel at its next submit are read. */
@@ -179,7 +188,6 @@ static int ring_fd_of(const void *ring)
     return ((const struct liburing_ring *)ring)->ring_fd;
 }
 
-static EF_TLS int in_liburing;
 #define LIBURING(name, ...)                                                       \
     static int (*p_)(__VA_ARGS__);                                                \
     if (!p_)                                                                      \
@@ -192,9 +200,9 @@ static EF_TLS int in_liburing;
  * (`reap`), on ring: seen as an enter unless it runs inside another. */
 #define AROUND_LIBURING(ring, submit, reap, call)                                 \
     do {                                                                          \
-        if (in_liburing || !active())                                             \
+        if (in_ring_call || !active())                                            \
             return (call);                                                        \
-        in_liburing++;                                                            \
+        in_ring_call++;                                                           \
         struct ef_uring_token t_;                                                 \
         int e_ = errno;                                                           \
         const volatile struct liburing_ring *lr_ = (ring);                        \
@@ -206,14 +214,18 @@ static EF_TLS int in_liburing;
             ef_uring_enter_end(&t_, r_, CALLER);                                  \
             errno = e_;                                                           \
         }                                                                         \
-        in_liburing--;                                                            \
+        in_ring_call--;                                                           \
         return r_;                                                                \
     } while (0)
 
 EXPORT int io_uring_setup(unsigned entries, void *p)
 {
     LIBURING("io_uring_setup", unsigned, void *);
+    if (in_ring_call)
+        return p_(entries, p);
+    in_ring_call++;
     int r = p_(entries, p);
+    in_ring_call--;
     if (r >= 0 && active()) {
         int e = errno;
         ef_uring_on_setup(r, p, EF_RING_LIBURING, CALLER);
