@@ -233,13 +233,49 @@ for _fl in FLAVOURS:
 NODE_SCRIPT = os.path.join(SCEN, "node_uring.js")
 
 
-@case("uring/node-io-uring-unchanged-and-seen")
-def _():
+def node_with_uring():
+    """node, when its libuv sends epoll_ctl through io_uring (1.45+); None
+    (and why, printed) otherwise."""
     node = shutil.which("node")
     check(node, "node is not installed (tests/run.sh installs nodejs)")
     uv = subprocess.run([node, "-p", "process.versions.uv"], capture_output=True, text=True).stdout.strip()
     if tuple(int(x) for x in uv.split(".")[:2]) < (1, 45):
         print("    (node's libuv %s has no io_uring epoll_ctl: nothing to see)" % uv)
+        return None
+    return node
+
+
+for _mode in ("skip", "loopfork"):
+    def _t(mode=_mode):
+        node = node_with_uring()
+        if not node:
+            return
+        if not os.path.exists("/usr/include/node/node_api.h"):
+            print("    (no Node headers in /usr/include/node: the addon cannot be built)")
+            return
+        addon = build("node_forkwatch.c", shared=True, flags=["-I/usr/include/node"])
+        res = run([node, os.path.join(SCEN, "node_forkwatch.js"), addon, mode],
+                  env={"UV_USE_IO_URING": "1"}, timeout=60)
+        check(res.rc == 0 and "child exit 0" in res.stdout and "parent done" in res.stdout,
+              res.describe())
+        if mode == "loopfork":
+            expect_silent(res, "the child called uv_loop_fork")
+            return
+        ring = [r for r in res.kinds() if r["via"] == "io_uring"]
+        check(len(ring) == 1, "one change through the ring reported:\n" + res.describe())
+        r = ring[0]
+        check(r["op"] == "EPOLL_CTL_ADD" and r["pid"] == r["owner_pid"] != r["modifier_pid"], "%r" % r)
+        check("uv__epoll_ctl_flush" in functions(r["stacks"]["call"]), "libuv's own frames: %r"
+              % functions(r["stacks"]["call"]))
+        check(len(res.kinds("shared-io-uring")) == 1, "the ring is shared too:\n" + res.describe())
+    case("uring/node-child-%s" % {"skip": "skips-uv_loop_fork-reported",
+                                  "loopfork": "calls-uv_loop_fork-silent"}[_mode])(_t)
+
+
+@case("uring/node-io-uring-unchanged-and-seen")
+def _():
+    node = node_with_uring()
+    if not node:
         return
     env = {"UV_USE_IO_URING": "1"}
     bare = run([node, NODE_SCRIPT], shim=False, env=env, timeout=60)
