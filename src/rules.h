@@ -240,6 +240,7 @@ void ef_uring_on_munmap(void *addr, size_t len);                   /* before */
 void ef_uring_on_liburing_mmap(int fd, const void *params, void *sq, size_t sq_len, void *cq,
                                size_t cq_len, void *sqes, void *caller);
 void ef_uring_on_close(int fd);                                    /* before */
+void ef_uring_on_close_range(unsigned lo, unsigned hi);            /* before */
 void ef_uring_on_fork_prepare(void);
 /* Around io_uring_enter(fd, to_submit, ..., flags); reap: it also waits for
  * or takes completions; tail_now: the program's SQ tail when the kernel's is

@@ -344,6 +344,18 @@ void ef_uring_on_liburing_mmap(int fd, const void *params, void *sq, size_t sq_l
     check_maps(g);
 }
 
+/* close_range, closefrom: every ring whose fd is in [lo, hi]. */
+void ef_uring_on_close_range(unsigned lo, unsigned hi)
+{
+    if (!ef_tracking() || !ef_enter())
+        return;
+    for (int i = 0; i < NRING; i++) {
+        struct ring *g = &rings[i];
+        if (atomic_load(&g->state) == SLOT_LIVE && (unsigned)g->fd >= lo && (unsigned)g->fd <= hi)
+            drop(g);
+    }
+}
+
 void ef_uring_on_close(int fd)
 {
     struct ring *g = ring_of_fd(fd);

@@ -247,6 +247,9 @@ EXPORT int close_range(unsigned lo, unsigned hi, int flags)
         before_fd2_changes(2);
     int e = errno;
     ef_on_close_range(lo, hi, flags, CALLER);
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_uring_nrings, memory_order_relaxed)) &&
+        !(flags & CLOSE_RANGE_CLOEXEC))
+        ef_uring_on_close_range(lo, hi);
     errno = e;
     if (flags & CLOSE_RANGE_CLOEXEC)
         return ef_real.close_range(lo, hi, flags); /* ours are close-on-exec anyway */
@@ -263,6 +266,8 @@ EXPORT void closefrom(int lo)
     if (lo <= 2)
         before_fd2_changes(2);
     ef_on_close_range((unsigned)lo, ~0u, 0, CALLER);
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_uring_nrings, memory_order_relaxed)))
+        ef_uring_on_close_range((unsigned)lo, ~0u);
     int own[4];
     int n = ef_fd_owned_list(own, 4), top = -1;
     for (int i = 0; i < n; i++)

@@ -109,7 +109,7 @@ for _fl in FLAVOURS:
             check(r["site"].startswith("ring_"), "site: %r" % r["site"])
         case("uring/%s-%s-reported-once" % (_fl, _mode))(_t)
 
-    for _mode in ("ring-closeonly", "ring-exec", "ring-parentonly"):
+    for _mode in ("ring-closeonly", "ring-closerange", "ring-exec", "ring-parentonly"):
         def _t(fl=_fl, mode=_mode):
             res = uring(fl, mode)
             check(res.rc == 0, res.describe())

@@ -23,6 +23,7 @@
  *   closeonly         the child only closes the inherited ring and epoll
  *   stale-del-first   DEL through the ring, then close, while the child holds a copy
  *   ring-closeonly    the child unmaps and closes the ring; the parent goes on using it
+ *   ring-closerange   the child closes every fd from 3 up (close_range)
  *   ring-exec         the child execs /bin/true; the parent goes on using the ring
  *   ring-parentonly   only the parent uses the ring after the fork
  * Notices (uring_raw only):
@@ -396,6 +397,8 @@ static int ring_modes(const char *mode)
             child_reaps();
         else if (!strcmp(mode, "ring-closeonly"))
             ring_close(&R);
+        else if (!strcmp(mode, "ring-closerange"))
+            close_range(3, ~0U, 0);
         else if (!strcmp(mode, "ring-exec"))
             execl("/bin/true", "true", (char *)NULL);
         else if (!strcmp(mode, "own"))
