@@ -18,9 +18,10 @@
 
 #include "ef.h"
 
-/* glibc's syscall() already returns -1 and sets errno on failure, so there is
- * nothing to decode: turning its -1 into errno = 1 made every failing fallback
- * report EPERM (a library constructor's close(-1) before our constructor ran;
+/* The fallbacks' raw syscall (ef_sys6, below) already returns -1 and sets
+ * errno on failure, as glibc's syscall() does, so there is nothing to decode:
+ * turning a -1 into errno = 1 made every failing fallback report EPERM (a
+ * library constructor's close(-1) before our constructor ran;
  * tests/scenarios/ctor_lib.c).  Kept as the one place the fallbacks return. */
 static long fb_ret(long r)
 {
