@@ -309,7 +309,10 @@ struct ef_ring {
     uint32_t last_what;         /* enum ef_ring_use */
     _Atomic int32_t users[EF_RING_USERS];  /* processes that used it after it crossed */
 };
-enum ef_ring_how { EF_RING_SYSCALL = 0, EF_RING_LIBURING = 1, EF_RING_LIBURING_MMAP = 2 };
+/* How a ring was set up: io_uring_setup through syscall() or liburing's own
+ * io_uring_setup(), or liburing's io_uring_queue_init*() (seen at its
+ * io_uring_queue_mmap). */
+enum ef_ring_how { EF_RING_SYSCALL = 0, EF_RING_LIBURING_SETUP = 1, EF_RING_LIBURING_QUEUE = 2 };
 enum ef_ring_use { EF_RING_SUBMIT = 0, EF_RING_REAP = 1, EF_RING_SUBMIT_REAP = 2 };
 
 struct ef_depot_slot {

@@ -482,9 +482,14 @@ static int uring_stacks(const struct ef_report *r, struct ef_stack_desc *s)
     fork_desc(r, &s[n++], "where the ring became shared");
     desc(&s[n], EF_ST_CREATE, "set up before the shim was loaded, or where it could not see: "
                               "no stack");
-    ef_fmt(s[n].title, sizeof s[n].title,
-           "the ring set up by io_uring_setup(entries=%u, flags=0x%x) = %d in process %d:",
-           r->ring_entries, r->ring_flags, r->create_fd, r->owner_pid);
+    if (r->create_how == EF_RING_LIBURING_QUEUE)
+        ef_fmt(s[n].title, sizeof s[n].title,
+               "the ring set up by liburing's io_uring_queue_init (entries=%u, flags=0x%x, fd %d) "
+               "in process %d:", r->ring_entries, r->ring_flags, r->create_fd, r->owner_pid);
+    else
+        ef_fmt(s[n].title, sizeof s[n].title,
+               "the ring set up by io_uring_setup(entries=%u, flags=0x%x) = %d in process %d:",
+               r->ring_entries, r->ring_flags, r->create_fd, r->owner_pid);
     n++;
     desc(&s[n], EF_ST_USE, "stack not recorded");
     ef_fmt(s[n].title, sizeof s[n].title, "the other process's use: io_uring_enter (%s) on fd %d "

@@ -105,6 +105,7 @@ static void report(uint32_t idx, uint32_t uid, int fd, struct ef_ring *R,
     r.ring_use = what;
     r.owner_pid = R->owner_pid;
     r.create_fd = R->setup_fd;
+    r.create_how = (int)R->setup_how;
     r.ring_entries = R->setup_entries;
     r.ring_flags = R->setup_flags;
     r.stacks[EF_ST_CREATE] = R->setup_stack;

@@ -330,7 +330,7 @@ void ef_uring_on_liburing_mmap(int fd, const void *params, void *sq, size_t sq_l
     const struct io_uring_params *p = params;
     struct ring *g = ring_of_fd(fd);
     if (!g) {
-        ef_uring_on_setup(fd, params, EF_RING_LIBURING, caller);
+        ef_uring_on_setup(fd, params, EF_RING_LIBURING_QUEUE, caller);
         g = ring_of_fd(fd);
     }
     if (!g)

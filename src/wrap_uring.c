@@ -228,7 +228,7 @@ EXPORT int io_uring_setup(unsigned entries, void *p)
     in_ring_call--;
     if (r >= 0 && active()) {
         int e = errno;
-        ef_uring_on_setup(r, p, EF_RING_LIBURING, CALLER);
+        ef_uring_on_setup(r, p, EF_RING_LIBURING_SETUP, CALLER);
         errno = e;
     }
     return r;
