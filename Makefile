@@ -22,9 +22,9 @@ GROUND_SRCS := src/util.c src/emit.c src/real.c src/guard.c src/options.c src/pr
                src/fdtable.c src/log.c src/registry.c src/symbolize.c src/pyframes.c src/stack.c \
                src/record.c src/suppress.c src/journal.c src/report.c
 RULES_SRCS := src/hold.c src/interest.c src/copy.c src/repair.c src/stale.c src/execleak.c \
-              src/track.c
+              src/track.c src/ringshare.c src/uring.c
 CORE_SRCS := $(GROUND_SRCS) $(RULES_SRCS)
-LIB_SRCS := src/wrap.c src/init.c $(CORE_SRCS)
+LIB_SRCS := src/wrap.c src/wrap_uring.c src/init.c $(CORE_SRCS)
 ASM_SRCS := src/vfork_x86_64.S
 HDRS := src/ef.h src/rules.h src/procfs.h include/epollfork.h include/epollfork_version.h
 # The one source of the version (include/epollfork_version.h).

@@ -9,7 +9,7 @@ row reports the median of the pair ratios with their min and max; the
 bare and shim columns are the medians of the raw figures.  Nothing is pinned.
 
 Usage: bench.py [--quick] [--only SUBSTR] [--markdown PATH]
-Groups for --only: mod close churn wait fork exec py-churn crossed-ctl repair memory
+Groups for --only: mod close churn wait fork exec py-churn uring crossed-ctl repair memory
 nginx nginx-aa redis ps strace (ps: epollfork-ps over a loaded host, not the shim).  Results and
 the analysis behind them: bench/RESULTS.md.
 Run through `make bench` (bench/run.sh installs what this needs and builds
@@ -676,6 +676,12 @@ def main():
                       "py-churn", n(60000), C, pm, 1.10),
             micro_row("(split) the same, shim with EPOLLFORK_DISABLE=1", "py-churn", n(60000),
                       C, pm, None, disabled_env)]),
+        ("uring", lambda: [
+            micro_row("9a. io_uring: one enter of 32 NOPs + 32 EPOLL_CTL MODs", "uring", n(40000),
+                      C, pm, 1.05),
+            micro_row("(extra) io_uring: 32 NOPs + 16 EPOLL_CTL ADDs + 16 DELs", "uring-adddel",
+                      n(20000), C, pm, None),
+            micro_row("9b. syscall(SYS_getppid): not io_uring", "syscall", n(300000), C, pm, 1.02)]),
         ("crossed-ctl", lambda: [micro_row("(extra) epoll_ctl MOD, crossed, child holds it",
                                            "mod-crossed", n(300000), C, pm, None)]),
         ("repair", lambda: [

@@ -31,6 +31,11 @@
  *                             that a freshly forked child holds (the fork and the
  *                             child's exit untimed): under EPOLLFORK_REPAIR=1 the
  *                             MOD first copies the instance (src/repair.c)
+ *   micro uring N [C]         one io_uring_enter submitting 32 NOPs and 32
+ *                             IORING_OP_EPOLL_CTL MODs, and reaping them (the
+ *                             way libuv 1.45+ drives its ring: syscall(), mmap)
+ *   micro uring-adddel N [C]  the same with 16 ADDs and 16 DELs instead of MODs
+ *   micro syscall N [C]       syscall(SYS_getppid): any number but io_uring's
  *   micro rss                 VmRSS/RssAnon/RssFile/RssShmem at three stages
  */
 #define _GNU_SOURCE
@@ -39,10 +44,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/io_uring.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -331,6 +339,110 @@ static int rss_mode(void)
     return 0;
 }
 
+/* ---------------------------------------------------------------- io_uring */
+
+static struct {
+    int fd;
+    unsigned *khead, *ktail, *kmask, *array, *cqhead, *cqtail, *cqmask;
+    struct io_uring_sqe *sqes;
+    struct io_uring_cqe *cqes;
+} ring;
+static int uring_fds[32];
+static struct epoll_event uring_ev[32];
+
+static void setup_ring(void)
+{
+    struct io_uring_params p;
+    memset(&p, 0, sizeof p);
+    ring.fd = (int)syscall(__NR_io_uring_setup, 256, &p);
+    if (ring.fd < 0)
+        die("io_uring_setup");
+    size_t sqlen = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    size_t cqlen = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    size_t len = sqlen > cqlen ? sqlen : cqlen;
+    char *sq = mmap(0, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring.fd,
+                    IORING_OFF_SQ_RING);
+    ring.sqes = mmap(0, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_POPULATE, ring.fd, IORING_OFF_SQES);
+    if (sq == MAP_FAILED || ring.sqes == MAP_FAILED)
+        die("mmap of the ring");
+    ring.khead = (unsigned *)(sq + p.sq_off.head);
+    ring.ktail = (unsigned *)(sq + p.sq_off.tail);
+    ring.kmask = (unsigned *)(sq + p.sq_off.ring_mask);
+    ring.array = (unsigned *)(sq + p.sq_off.array);
+    ring.cqhead = (unsigned *)(sq + p.cq_off.head);
+    ring.cqtail = (unsigned *)(sq + p.cq_off.tail);
+    ring.cqmask = (unsigned *)(sq + p.cq_off.ring_mask);
+    ring.cqes = (struct io_uring_cqe *)(sq + p.cq_off.cqes);
+    for (int i = 0; i < 32; i++) {
+        if ((uring_fds[i] = eventfd(0, EFD_CLOEXEC)) < 0)
+            die("eventfd");
+        uring_ev[i].events = EPOLLIN;
+        uring_ev[i].data.u64 = (uint64_t)i;
+    }
+}
+
+static struct io_uring_sqe *sqe(unsigned *tail, int op, uint64_t data)
+{
+    unsigned idx = *tail & *ring.kmask;
+    ring.array[idx] = idx;
+    struct io_uring_sqe *s = &ring.sqes[idx];
+    memset(s, 0, sizeof *s);
+    s->opcode = (unsigned char)op;
+    s->user_data = data;
+    (*tail)++;
+    return s;
+}
+
+static void ctl_sqe(unsigned *tail, int op, int i)
+{
+    struct io_uring_sqe *s = sqe(tail, IORING_OP_EPOLL_CTL, (uint64_t)op << 32 | (unsigned)i);
+    s->fd = ep;
+    s->off = (unsigned)uring_fds[i];
+    s->len = (unsigned)op;
+    s->addr = op == EPOLL_CTL_DEL ? 0 : (uintptr_t)&uring_ev[i];
+}
+
+/* One batch: what libuv's uv__epoll_ctl_flush does, 64 entries. */
+static void uring_batch(int adddel)
+{
+    unsigned tail = *ring.ktail;
+    for (int i = 0; i < 32; i++) {
+        sqe(&tail, IORING_OP_NOP, 0xff);
+        if (!adddel)
+            ctl_sqe(&tail, EPOLL_CTL_MOD, i);
+        else
+            ctl_sqe(&tail, i < 16 ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, i % 16);
+    }
+    __atomic_store_n(ring.ktail, tail, __ATOMIC_RELEASE);
+    if (syscall(__NR_io_uring_enter, ring.fd, 64, 64, IORING_ENTER_GETEVENTS, NULL, 0) != 64)
+        die("io_uring_enter");
+    unsigned head = *ring.cqhead, end = __atomic_load_n(ring.cqtail, __ATOMIC_ACQUIRE);
+    for (; head != end; head++)
+        if (ring.cqes[head & *ring.cqmask].res < 0)
+            die("an IORING_OP_EPOLL_CTL failed");
+    __atomic_store_n(ring.cqhead, head, __ATOMIC_RELEASE);
+}
+
+static void op_uring(long n)
+{
+    for (long i = 0; i < n; i++)
+        uring_batch(0);
+}
+
+static void op_uring_adddel(long n)
+{
+    for (long i = 0; i < n; i++)
+        uring_batch(1);
+}
+
+static void op_syscall(long n)
+{
+    for (long i = 0; i < n; i++)
+        if (syscall(SYS_getppid) <= 0)
+            die("getppid");
+}
+
 /* ---------------------------------------------------------------- main */
 
 struct mode {
@@ -338,7 +450,7 @@ struct mode {
     void (*op)(long);
     int crossed;     /* a child holds the instance while we measure */
     int regs;        /* extra registrations held during the run */
-    int need_epoll;
+    int need_epoll;  /* 2: and an io_uring ring, its 32 eventfds registered */
 };
 
 static const struct mode modes[] = {
@@ -356,6 +468,9 @@ static const struct mode modes[] = {
     {"fork-noepoll", op_fork, 0, 0, 0},
     {"exec", op_exec, 0, 0, 0},
     {"copy", op_copy, 0, 10000, 1},
+    {"uring", op_uring, 0, 0, 2},
+    {"uring-adddel", op_uring_adddel, 0, 0, 2},
+    {"syscall", op_syscall, 0, 0, 1},
 };
 
 static int cmp_double(const void *a, const void *b)
@@ -394,6 +509,17 @@ int main(int argc, char **argv)
     static int regs[10000];
     if (m->need_epoll)
         setup_epoll();
+    if (m->need_epoll == 2) {
+        setup_ring();
+        struct epoll_event e = {.events = EPOLLIN};
+        for (int i = 0; i < 32; i++) /* registered: MOD works; ADD/DEL take 0..15 in and out */
+            if (i >= 16 && epoll_ctl(ep, EPOLL_CTL_ADD, uring_fds[i], &e) != 0)
+                die("epoll_ctl ADD");
+        if (!strcmp(m->name, "uring"))
+            for (int i = 0; i < 16; i++)
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, uring_fds[i], &e) != 0)
+                    die("epoll_ctl ADD");
+    }
     struct epoll_event ev = {.events = EPOLLIN};
     for (int i = 0; i < m->regs; i++) {
         regs[i] = eventfd(0, EFD_CLOEXEC);

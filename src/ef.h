@@ -85,6 +85,13 @@ struct ef_real {
     int (*execve)(const char *, char *const *, char *const *);
     int (*execvpe)(const char *, char *const *, char *const *);
     int (*fexecve)(int, char *const *, char *const *);
+    /* io_uring (uring.c): the ring's setup and enter reach the kernel through
+     * syscall(), its memory through mmap.  The shim's own mappings use these
+     * two (ef_real.mmap, ef_real.munmap), never its own wrappers. */
+    long (*syscall)(long, long, long, long, long, long, long);
+    void *(*mmap)(void *, size_t, int, int, int, off_t);
+    void *(*mmap64)(void *, size_t, int, int, int, off_t);
+    int (*munmap)(void *, size_t);
 };
 extern struct ef_real ef_real;
 void ef_real_resolve(void);
@@ -93,6 +100,9 @@ extern void *ef_vfork_fn;               /* the real vfork, for vfork_x86_64.S */
 int ef_sys_close(int fd);
 pid_t ef_sys_getpid(void);
 pid_t ef_sys_getppid(void);
+/* A raw syscall that never reaches a wrapper (the shim's own calls must not
+ * enter its syscall() wrapper): -1 and errno on failure, as syscall(2). */
+long ef_sys6(long n, long a, long b, long c, long d, long e, long f);
 
 /* ------------------------------------------------------------------- util.c */
 size_t ef_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -114,6 +124,7 @@ struct ef_options {
     int stack_depth;         /* frames per stack */
     int disable;             /* pure pass-through */
     int dedup;               /* 1: identical reports merged tree-wide (EPOLLFORK_DEDUP) */
+    int debug;               /* 1: io_uring counters at exit (EPOLLFORK_DEBUG) */
     char suppressions[4096]; /* path of the suppressions file, "" none */
     int secure;              /* secure execution (setuid, AT_SECURE): not an EPOLLFORK_ variable */
     int repair;              /* EPOLLFORK_REPAIR: make the bugs harmless too (repair.c) */
@@ -131,6 +142,8 @@ void ef_options_print_table(int fd);   /* `make options` */
 #define EF_FD_INTEREST 0x8u   /* registered (ADD) in some instance */
 #define EF_FD_DUPED    0x10u  /* dup'ed, or made by a dup: its description may have copies */
 #define EF_FD_MULTI    0x20u  /* also registered in other instances (interest.c's side table) */
+#define EF_FD_ADD_RING 0x40u  /* registered fd: its last ADD was an IORING_OP_EPOLL_CTL */
+#define EF_FD_URING    0x80u  /* an io_uring ring fd: inst/inst_uid name its slot in uring.c */
 struct ef_fd {
     _Atomic uint32_t flags;
     _Atomic uint32_t inst;      /* epoll fd: instance index */
@@ -261,6 +274,10 @@ struct ef_repair_rec {
 };
 
 /* One successful epoll_ctl on an instance that other processes may rely on. */
+/* How a change reached the kernel: libc's epoll_ctl, or an IORING_OP_EPOLL_CTL
+ * submitted through an io_uring ring (uring.c). */
+enum ef_via { EF_VIA_EPOLL_CTL = 0, EF_VIA_IO_URING = 1 };
+
 struct ef_change {
     _Atomic uint64_t seq;       /* generation of this record, written last */
     int32_t pid;                /* the modifier */
@@ -271,6 +288,8 @@ struct ef_change {
     uint32_t call_stack, add_stack;
     uint32_t add_pid;           /* process that did the ADD (0 unknown) */
     uint32_t cut;               /* enum ef_cut: why the call stack is one frame */
+    uint32_t via, add_via;      /* enum ef_via of the change and of the ADD */
+    int32_t ring_fd;            /* via io_uring: the ring it was submitted to */
     uint64_t time_ns;           /* CLOCK_REALTIME */
     struct ef_target target;
     struct ef_repair_rec repair; /* repair mode: the modifier's private copy */
@@ -318,6 +337,38 @@ struct ef_process {
 };
 
 enum ef_depot_state { EF_DEPOT_EMPTY = 0, EF_DEPOT_WRITING = 1, EF_DEPOT_READY = 2 };
+/* One io_uring ring the tree set up (uring.c): who set it up, whether it
+ * crossed a fork, and the last process that submitted to or reaped from it
+ * since (a seqlock'd record: `use_seq` odd while written). */
+#define EF_MAX_RINGS 1024
+#define EF_RING_USERS 4
+enum ef_ring_state { EF_RING_FREE = 0, EF_RING_LIVE = 1 };
+struct __attribute__((aligned(64))) ef_ring { /* a chunk of 64 is whole pages */
+    _Atomic uint32_t state;     /* enum ef_ring_state */
+    _Atomic uint32_t uid;       /* bumped at each allocation */
+    _Atomic uint32_t crossed;   /* held by a process that forked */
+    int32_t owner_pid;
+    uint32_t owner_proc;
+    uint32_t setup_stack;
+    int32_t setup_fd;
+    uint32_t setup_flags;       /* IORING_SETUP_* */
+    uint32_t setup_entries;
+    uint32_t setup_how;         /* enum ef_ring_how */
+    _Atomic uint64_t use_seq;
+    int32_t last_pid;
+    uint32_t last_proc;
+    uint32_t last_clock;        /* process records allocated at that use (registry nproc) */
+    uint32_t last_stack;
+    int32_t last_fd;
+    uint32_t last_what;         /* enum ef_ring_use */
+    _Atomic int32_t users[EF_RING_USERS];  /* processes that used it after it crossed */
+};
+/* How a ring was set up: io_uring_setup through syscall() or liburing's own
+ * io_uring_setup(), or liburing's io_uring_queue_init*() (seen at its
+ * io_uring_queue_mmap). */
+enum ef_ring_how { EF_RING_SYSCALL = 0, EF_RING_LIBURING_SETUP = 1, EF_RING_LIBURING_QUEUE = 2 };
+enum ef_ring_use { EF_RING_SUBMIT = 0, EF_RING_REAP = 1, EF_RING_SUBMIT_REAP = 2 };
+
 struct ef_depot_slot {
     _Atomic uint64_t hash;      /* 0 empty */
     _Atomic uint32_t state;     /* enum ef_depot_state */
@@ -363,6 +414,7 @@ enum ef_table {
     EF_T_INST,      /* struct ef_inst[EF_MAX_INST] */
     EF_T_PYSLOTS,   /* struct ef_pystr_slot[EF_PYSTR_SLOTS] */
     EF_T_PYBYTES,   /* char[EF_PYSTR_BYTES]: the Python strings */
+    EF_T_RINGS,     /* struct ef_ring[EF_MAX_RINGS]: io_uring rings (uring.c) */
     EF_NTABLES
 };
 struct ef_table_shape {
@@ -378,8 +430,9 @@ static const struct ef_table_shape ef_table_shapes[EF_NTABLES] = {
     [EF_T_INST] = {sizeof(struct ef_inst), EF_MAX_INST, 6, 65},
     [EF_T_PYSLOTS] = {sizeof(struct ef_pystr_slot), EF_PYSTR_SLOTS, 12, 321},
     [EF_T_PYBYTES] = {1, EF_PYSTR_BYTES, 16, 329},
+    [EF_T_RINGS] = {sizeof(struct ef_ring), EF_MAX_RINGS, 6, 393},
 };
-#define EF_REG_CHUNKS 393
+#define EF_REG_CHUNKS 409
 extern char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];  /* this process's mappings */
 char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk); /* NULL when it cannot be mapped */
 /* Element i of table t, mapping its chunk on first use; NULL when i is out of
@@ -412,12 +465,23 @@ uint64_t ef_reg_table_offset(enum ef_table t);
 #define EF_NOTICE_NO_PROC    0x40u
 #define EF_NOTICE_FD_LIMIT   0x80u
 #define EF_NOTICE_PYSTR_FULL 0x100u
+#define EF_NOTICE_RINGS_FULL 0x200u
 
 extern struct ef_registry *ef_reg;
 int ef_registry_create(void);          /* 0 ok, -1 failed (tracking off) */
 struct ef_inst *ef_inst_alloc(uint32_t *idx);
 void ef_inst_free(uint32_t idx);
 uint32_t ef_inst_prune(uint32_t idx);  /* drop dead holders; returns live ones */
+struct ef_ring *ef_ring_alloc(uint32_t *idx);  /* NULL when the table is full */
+void ef_ring_free(uint32_t idx, uint32_t uid);
+/* The ring record of idx; a zeroed record of our own for 0, an index out of
+ * range, or one that cannot be mapped (registry.c). */
+extern struct ef_ring ef_ring_none;
+static inline struct ef_ring *ef_ring_at(uint32_t idx)
+{
+    struct ef_ring *r = idx ? (struct ef_ring *)ef_reg_elem(EF_T_RINGS, idx) : NULL;
+    return EF_LIKELY(r != NULL) ? r : &ef_ring_none;
+}
 uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how);
 struct ef_process *ef_process_at(uint32_t idx);
 uint32_t ef_process_of_pid(int32_t pid);   /* newest record of pid, 0 none */
@@ -556,6 +620,7 @@ enum ef_kind {
     EF_KIND_SHARED_CTL = 0,     /* shared-epoll-ctl */
     EF_KIND_STALE,              /* stale-registration */
     EF_KIND_EXEC_LEAK,          /* epoll-fd-exec-leak */
+    EF_KIND_SHARED_URING,       /* shared-io-uring */
     EF_NKINDS
 };
 /* The labelled stacks a record can carry. */
@@ -569,7 +634,7 @@ enum ef_role {
     EF_ST_USE,          /* the affected use */
     EF_NROLES
 };
-enum ef_use { EF_USE_WAIT = 0, EF_USE_CTL = 1, EF_USE_BLOCKED = 2 };
+enum ef_use { EF_USE_WAIT = 0, EF_USE_CTL = 1, EF_USE_BLOCKED = 2, EF_USE_RING_CTL = 3 };
 struct ef_report {
     enum ef_kind kind;
     int pid, ppid;
@@ -584,6 +649,8 @@ struct ef_report {
     int fork_parent_pid, fork_child_pid, fork_how;
     uint32_t stacks[EF_NROLES];  /* depot ids, 0 none */
     int add_pid;
+    enum ef_via call_via, add_via; /* how the change and the ADD reached the kernel */
+    int ring_fd;                 /* the ring they were submitted to (-1 none) */
     enum ef_cut call_cut;        /* why the call stack is one frame */
     uint32_t lost_changes;
     /* stale-registration */
@@ -597,6 +664,10 @@ struct ef_report {
     int repair_mode;
     int repaired;                /* the shim made the bug harmless */
     char repair[400];            /* what it did, or why it could not */
+    /* shared-io-uring */
+    enum ef_ring_use ring_use, other_ring_use;
+    int other_ring_fd;
+    unsigned ring_entries, ring_flags;
 };
 const char *ef_role_name(enum ef_role role);   /* "call", "fork"...: JSON keys */
 /* The fields every report has: kind, pids, time, and what the instance says. */
@@ -606,6 +677,8 @@ void ef_report_fill_fork(struct ef_report *r, uint32_t split);
 const char *ef_op_name(int op);
 size_t ef_events_str(uint32_t ev, char *buf, size_t len);   /* "EPOLLIN|EPOLLET" */
 const char *ef_use_name(enum ef_use u);
+const char *ef_via_name(enum ef_via v);             /* "epoll_ctl", "io_uring" */
+const char *ef_ring_use_name(enum ef_ring_use u);   /* "submit", "reap", "submit+reap" */
 
 /* The scalar fields of a record, in the one order every back end renders
  * them (SUMMARY, JSON, syslog, journald): a field rendered by one back end

@@ -209,11 +209,11 @@ static char *const *with_marker(char *const envp[], size_t count, const int *fds
     size_t len = (count + 2) * sizeof(char *) + 64 + (size_t)n * 12;
     if (!env_map || env_map_len < len) {
         size_t want = (len + 65535) & ~(size_t)65535;
-        void *m = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *m = ef_real.mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return NULL;
         if (env_map)
-            munmap(env_map, env_map_len);
+            ef_real.munmap(env_map, env_map_len);
         env_map = m;
         env_map_len = want;
     }

@@ -41,7 +41,8 @@ struct ef_fd *ef_fd_get(int fd)
     struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[i], memory_order_acquire);
     if (!p) {
         void *m = i == 0 ? (void *)page0
-                         : mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd), PROT_READ | PROT_WRITE,
+                         : ef_real.mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd),
+                                        PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return NULL;
@@ -54,7 +55,7 @@ struct ef_fd *ef_fd_get(int fd)
                 ;
         } else {
             if (m != (void *)page0)
-                munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
+                ef_real.munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
             p = expect;
         }
     }

@@ -43,6 +43,7 @@ EF_TLS int ef_tls_fork_how;
 
 static struct ef_local local[EF_MAX_INST];
 static _Atomic uint32_t held_count;     /* instances this process holds */
+_Atomic uint32_t ef_rings_held;         /* io_uring rings it holds (uring.c counts them) */
 
 /* ------------------------------------------------------------------ start */
 
@@ -74,7 +75,8 @@ int ef_track_start(void)
                       "this process is not tracked", strerror(why));
     }
     if (ok) {
-        void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void *w = ef_real.mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                               -1, 0);
         ok = w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
         if (ok) {
             ef_wipe = w;
@@ -132,6 +134,11 @@ int ef_holds(uint32_t idx)
 int ef_holds_any(void)
 {
     return atomic_load_explicit(&held_count, memory_order_relaxed) != 0;
+}
+
+int ef_fork_matters(void)
+{
+    return ef_holds_any() || atomic_load_explicit(&ef_rings_held, memory_order_relaxed) != 0;
 }
 
 /* The instance indexes in use: [1, hw()). */
@@ -374,7 +381,7 @@ void ef_on_fork_prepare(void)
         ef_fork.stack = ef_tls_fork_stack;
         ef_fork.how = ef_tls_fork_how;
         ef_tls_fork_stack = 0;
-    } else if (ef_holds_any()) {
+    } else if (ef_fork_matters()) {
         /* daemon(), forkpty(): skip our frames and glibc's handler runner. */
         ef_fork.stack = ef_stack_capture(EF_SKIP_SHIM_AND_ONE, __builtin_return_address(0));
         ef_fork.how = EF_FORK_ATFORK;

@@ -29,6 +29,7 @@ static void on_prepare(void)
 {
     int e = errno;
     ef_on_fork_prepare();
+    ef_uring_on_fork_prepare();
     if (errno != e)
         errno = e;
 }
@@ -83,6 +84,7 @@ __attribute__((destructor)) static void ef_destructor(void)
 {
     int e = errno;
     if (!ef_opt.disable) {
+        ef_uring_on_exit();
         ef_on_exit();
         ef_report_totals();
     }

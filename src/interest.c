@@ -20,6 +20,7 @@ static struct {
     _Atomic uint64_t key;
     uint32_t uid, add_stack;
     int32_t add_pid;
+    uint32_t via;               /* enum ef_via of the ADD */
 } side[SIDE];
 
 static uint64_t side_key(int fd, uint32_t idx)
@@ -53,6 +54,11 @@ static int side_slot(uint64_t key, int create)
     return -1;
 }
 
+static enum ef_via primary_via(uint32_t flags)
+{
+    return flags & EF_FD_ADD_RING ? EF_VIA_IO_URING : EF_VIA_EPOLL_CTL;
+}
+
 /* Does the fd table's own entry describe a registration in a live instance? */
 static int primary_valid(struct ef_fd *e)
 {
@@ -62,7 +68,7 @@ static int primary_valid(struct ef_fd *e)
     return ef_holds(idx) && atomic_load(&ef_local_at(idx)->uid) == atomic_load(&e->int_uid);
 }
 
-void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack)
+void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack, enum ef_via via)
 {
     uint32_t uid = atomic_load_explicit(&ef_inst_at(idx)->uid, memory_order_relaxed);
     if (!primary_valid(e) || atomic_load_explicit(&e->int_inst, memory_order_relaxed) == idx) {
@@ -70,7 +76,14 @@ void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack)
         atomic_store_explicit(&e->add_pid, ef_self.pid, memory_order_relaxed);
         atomic_store_explicit(&e->int_inst, idx, memory_order_relaxed);
         atomic_store_explicit(&e->int_uid, uid, memory_order_relaxed);
-        atomic_fetch_or_explicit(&e->flags, EF_FD_INTEREST, memory_order_relaxed);
+        if (EF_UNLIKELY(via == EF_VIA_IO_URING))
+            atomic_fetch_or_explicit(&e->flags, EF_FD_INTEREST | EF_FD_ADD_RING,
+                                     memory_order_relaxed);
+        else
+            atomic_fetch_or_explicit(&e->flags, EF_FD_INTEREST, memory_order_relaxed);
+        if (via != EF_VIA_IO_URING &&
+            EF_UNLIKELY(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_ADD_RING))
+            atomic_fetch_and(&e->flags, ~EF_FD_ADD_RING);
         return;
     }
     int s = side_slot(side_key(fd, idx), 1);
@@ -79,6 +92,7 @@ void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack)
     side[s].uid = uid;
     side[s].add_stack = stack;
     side[s].add_pid = ef_self.pid;
+    side[s].via = via;
     atomic_fetch_or(&e->flags, EF_FD_MULTI);
 }
 
@@ -89,7 +103,7 @@ int ef_interest_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_interest *
     uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
     if ((f & EF_FD_INTEREST) && atomic_load_explicit(&e->int_inst, memory_order_relaxed) == idx) {
         *out = (struct ef_interest){idx, atomic_load(&e->int_uid), atomic_load(&e->add_stack),
-                                    atomic_load(&e->add_pid)};
+                                    atomic_load(&e->add_pid), primary_via(f)};
         return 1;
     }
     if (!(f & EF_FD_MULTI))
@@ -97,7 +111,8 @@ int ef_interest_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_interest *
     int s = side_slot(side_key(fd, idx), 0);
     if (s < 0)
         return 0;
-    *out = (struct ef_interest){idx, side[s].uid, side[s].add_stack, side[s].add_pid};
+    *out = (struct ef_interest){idx, side[s].uid, side[s].add_stack, side[s].add_pid,
+                                (enum ef_via)side[s].via};
     return 1;
 }
 
@@ -105,7 +120,7 @@ void ef_interest_del(int fd, struct ef_fd *e, uint32_t idx)
 {
     uint32_t f = atomic_load(&e->flags);
     if ((f & EF_FD_INTEREST) && atomic_load(&e->int_inst) == idx) {
-        atomic_fetch_and(&e->flags, ~EF_FD_INTEREST);
+        atomic_fetch_and(&e->flags, ~(EF_FD_INTEREST | EF_FD_ADD_RING));
         atomic_store(&e->add_stack, 0);
         return;
     }
@@ -122,7 +137,8 @@ int ef_interest_collect(int fd, struct ef_fd *e, struct ef_interest *out, int ma
     uint32_t f = atomic_load(&e->flags);
     if ((f & EF_FD_INTEREST) && n < max)
         out[n++] = (struct ef_interest){atomic_load(&e->int_inst), atomic_load(&e->int_uid),
-                                        atomic_load(&e->add_stack), atomic_load(&e->add_pid)};
+                                        atomic_load(&e->add_stack), atomic_load(&e->add_pid),
+                                        primary_via(f)};
     if (f & EF_FD_MULTI) {
         for (uint32_t s = 0; s < SIDE; s++) {
             uint64_t k = atomic_load(&side[s].key);
@@ -130,13 +146,13 @@ int ef_interest_collect(int fd, struct ef_fd *e, struct ef_interest *out, int ma
                 continue;
             if (n < max)
                 out[n++] = (struct ef_interest){(uint32_t)k, side[s].uid, side[s].add_stack,
-                                                side[s].add_pid};
+                                                side[s].add_pid, (enum ef_via)side[s].via};
             if (clear)
                 atomic_store(&side[s].key, SIDE_TOMB);
         }
     }
     if (clear) {
-        atomic_fetch_and(&e->flags, ~(EF_FD_INTEREST | EF_FD_MULTI));
+        atomic_fetch_and(&e->flags, ~(EF_FD_INTEREST | EF_FD_MULTI | EF_FD_ADD_RING));
         atomic_store(&e->add_stack, 0);
     }
     return n;
@@ -151,7 +167,7 @@ void ef_interest_move(int fd, struct ef_fd *e, uint32_t from, uint32_t to)
     if (!e || !ef_interest_find(fd, e, from, &it))
         return;
     ef_interest_del(fd, e, from);
-    ef_interest_add(fd, e, to, it.add_stack);
+    ef_interest_add(fd, e, to, it.add_stack, it.via);
     if ((atomic_load(&e->flags) & EF_FD_INTEREST) && atomic_load(&e->int_inst) == to) {
         atomic_store(&e->add_pid, it.add_pid);
         return;

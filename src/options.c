@@ -147,6 +147,15 @@ static int parse_repair(const char *v, char *why, size_t n)
     return 0;
 }
 
+static int parse_debug(const char *v, char *why, size_t n)
+{
+    long x;
+    if (parse_int(v, 0, 1, &x, why, n))
+        return -1;
+    ef_opt.debug = (int)x;
+    return 0;
+}
+
 /* name, default (as text), parser, help */
 #define EF_OPTION_TABLE(X)                                                                     \
     X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
@@ -171,7 +180,10 @@ static int parse_repair(const char *v, char *why, size_t n)
       "1: also make the bugs harmless: a process about to change a shared epoll instance gets "\
       "a private copy of it first, a closed fd's surviving entry is removed before the "       \
       "process uses the instance again, and an epoll fd gets close-on-exec before an exec; "   \
-      "each is still reported, with repaired=true")
+      "each is still reported, with repaired=true")                                            \
+    X("EPOLLFORK_DEBUG", "0", parse_debug,                                                     \
+      "1: at exit, a process that set up an io_uring ring says what the shim saw of its rings " \
+      "(a 'debug' notice: rings, enters, SQEs read, IORING_OP_EPOLL_CTL by op, outcomes)")
 
 struct ef_option_desc {
     const char *name, *def;

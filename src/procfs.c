@@ -11,7 +11,8 @@
  *
  * Standalone (procfs.h): no other epollfork header, its own formatting, and
  * fds closed with the raw syscall (inside the shim, a close() of ours would
- * go through the shim's own close wrapper).  Every value read from the kernel
+ * go through the shim's own close wrapper, and syscall() through its syscall
+ * wrapper).  Every value read from the kernel
  * is parsed as untrusted text: bounded numbers, bounded lines.
  */
 #define _GNU_SOURCE
@@ -27,9 +28,28 @@
 
 #include "procfs.h"
 
+/* A raw syscall, -1 and errno on failure like syscall(2).  Not libc's
+ * syscall(): inside the shim that name is a wrapper (wrap.c), which the
+ * shim's own calls must never enter. */
+static long sys(long n, long a, long b, long c, long d, long e)
+{
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    long r;
+    __asm__ volatile("syscall"
+                     : "=a"(r)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
+                     : "rcx", "r11", "memory");
+    if ((unsigned long)r > -4096ul) {
+        errno = (int)-r;
+        return -1;
+    }
+    return r;
+}
+
 static void close_fd(int fd)
 {
-    (void)syscall(SYS_close, fd);
+    (void)sys(SYS_close, fd, 0, 0, 0, 0);
 }
 
 static void fd_path(char *out, size_t len, int pid, int fd, const char *dir)
@@ -74,7 +94,7 @@ int ef_procfs_fds(int pid, ef_procfs_fd_cb cb, void *arg)
     char buf[4096] __attribute__((aligned(8)));
     int stop = 0;
     while (!stop) {
-        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        long n = sys(SYS_getdents64, dfd, (long)buf, sizeof buf, 0, 0);
         if (n <= 0)
             break;
         for (long off = 0; off < n && !stop;) {
@@ -268,13 +288,12 @@ enum ef_pid_state ef_procfs_pid_state(int pid)
 
 static int my_pid(int pid)
 {
-    return pid > 0 ? pid : (int)syscall(SYS_getpid);
+    return pid > 0 ? pid : (int)sys(SYS_getpid, 0, 0, 0, 0, 0);
 }
 
 int ef_procfs_same_file(int pid1, int fd1, int pid2, int fd2)
 {
-    long r = syscall(SYS_kcmp, my_pid(pid1), my_pid(pid2), KCMP_FILE, (unsigned long)fd1,
-                     (unsigned long)fd2);
+    long r = sys(SYS_kcmp, my_pid(pid1), my_pid(pid2), KCMP_FILE, fd1, fd2);
     if (r < 0)
         return -1;
     return r == 0 ? 0 : 1;
@@ -285,8 +304,7 @@ int ef_procfs_is_registered(int pid, int fd, int epoll_pid, int epfd, int tfd)
     struct kcmp_epoll_slot slot = {(uint32_t)epfd, (uint32_t)tfd, 0};
     int unknown = 0;
     for (slot.toff = 0; slot.toff < 4; slot.toff++) {
-        long r = syscall(SYS_kcmp, my_pid(pid), my_pid(epoll_pid), KCMP_EPOLL_TFD,
-                         (unsigned long)fd, (unsigned long)&slot);
+        long r = sys(SYS_kcmp, my_pid(pid), my_pid(epoll_pid), KCMP_EPOLL_TFD, fd, (long)&slot);
         if (r == 0)
             return 1;
         if (r < 0) {

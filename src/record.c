@@ -53,6 +53,8 @@ void ef_report_init(struct ef_report *r, enum ef_kind kind, const struct ef_inst
     r->create_how = EF_CREATE_ADOPTED; /* not known until an instance says */
     r->create_fd = epfd;
     r->repair_mode = ef_opt.repair;
+    r->ring_fd = -1;
+    r->other_ring_fd = -1;
     if (in) {
         r->owner_pid = in->owner_pid;
         r->create_how = in->create_how;
@@ -86,7 +88,22 @@ const char *ef_op_name(int op)
 
 const char *ef_use_name(enum ef_use u)
 {
-    return u == EF_USE_BLOCKED ? "blocked-in-wait" : u == EF_USE_CTL ? "epoll_ctl" : "epoll_wait";
+    switch (u) {
+    case EF_USE_BLOCKED: return "blocked-in-wait";
+    case EF_USE_CTL: return "epoll_ctl";
+    case EF_USE_RING_CTL: return "io_uring-epoll-ctl";
+    default: return "epoll_wait";
+    }
+}
+
+const char *ef_via_name(enum ef_via v)
+{
+    return v == EF_VIA_IO_URING ? "io_uring" : "epoll_ctl";
+}
+
+const char *ef_ring_use_name(enum ef_ring_use u)
+{
+    return u == EF_RING_REAP ? "reap" : u == EF_RING_SUBMIT_REAP ? "submit+reap" : "submit";
 }
 
 size_t ef_events_str(uint32_t ev, char *buf, size_t len)
@@ -219,6 +236,9 @@ static void shared_fields(const struct ef_report *r, struct ef_fields *f)
     ef_field_int(f, "lost_changes", r->lost_changes);
     ef_field_int(f, "fork_parent_pid", r->fork_parent_pid);
     ef_field_int(f, "fork_child_pid", r->fork_child_pid);
+    ef_field_str(f, "via", ef_via_name(r->call_via));
+    ef_field_str(f, "add_via", ef_via_name(r->add_via));
+    ef_field_int(f, "ring_fd", r->ring_fd);
 }
 
 static void stale_fields(const struct ef_report *r, struct ef_fields *f)
@@ -235,6 +255,7 @@ static void stale_fields(const struct ef_report *r, struct ef_fields *f)
     ef_field_hex(f, "data", r->data);
     ef_field_int(f, "fork_parent_pid", r->fork_parent_pid);
     ef_field_int(f, "fork_child_pid", r->fork_child_pid);
+    ef_field_str(f, "add_via", ef_via_name(r->add_via));
 }
 
 static void leak_fields(const struct ef_report *r, struct ef_fields *f)
@@ -268,8 +289,9 @@ static void shared_headline(const struct ef_report *r, struct ef_out *o, const c
                                                                                 : "deleted";
     const char *prep = r->op == EPOLL_CTL_ADD ? "to" : r->op == EPOLL_CTL_MOD ? "in" : "from";
     const char *use = r->other_use == EF_USE_BLOCKED ? "was blocked waiting on at that moment"
-                      : r->other_use == EF_USE_CTL  ? "then edited"
-                                                     : "then waited on";
+                      : r->other_use == EF_USE_CTL || r->other_use == EF_USE_RING_CTL
+                          ? "then edited"
+                          : "then waited on";
     ef_putf(o, "%s epollfork: WARNING: shared-epoll-ctl: process %d %s fd %d (%s) %s the interest "
                "list of epoll fd %d, which process %d shares since a fork and %s (instance "
                "created by process %d)\n",
@@ -367,11 +389,15 @@ static void add_desc(const struct ef_report *r, struct ef_stack_desc *s)
 {
     desc(s, EF_ST_ADD, "registered before the shim was loaded, or by a process it did not see: "
                        "no stack");
+    const char *how = r->add_via == EF_VIA_IO_URING
+                          ? " (an IORING_OP_EPOLL_CTL: the io_uring_enter that submitted it; the "
+                            "SQE was prepared elsewhere)"
+                          : "";
     if (r->add_pid)
-        ef_fmt(s->title, sizeof s->title, "fd %d registered by EPOLL_CTL_ADD in process %d:",
-               r->fd, r->add_pid);
+        ef_fmt(s->title, sizeof s->title, "fd %d registered by EPOLL_CTL_ADD%s in process %d:",
+               r->fd, how, r->add_pid);
     else
-        ef_fmt(s->title, sizeof s->title, "fd %d registered by EPOLL_CTL_ADD:", r->fd);
+        ef_fmt(s->title, sizeof s->title, "fd %d registered by EPOLL_CTL_ADD%s:", r->fd, how);
 }
 
 static int shared_stacks(const struct ef_report *r, struct ef_stack_desc *s)
@@ -380,23 +406,28 @@ static int shared_stacks(const struct ef_report *r, struct ef_stack_desc *s)
     char ev[256];
     ef_events_str(r->events, ev, sizeof ev);
     desc(&s[n], EF_ST_CALL, "stack not recorded");
+    char how[160] = "";
+    if (r->call_via == EF_VIA_IO_URING)
+        ef_fmt(how, sizeof how, ", an IORING_OP_EPOLL_CTL submitted through io_uring fd %d (the "
+               "io_uring_enter that submitted it; the SQE was prepared elsewhere)", r->ring_fd);
     if (r->op == EPOLL_CTL_DEL)
-        ef_fmt(s[n].title, sizeof s[n].title, "the change: %s(epfd=%d, fd=%d) in process %d:",
-               ef_op_name(r->op), r->epfd, r->fd, r->modifier_pid);
+        ef_fmt(s[n].title, sizeof s[n].title, "the change: %s(epfd=%d, fd=%d) in process %d%s:",
+               ef_op_name(r->op), r->epfd, r->fd, r->modifier_pid, how);
     else
         ef_fmt(s[n].title, sizeof s[n].title,
-               "the change: %s(epfd=%d, fd=%d, events=%s) in process %d:", ef_op_name(r->op),
-               r->epfd, r->fd, ev[0] ? ev : "0", r->modifier_pid);
+               "the change: %s(epfd=%d, fd=%d, events=%s) in process %d%s:", ef_op_name(r->op),
+               r->epfd, r->fd, ev[0] ? ev : "0", r->modifier_pid, how);
     s[n].note = ef_cut_why(r->call_cut);
     n++;
     fork_desc(r, &s[n++], "where the list became shared");
     create_desc(r, &s[n++]);
     add_desc(r, &s[n++]);
     if (r->stacks[EF_ST_USE]) {
-        static const char *const uses[] = {"epoll_wait", "epoll_ctl", "blocked in epoll_wait"};
+        static const char *const uses[] = {"epoll_wait", "epoll_ctl", "blocked in epoll_wait",
+                                           "an IORING_OP_EPOLL_CTL submitted by io_uring_enter"};
         desc(&s[n], EF_ST_USE, NULL);
         ef_fmt(s[n].title, sizeof s[n].title, "the affected use: %s in process %d:",
-               uses[(unsigned)r->other_use < 3 ? r->other_use : 0], r->other_pid);
+               uses[(unsigned)r->other_use < 4 ? r->other_use : 0], r->other_pid);
         n++;
     }
     return n;
@@ -442,6 +473,67 @@ static int leak_stacks(const struct ef_report *r, struct ef_stack_desc *s)
     return 2;
 }
 
+/* ------------------------------------------------------------ shared-io-uring */
+
+static void uring_fields(const struct ef_report *r, struct ef_fields *f)
+{
+    ef_field_int(f, "ring_fd", r->ring_fd);
+    ef_field_str(f, "ring_use", ef_ring_use_name(r->ring_use));
+    ef_field_int(f, "other_pid", r->other_pid);
+    ef_field_int(f, "other_ring_fd", r->other_ring_fd);
+    ef_field_str(f, "other_use", ef_ring_use_name(r->other_ring_use));
+    ef_field_int(f, "owner_pid", r->owner_pid);
+    ef_field_int(f, "ring_entries", r->ring_entries);
+    ef_field_hex(f, "ring_flags", r->ring_flags);
+    ef_field_int(f, "ppid", r->ppid);
+    ef_field_int(f, "fork_parent_pid", r->fork_parent_pid);
+    ef_field_int(f, "fork_child_pid", r->fork_child_pid);
+}
+
+static const char *ring_verb(enum ef_ring_use u)
+{
+    return u == EF_RING_REAP          ? "reaped from"
+           : u == EF_RING_SUBMIT_REAP ? "submitted to and reaped from"
+                                      : "submitted to";
+}
+
+static void uring_headline(const struct ef_report *r, struct ef_out *o, const char *pfx)
+{
+    ef_putf(o, "%s epollfork: WARNING: shared-io-uring: process %d %s io_uring fd %d, whose "
+               "submission and completion queues process %d shares since a fork and also %s "
+               "after it (ring set up by process %d): each can take the other's completions "
+               "and submit the other's half-prepared entries\n",
+            pfx, r->pid, ring_verb(r->ring_use), r->ring_fd, r->other_pid,
+            ring_verb(r->other_ring_use), r->owner_pid);
+}
+
+static int uring_stacks(const struct ef_report *r, struct ef_stack_desc *s)
+{
+    int n = 0;
+    desc(&s[n], EF_ST_CALL, "stack not recorded");
+    ef_fmt(s[n].title, sizeof s[n].title, "the io_uring_enter (%s) on fd %d in process %d:",
+           ef_ring_use_name(r->ring_use), r->ring_fd, r->pid);
+    s[n].note = ef_cut_why(r->call_cut);
+    n++;
+    fork_desc(r, &s[n++], "where the ring became shared");
+    desc(&s[n], EF_ST_CREATE, "set up before the shim was loaded, or where it could not see: "
+                              "no stack");
+    if (r->create_how == EF_RING_LIBURING_QUEUE)
+        ef_fmt(s[n].title, sizeof s[n].title,
+               "the ring set up by liburing's io_uring_queue_init (entries=%u, flags=0x%x, fd %d) "
+               "in process %d:", r->ring_entries, r->ring_flags, r->create_fd, r->owner_pid);
+    else
+        ef_fmt(s[n].title, sizeof s[n].title,
+               "the ring set up by io_uring_setup(entries=%u, flags=0x%x) = %d in process %d:",
+               r->ring_entries, r->ring_flags, r->create_fd, r->owner_pid);
+    n++;
+    desc(&s[n], EF_ST_USE, "stack not recorded");
+    ef_fmt(s[n].title, sizeof s[n].title, "the other process's use: io_uring_enter (%s) on fd %d "
+           "in process %d:", ef_ring_use_name(r->other_ring_use), r->other_ring_fd, r->other_pid);
+    n++;
+    return n;
+}
+
 /* The claim-key tags spell the kind in ASCII, so that keys of two kinds can
  * never meet in the tree-wide claim set. */
 const struct ef_kind_desc ef_kinds[EF_NKINDS] = {
@@ -451,4 +543,6 @@ const struct ef_kind_desc ef_kinds[EF_NKINDS] = {
                        stale_headline, stale_stacks, stale_fields},
     [EF_KIND_EXEC_LEAK] = {"epoll-fd-exec-leak", EF_ST_EXEC, 0x4c45414b00000003ull,
                            leak_headline, leak_stacks, leak_fields},
+    [EF_KIND_SHARED_URING] = {"shared-io-uring", EF_ST_CALL, 0x5552494e47000004ull,
+                              uring_headline, uring_stacks, uring_fields},
 };

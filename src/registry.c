@@ -33,6 +33,7 @@
 
 struct ef_registry *ef_reg;
 char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];
+struct ef_ring ef_ring_none;
 static int reg_fd = -1;                  /* the memfd: inherited by fork children */
 static _Atomic int map_failed;           /* said once per process */
 
@@ -58,7 +59,7 @@ int ef_registry_create(void)
 {
     if (ef_reg)
         return 0;
-    int fd = (int)syscall(SYS_memfd_create, "epollfork-registry", MFD_CLOEXEC);
+    int fd = (int)ef_sys6(SYS_memfd_create, (long)"epollfork-registry", MFD_CLOEXEC, 0, 0, 0, 0);
     if (fd < 0)
         return -1; /* errno says why: the caller says it once (hold.c) */
     if (ftruncate(fd, (off_t)ef_reg_file_size()) != 0) {
@@ -73,8 +74,8 @@ int ef_registry_create(void)
         errno = EMFILE;
         return -1;
     }
-    void *m = mmap(NULL, round_page(sizeof(struct ef_registry)), PROT_READ | PROT_WRITE,
-                   MAP_SHARED, hi, 0);
+    void *m = ef_real.mmap(NULL, round_page(sizeof(struct ef_registry)), PROT_READ | PROT_WRITE,
+                           MAP_SHARED, hi, 0);
     if (m == MAP_FAILED) {
         int e = errno;
         ef_fd_own(hi, 0);
@@ -104,7 +105,7 @@ char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
     size_t bytes = (size_t)sh->elem << sh->shift;
     uint64_t off = ef_reg_table_offset(t) + (uint64_t)chunk * bytes;
     int e = errno;
-    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reg_fd, (off_t)off);
+    void *m = ef_real.mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reg_fd, (off_t)off);
     if (m == MAP_FAILED) {
         /* RLIMIT_AS, or the program closed our fd with a raw syscall: this
          * part of the tree's memory stays out of reach in this process */
@@ -116,7 +117,7 @@ char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
     }
     char *expect = NULL;
     if (!atomic_compare_exchange_strong(slot, &expect, (char *)m)) {
-        munmap(m, bytes); /* another thread mapped it first */
+        ef_real.munmap(m, bytes); /* another thread mapped it first */
         return expect;
     }
     return m;
@@ -302,6 +303,66 @@ uint32_t ef_inst_prune(uint32_t idx)
 {
     struct ef_inst *in = ef_reg && idx ? ef_reg_elem(EF_T_INST, idx) : NULL;
     return in ? prune_holders(in) : 0;
+}
+
+/* ------------------------------------------------------------ rings */
+
+/* A ring record nobody can use any more: its owner and every process that
+ * used it after it crossed a fork are gone. */
+static int ring_orphaned(struct ef_ring *r)
+{
+    if (!pid_dead(r->owner_pid))
+        return 0;
+    for (int i = 0; i < EF_RING_USERS; i++) {
+        int32_t p = atomic_load(&r->users[i]);
+        if (p > 0 && !pid_dead(p))
+            return 0;
+    }
+    return 1;
+}
+
+/* A free ring record (index 0 is never handed out); when the small table is
+ * full, the records of rings whose processes are all gone come back (a child
+ * that exits without closing its ring leaves its record behind). */
+struct ef_ring *ef_ring_alloc(uint32_t *idx)
+{
+    if (!ef_reg)
+        return NULL;
+    for (int pass = 0; pass < 2; pass++) {
+        for (uint32_t i = 1; i < EF_MAX_RINGS; i++) {
+            struct ef_ring *r = ef_reg_elem(EF_T_RINGS, i);
+            if (!r)
+                continue;
+            uint32_t st = EF_RING_FREE;
+            if (pass == 1 && atomic_load(&r->state) == EF_RING_LIVE && ring_orphaned(r))
+                st = EF_RING_LIVE;
+            if (atomic_load(&r->state) != st ||
+                !atomic_compare_exchange_strong(&r->state, &st, EF_RING_LIVE))
+                continue;
+            atomic_fetch_add(&r->uid, 1);
+            atomic_store(&r->crossed, 0);
+            atomic_store(&r->use_seq, 0);
+            r->last_pid = 0;
+            r->last_proc = 0;
+            r->last_stack = 0;
+            for (int u = 0; u < EF_RING_USERS; u++)
+                atomic_store(&r->users[u], 0);
+            *idx = i;
+            return r;
+        }
+    }
+    return NULL;
+}
+
+void ef_ring_free(uint32_t idx, uint32_t uid)
+{
+    if (!ef_reg || !idx || idx >= EF_MAX_RINGS)
+        return;
+    struct ef_ring *r = ef_reg_elem(EF_T_RINGS, idx);
+    if (!r || atomic_load(&r->uid) != uid)
+        return;
+    uint32_t st = EF_RING_LIVE;
+    atomic_compare_exchange_strong(&r->state, &st, EF_RING_FREE);
 }
 
 uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)

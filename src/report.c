@@ -388,14 +388,14 @@ void ef_report_emit(const struct ef_report *r)
      * report in the first half, the JSON record in the second. */
     int journal = ef_journal_on();
     size_t cap = journal ? 2 * REPORT_BUF : REPORT_BUF;
-    char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *buf = ef_real.mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED)
         return;
     if (journal)
         emit_journal(r, buf);
     else
         emit_log(r, buf);
-    munmap(buf, cap);
+    ef_real.munmap(buf, cap);
     if (ef_opt.on_report == EF_ON_ABORT) {
         ef_log_notice("epollfork: EPOLLFORK_ON_REPORT=abort: aborting after the report above");
         abort();

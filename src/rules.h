@@ -11,6 +11,8 @@
  *   stale.c     stale-registration
  *   execleak.c  epoll-fd-exec-leak
  *   track.c     shared-epoll-ctl, and the event dispatch below
+ *   ringshare.c shared-io-uring
+ *   uring.c     io_uring rings: the IORING_OP_EPOLL_CTL they submit
  *
  * Files here call into the ground layer (ef.h) and into files listed above
  * them; never into wrap.c or init.c.
@@ -19,6 +21,26 @@
 #define EF_RULES_H
 
 #include "ef.h"
+
+/* The call an event comes from: its return address, and its stack once
+ * captured.  One io_uring_enter can submit many changes: they share one
+ * capture. */
+struct ef_call {
+    void *caller;
+    uint32_t stack;             /* depot id, valid once captured */
+    enum ef_cut cut;
+    int captured;
+};
+#define EF_CALL(c) ((struct ef_call){(c), 0, EF_CUT_NONE, 0})
+static inline uint32_t ef_call_stack(struct ef_call *c)
+{
+    if (!c->captured) {
+        c->stack = ef_stack_capture(EF_SKIP_SHIM, c->caller);
+        c->cut = ef_stack_last_cut();
+        c->captured = 1;
+    }
+    return c->stack;
+}
 
 /* ----------------------------------------------------------------- hold.c */
 enum ef_tracking {
@@ -87,6 +109,9 @@ int ef_holds_any(void);                    /* does this process hold an instance
 /* The instance record of idx; a zeroed record of our own (free, never
  * crossed) for index 0 and for one that cannot be mapped (hold.c). */
 extern struct ef_inst ef_inst_none;
+/* ... or an io_uring ring: then a fork needs its stack (uring.c counts). */
+extern _Atomic uint32_t ef_rings_held;
+int ef_fork_matters(void);
 static inline struct ef_inst *ef_inst_at(uint32_t idx)
 {
     struct ef_inst *in = idx ? (struct ef_inst *)ef_reg_elem(EF_T_INST, idx) : NULL;
@@ -108,8 +133,9 @@ void ef_hold_release_wait(uint32_t idx, uint32_t uid, int slot);
 struct ef_interest {
     uint32_t idx, uid, add_stack;
     int32_t add_pid;
+    enum ef_via via;            /* the ADD was an epoll_ctl or an IORING_OP_EPOLL_CTL */
 };
-void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack);
+void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack, enum ef_via via);
 int ef_interest_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_interest *out);
 void ef_interest_del(int fd, struct ef_fd *e, uint32_t idx);
 /* Every entry of fd (the primary first); clears them when `clear`. */
@@ -169,7 +195,7 @@ extern _Atomic uint32_t ef_ghosts_pending;       /* any ghost candidates at all?
 int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags);
 void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_interest *in,
                        void *caller);
-void ef_stale_check(uint32_t idx, int epfd, void *caller);
+void ef_stale_check(uint32_t idx, int epfd, struct ef_call *call);
 void ef_stale_drop(uint32_t idx);
 void ef_stale_note_inherited(int fd);
 
@@ -192,6 +218,10 @@ struct ef_wait_token {
 void ef_on_epoll_create(int fd, enum ef_create_how how, int flags, void *caller);
 void ef_on_ctl_before(int epfd, void *caller);  /* the use check before epoll_ctl */
 void ef_on_ctl(int epfd, int op, int fd, const void *ev, void *caller); /* after success */
+/* An IORING_OP_EPOLL_CTL submitted through a ring (uring.c): the use check,
+ * and when it succeeded, what ef_on_ctl does, labelled as a ring's. */
+void ef_on_ctl_from_ring(int ring_fd, int epfd, int op, int fd, const void *ev, int succeeded,
+                         struct ef_call *call);
 /* After a successful ADD or DEL on a quiet instance (ef_epoll_quiet), with
  * the ADD's stack already captured by the wrapper. */
 void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, void *caller);
@@ -232,6 +262,53 @@ static inline int ef_epoll_quiet(int epfd)
     uint32_t idx = atomic_load_explicit(&e->inst, memory_order_relaxed);
     return !atomic_load_explicit(&ef_inst_at(idx)->crossed, memory_order_seq_cst);
 }
+
+/* ------------------------------------------------------------- ringshare.c */
+/* shared-io-uring: the ring record (idx, uid) if it is still that ring. */
+struct ef_ring *ef_ring_record(uint32_t idx, uint32_t uid);
+/* This process submitted to or reaped from ring record (idx, uid) at fd. */
+void ef_ring_use(uint32_t idx, uint32_t uid, int fd, enum ef_ring_use what, struct ef_call *call);
+
+/* ---------------------------------------------------------------- uring.c */
+/* io_uring rings: the IORING_OP_EPOLL_CTL they submit, shared-io-uring. */
+extern _Atomic uint32_t ef_uring_nrings;     /* rings known here: the wrappers' fast test */
+/* One IORING_OP_EPOLL_CTL about to be submitted, copied out of its SQE. */
+struct ef_uring_ctl {
+    uint32_t pos;                            /* its place in the submission queue */
+    int epfd, op, fd;
+    uint64_t addr, user_data;
+};
+#define EF_URING_PRE 64
+struct ef_uring_token {                      /* an enter, as seen before it ran */
+    int slot;                                /* -1: nothing to do after it */
+    uint32_t gen;
+    int fd;
+    enum ef_ring_use what;
+    uint32_t head, cqtail;                   /* the kernel's SQ head and CQ tail before */
+    int scan;                                /* what was submitted is to be judged after */
+    uint32_t upto;                           /* the queue was read before the enter up to here */
+    int nctl;
+    struct ef_uring_ctl ctl[EF_URING_PRE];   /* the changes among them (quiet MODs left out) */
+};
+/* A ring set up (params as the kernel filled them in). */
+void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *caller);
+void ef_uring_on_mmap(void *addr, size_t len, int fd, long off);   /* after success */
+void ef_uring_on_munmap(void *addr, size_t len);                   /* before */
+/* liburing's io_uring_queue_mmap() done: the ring's mappings, as its struct
+ * io_uring says (wrap_uring.c reads them). */
+void ef_uring_on_liburing_mmap(int fd, const void *params, void *sq, size_t sq_len, void *cq,
+                               size_t cq_len, void *sqes, void *caller);
+void ef_uring_on_close(int fd);                                    /* before */
+void ef_uring_on_close_range(unsigned lo, unsigned hi);            /* before */
+void ef_uring_on_fork_prepare(void);
+/* Around io_uring_enter(fd, to_submit, ..., flags); reap: it also waits for
+ * or takes completions; tail_now: the program's SQ tail when the kernel's is
+ * not it yet (liburing hands its own over inside the call), -1 otherwise.
+ * end() only when the token's slot is >= 0. */
+void ef_uring_enter_begin(int fd, unsigned to_submit, unsigned flags, int reap, long tail_now,
+                          struct ef_uring_token *t);
+void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller);
+void ef_uring_on_exit(void);
 
 /* ------------------------------------------------- init.c (the top layer) */
 /* Declared here for wrap.c, the only other file of the top layer. */

@@ -44,6 +44,7 @@ struct ghost {
     uint64_t dev, ino;
     uint32_t close_stack, add_stack;
     int32_t add_pid;
+    enum ef_via add_via;
     char target[200];
 };
 
@@ -107,6 +108,7 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
     g->ino = st.st_ino;
     g->add_stack = reg->add_stack;
     g->add_pid = reg->add_pid;
+    g->add_via = reg->via;
     if (S_ISSOCK(st.st_mode)) {
         ef_fmt(g->target, sizeof g->target, "socket:[%llu]", (unsigned long long)st.st_ino);
     } else if (S_ISFIFO(st.st_mode)) {
@@ -228,7 +230,8 @@ static uint64_t stale_key(const struct ghost *g)
  * fd of ours for the instance that still holds the ghost (epfd, or the
  * original kept open while a repair replaced epfd); note: the repair. */
 static void report(const struct ghost *g, const struct find_arg *f, const struct ef_inst *in,
-                   int epfd, int hold, const struct ef_repair_note *note, void *caller)
+                   int epfd, int hold, const struct ef_repair_note *note,
+                   struct ef_call *call)
 {
     if (!ef_claim_once(stale_key(g)))
         return;
@@ -243,10 +246,11 @@ static void report(const struct ghost *g, const struct find_arg *f, const struct
     r.stacks[EF_ST_CLOSE] = g->close_stack;
     r.stacks[EF_ST_ADD] = g->add_stack;
     r.add_pid = g->add_pid;
+    r.add_via = g->add_via;
     r.holder_pid = find_holder(g, hold, &r.holder_fd);
     if (r.holder_pid > 0 && r.holder_pid != ef_self.pid)
         ef_report_fill_fork(&r, ef_process_split(ef_self.proc, ef_process_of_pid(r.holder_pid)));
-    r.stacks[EF_ST_USE] = ef_stack_capture(EF_SKIP_SHIM, caller);
+    r.stacks[EF_ST_USE] = ef_call_stack(call);
     if (note) {
         struct ef_repair_rec rec = note->rec;
         rec.fd = rec.how == EF_REPAIR_FAILED ? rec.fd : g->fd;
@@ -255,7 +259,7 @@ static void report(const struct ghost *g, const struct find_arg *f, const struct
     ef_report_emit(&r);
 }
 
-void ef_stale_check(uint32_t idx, int epfd, void *caller)
+void ef_stale_check(uint32_t idx, int epfd, struct ef_call *call)
 {
     struct ef_local *l = ef_local_at(idx);
     if (!atomic_load_explicit(&l->ghosts, memory_order_relaxed) || ef_in_shim)
@@ -293,10 +297,10 @@ void ef_stale_check(uint32_t idx, int epfd, void *caller)
         struct ef_repair_excl excl[NGHOST];
         for (int i = 0; i < n; i++)
             excl[i] = (struct ef_repair_excl){found[i]->fd, found[i]->ino};
-        ef_repair_copy(epfd, idx, excl, n, caller, &note);
+        ef_repair_copy(epfd, idx, excl, n, call->caller, &note);
     }
     for (int i = 0; i < n; i++) {
-        report(found[i], &fa[i], &was, epfd, hold, ef_opt.repair ? &note : NULL, caller);
+        report(found[i], &fa[i], &was, epfd, hold, ef_opt.repair ? &note : NULL, call);
         forget(found[i]);
     }
     if (hold != epfd)

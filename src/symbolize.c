@@ -90,7 +90,7 @@ static int map_file(const char *path, struct elf_syms *s)
     struct stat st;
     void *m = MAP_FAILED;
     if (fstat(fd, &st) == 0 && st.st_size > 0)
-        m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        m = ef_real.mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     ef_sys_close(fd);
     if (m == MAP_FAILED)
         return -1;
@@ -102,7 +102,7 @@ static int map_file(const char *path, struct elf_syms *s)
 static void unmap(struct elf_syms *s)
 {
     if (s->map)
-        munmap(s->map, s->size);
+        ef_real.munmap(s->map, s->size);
     memset(s, 0, sizeof *s);
 }
 
@@ -191,7 +191,7 @@ static const char *find_func(const struct elf_syms *s, uintptr_t addr)
 
 struct ef_symctx *ef_sym_begin(void)
 {
-    void *m = mmap(NULL, sizeof(struct ef_symctx), PROT_READ | PROT_WRITE,
+    void *m = ef_real.mmap(NULL, sizeof(struct ef_symctx), PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return NULL;
@@ -247,5 +247,5 @@ void ef_sym_end(struct ef_symctx *c)
         return;
     for (int i = 0; i < c->n; i++)
         unmap(&c->mods[i].s);
-    munmap(c, sizeof *c);
+    ef_real.munmap(c, sizeof *c);
 }

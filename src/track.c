@@ -152,7 +152,7 @@ static uint64_t conflict_key(uint32_t idx, uint32_t uid, const struct ef_change 
 /* Returns 1 when a report was made (the caller's count of lost changes has
  * then been said). */
 static int conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
-                    uint32_t other_proc, enum ef_use use, void *caller, uint32_t lost)
+                    uint32_t other_proc, enum ef_use use, struct ef_call *call, uint32_t lost)
 {
     struct ef_inst *in = ef_inst_at(idx);
     if (atomic_load(&in->allowed))
@@ -174,8 +174,11 @@ static int conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
     r.call_cut = (enum ef_cut)c->cut;
     r.stacks[EF_ST_ADD] = c->add_stack;
     r.add_pid = (int)c->add_pid;
-    if (use != EF_USE_BLOCKED)
-        r.stacks[EF_ST_USE] = ef_stack_capture(EF_SKIP_SHIM, caller);
+    r.call_via = c->via == EF_VIA_IO_URING ? EF_VIA_IO_URING : EF_VIA_EPOLL_CTL;
+    r.add_via = c->add_via == EF_VIA_IO_URING ? EF_VIA_IO_URING : EF_VIA_EPOLL_CTL;
+    r.ring_fd = c->via == EF_VIA_IO_URING ? c->ring_fd : -1;
+    if (use != EF_USE_BLOCKED && call)
+        r.stacks[EF_ST_USE] = ef_call_stack(call);
     r.lost_changes = lost;
     if (r.repair_mode)
         ef_repair_fill(&r, &c->repair);
@@ -226,7 +229,7 @@ static enum change_read read_change(struct ef_inst *in, uint64_t g, struct ef_ch
 }
 
 /* The use check: has another process changed the list since we last looked? */
-static void scan(uint32_t idx, enum ef_use use, void *caller)
+static void scan(uint32_t idx, enum ef_use use, struct ef_call *call)
 {
     struct ef_local *l = ef_local_at(idx);
     struct ef_inst *in = ef_inst_at(idx);
@@ -260,7 +263,7 @@ static void scan(uint32_t idx, enum ef_use use, void *caller)
         }
         if (c.pid == ef_self.pid)
             continue;
-        if (conflict(idx, &c, ef_self.pid, ef_self.proc, use, caller, lost))
+        if (conflict(idx, &c, ef_self.pid, ef_self.proc, use, call, lost))
             lost = 0;
     }
     if (lost)
@@ -272,7 +275,8 @@ static void scan(uint32_t idx, enum ef_use use, void *caller)
 
 /* ------------------------------------------------------------------- ctl */
 
-void ef_on_ctl_before(int epfd, void *caller)
+/* The use check of a change, whichever way it reaches the kernel. */
+static void ctl_check(int epfd, enum ef_use use, struct ef_call *call)
 {
     if (!ef_tracking())
         return;
@@ -289,21 +293,28 @@ void ef_on_ctl_before(int epfd, void *caller)
     if (EF_UNLIKELY(atomic_load_explicit(&in->crossed, memory_order_relaxed)) && ef_holds(idx) &&
         atomic_load(&in->gen) != atomic_load_explicit(&ef_local_at(idx)->lastseen,
                                                       memory_order_relaxed))
-        scan(idx, EF_USE_CTL, caller);
+        scan(idx, use, call);
     if (EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
-        ef_stale_check(idx, epfd, caller);
+        ef_stale_check(idx, epfd, call);
     if (EF_UNLIKELY(ef_opt.repair)) {
-        ef_repair_before_change(epfd, idx, caller);
+        ef_repair_before_change(epfd, idx, call->caller);
         if (!ef_holds(idx) && atomic_load(&ef_local_at(idx)->ghosts))
             ef_stale_drop(idx); /* the copy released it: nobody left for its ghosts */
     }
+}
+
+void ef_on_ctl_before(int epfd, void *caller)
+{
+    struct ef_call call = EF_CALL(caller);
+    ctl_check(epfd, EF_USE_CTL, &call);
 }
 
 /* reg_idx: where fd's registration is now (the copy, after a repair);
  * rep: what repair mode did about this change, NULL nothing. */
 static void record(uint32_t idx, uint32_t reg_idx, int epfd, int op, int fd,
                    const struct epoll_event *ev, uint32_t call_stack, enum ef_cut cut,
-                   struct ef_fd *t, const struct ef_repair_rec *rep)
+                   struct ef_fd *t, const struct ef_repair_rec *rep, enum ef_via via,
+                   int ring_fd)
 {
     struct ef_inst *in = ef_inst_at(idx);
     struct ef_local *l = ef_local_at(idx);
@@ -329,6 +340,9 @@ static void record(uint32_t idx, uint32_t reg_idx, int epfd, int op, int fd,
     c->add_stack = reg ? it.add_stack : 0;
     c->add_pid = reg ? (uint32_t)it.add_pid : 0;
     c->cut = cut;
+    c->via = via;
+    c->add_via = reg ? it.via : EF_VIA_EPOLL_CTL;
+    c->ring_fd = ring_fd;
     c->time_ns = now;
     memset(&c->target, 0, sizeof c->target);
     if (have) {
@@ -369,9 +383,11 @@ static void record(uint32_t idx, uint32_t reg_idx, int epfd, int op, int fd,
         ef_inst_prune(idx); /* holders that exited without closing (_exit, signals) */
 }
 
-void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
+/* A change the kernel made: remember the registration, record it where
+ * someone else may rely on the list, forget a deleted registration. */
+static void ctl_done(int epfd, int op, int fd, const struct epoll_event *ev, enum ef_via via,
+                     int ring_fd, struct ef_call *callp)
 {
-    const struct epoll_event *ev = evp;
     if (!ef_track_start())
         return;
     struct ef_fd *e = ef_fd_peek(epfd);
@@ -387,14 +403,11 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
     if (!ef_holds(idx))
         return;
     struct ef_fd *t = ef_fd_peek(fd);
-    uint32_t call = 0;
-    enum ef_cut cut = EF_CUT_NONE;
     if (op == EPOLL_CTL_ADD) {
         t = ef_fd_get(fd);
-        call = ef_stack_capture(EF_SKIP_SHIM, caller);
-        cut = ef_stack_last_cut();
+        uint32_t call = ef_call_stack(callp);
         if (t)
-            ef_interest_add(fd, t, idx, call);
+            ef_interest_add(fd, t, idx, call, via);
     }
     const struct ef_repair_note *rn = EF_UNLIKELY(ef_opt.repair) ? ef_repair_take(epfd, idx) : NULL;
     if (EF_UNLIKELY(rn && rn->rec.how == EF_REPAIR_COPIED)) {
@@ -404,29 +417,41 @@ void ef_on_ctl(int epfd, int op, int fd, const void *evp, void *caller)
         struct ef_inst *orig = ef_inst_at(rn->orig);
         if (atomic_load(&orig->uid) == rn->orig_uid &&
             atomic_load(&orig->state) == EF_INST_LIVE) {
+            uint32_t call = ef_call_stack(callp);
             EF_GUARD_SCOPE();
-            if (op != EPOLL_CTL_ADD) {
-                call = ef_stack_capture(EF_SKIP_SHIM, caller);
-                cut = ef_stack_last_cut();
-            }
-            record(rn->orig, idx, epfd, op, fd, ev, call, cut, t, &rn->rec);
+            record(rn->orig, idx, epfd, op, fd, ev, call, callp->cut, t, &rn->rec, via, ring_fd);
         }
     } else if (EF_UNLIKELY(atomic_load_explicit(&in->crossed, memory_order_relaxed))) {
         int mine = atomic_load(&ef_local_at(idx)->slot) >= 0;
         /* Record only when someone else holds it: otherwise a change here can
          * surprise no one. */
         if (atomic_load(&in->nholders) > (uint32_t)mine || atomic_load(&in->overflow)) {
+            uint32_t call = ef_call_stack(callp);
             EF_GUARD_SCOPE();
-            if (op != EPOLL_CTL_ADD) {
-                call = ef_stack_capture(EF_SKIP_SHIM, caller);
-                cut = ef_stack_last_cut();
-            }
-            record(idx, idx, epfd, op, fd, ev, call, cut, t, rn ? &rn->rec : NULL);
+            record(idx, idx, epfd, op, fd, ev, call, callp->cut, t, rn ? &rn->rec : NULL, via,
+                   ring_fd);
         }
     }
     if (op == EPOLL_CTL_DEL && t &&
         (atomic_load_explicit(&t->flags, memory_order_relaxed) & (EF_FD_INTEREST | EF_FD_MULTI)))
         ef_interest_del(fd, t, idx);
+}
+
+void ef_on_ctl(int epfd, int op, int fd, const void *ev, void *caller)
+{
+    struct ef_call call = EF_CALL(caller);
+    ctl_done(epfd, op, fd, ev, EF_VIA_EPOLL_CTL, -1, &call);
+}
+
+/* An IORING_OP_EPOLL_CTL that io_uring_enter submitted (uring.c read it):
+ * the same use check and the same bookkeeping as an epoll_ctl, with the
+ * enter's stack (one for every change of the batch). */
+void ef_on_ctl_from_ring(int ring_fd, int epfd, int op, int fd, const void *ev, int succeeded,
+                         struct ef_call *call)
+{
+    ctl_check(epfd, EF_USE_RING_CTL, call);
+    if (succeeded)
+        ctl_done(epfd, op, fd, ev, EF_VIA_IO_URING, ring_fd, call);
 }
 
 void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, void *caller)
@@ -442,7 +467,7 @@ void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, void 
         if (!t)
             return;
         uint32_t call = nraw ? ef_stack_from_raw(raw, nraw) : ef_stack_capture(EF_SKIP_SHIM, caller);
-        ef_interest_add(fd, t, idx, call);
+        ef_interest_add(fd, t, idx, call, EF_VIA_EPOLL_CTL);
     } else if (op == EPOLL_CTL_DEL) {
         struct ef_fd *t = ef_fd_peek(fd);
         if (t && (atomic_load_explicit(&t->flags, memory_order_relaxed) &
@@ -493,15 +518,16 @@ void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *tok, void *c
             tok->slot = slot;
         }
     }
+    struct ef_call call = EF_CALL(caller);
     if (EF_UNLIKELY(atomic_load_explicit(&ef_ghosts_pending, memory_order_relaxed)))
-        ef_stale_check(idx, epfd, caller);
+        ef_stale_check(idx, epfd, &call);
     if (EF_LIKELY(!atomic_load_explicit(&in->crossed, memory_order_seq_cst)))
         return;
     if (!ef_holds(idx))
         return;
     if (atomic_load(&in->gen) != atomic_load_explicit(&ef_local_at(idx)->lastseen,
                                                       memory_order_relaxed))
-        scan(idx, EF_USE_WAIT, caller);
+        scan(idx, EF_USE_WAIT, &call);
 }
 
 void ef_on_wait_exit(int epfd, const struct ef_wait_token *tok, int result)
@@ -535,10 +561,10 @@ void ef_on_close(int fd, void *caller)
         return;
     if (f & EF_FD_EPOLL)
         drop_alias(e);
-    if (f == EF_FD_INTEREST && !ef_stale_copy_possible(fd, e, f)) {
+    if ((f & ~EF_FD_ADD_RING) == EF_FD_INTEREST && !ef_stale_copy_possible(fd, e, f)) {
         /* the common case (a connection closed without DEL): one registration,
          * and the kernel drops it with the close */
-        atomic_fetch_and(&e->flags, ~EF_FD_INTEREST);
+        atomic_fetch_and(&e->flags, ~(EF_FD_INTEREST | EF_FD_ADD_RING));
     } else if (f & (EF_FD_INTEREST | EF_FD_MULTI)) {
         struct ef_interest ins[16];
         int n = ef_interest_collect(fd, e, ins, 16, 1);
@@ -597,15 +623,15 @@ void ef_on_fd_born(int fd)
     if (!e)
         return;
     uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
-    if (EF_UNLIKELY(f & (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED))) {
+    if (EF_UNLIKELY(f & (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED | EF_FD_URING))) {
         if ((f & EF_FD_EPOLL) && ef_tracking() && ef_enter())
             drop_alias(e);
         if (f & EF_FD_MULTI) {
             struct ef_interest ins[16];
             ef_interest_collect(fd, e, ins, 16, 1);
         }
-        atomic_fetch_and(&e->flags,
-                         ~(EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED));
+        atomic_fetch_and(&e->flags, ~(EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED |
+                                      EF_FD_ADD_RING | EF_FD_URING));
     }
     if (atomic_load_explicit(&e->born, memory_order_relaxed) != epoch)
         atomic_store_explicit(&e->born, epoch, memory_order_relaxed);

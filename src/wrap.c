@@ -202,6 +202,8 @@ EXPORT int close(int fd)
             }
             if (active()) {
                 int e = errno;
+                if (f & EF_FD_URING)
+                    ef_uring_on_close(fd);
                 ef_on_close(fd, CALLER);
                 errno = e;
             }
@@ -245,6 +247,9 @@ EXPORT int close_range(unsigned lo, unsigned hi, int flags)
         before_fd2_changes(2);
     int e = errno;
     ef_on_close_range(lo, hi, flags, CALLER);
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_uring_nrings, memory_order_relaxed)) &&
+        !(flags & CLOSE_RANGE_CLOEXEC))
+        ef_uring_on_close_range(lo, hi);
     errno = e;
     if (flags & CLOSE_RANGE_CLOEXEC)
         return ef_real.close_range(lo, hi, flags); /* ours are close-on-exec anyway */
@@ -261,6 +266,8 @@ EXPORT void closefrom(int lo)
     if (lo <= 2)
         before_fd2_changes(2);
     ef_on_close_range((unsigned)lo, ~0u, 0, CALLER);
+    if (EF_UNLIKELY(atomic_load_explicit(&ef_uring_nrings, memory_order_relaxed)))
+        ef_uring_on_close_range((unsigned)lo, ~0u);
     int own[4];
     int n = ef_fd_owned_list(own, 4), top = -1;
     for (int i = 0; i < n; i++)
@@ -309,12 +316,26 @@ EXPORT int dup(int fd)
     return r;
 }
 
+/* dup2/dup3 onto an io_uring fd closes that ring's fd. */
+static inline void before_replace(int fd2)
+{
+    struct ef_fd *d = ef_fd_peek(fd2);
+    if (EF_UNLIKELY(d && (atomic_load_explicit(&d->flags, memory_order_relaxed) & EF_FD_URING)) &&
+        active()) {
+        int e = errno;
+        ef_uring_on_close(fd2);
+        errno = e;
+    }
+}
+
 EXPORT int dup2(int fd, int fd2)
 {
     if (EF_UNLIKELY(ef_fd_owned(fd)))
         return ebadf();
-    if (fd != fd2)
+    if (fd != fd2) {
         before_fd2_changes(fd2);
+        before_replace(fd2);
+    }
     if (EF_UNLIKELY(fd != fd2 && ef_fd_owned(fd2)))
         make_room(fd2);
     int r = ef_real.dup2(fd, fd2);
@@ -330,8 +351,10 @@ EXPORT int dup3(int fd, int fd2, int flags)
 {
     if (EF_UNLIKELY(ef_fd_owned(fd)))
         return ebadf();
-    if (fd != fd2)
+    if (fd != fd2) {
         before_fd2_changes(fd2);
+        before_replace(fd2);
+    }
     if (EF_UNLIKELY(fd != fd2 && ef_fd_owned(fd2)))
         make_room(fd2);
     int r = ef_real.dup3(fd, fd2, flags);
@@ -380,7 +403,7 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 
 EXPORT pid_t fork(void)
 {
-    if (!active() || !ef_tracking() || !ef_holds_any())
+    if (!active() || !ef_tracking() || !ef_fork_matters())
         return ef_real.fork(); /* the atfork handlers still see it */
     int e = errno;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
@@ -405,7 +428,7 @@ EXPORT pid_t fork(void)
  * (hold.c) and takes the stack left here in its copy of this thread's TLS. */
 EXPORT pid_t _Fork(void)
 {
-    if (!active() || !ef_tracking() || !ef_holds_any())
+    if (!active() || !ef_tracking() || !ef_fork_matters())
         return ef_real._Fork();
     int e = errno;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);

@@ -8,7 +8,8 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/install-deps.sh gcc make pkg-config libunwind-dev python3 binutils cppcheck \
     libuv1-dev libevent-dev libev-dev strace python3-gevent man-db groff-base clang \
-    libclang-rt-14-dev util-linux libc6-dev python3-eventlet python3-uvloop python3-dev
+    libclang-rt-14-dev util-linux libc6-dev python3-eventlet python3-uvloop python3-dev \
+    liburing-dev
 # the Debian package and the systemd drop-in (tests/test_package.py); systemd-journald
 # and journalctl for tests/test_journal.py (strace, above, too)
 sh scripts/install-deps.sh build-essential debhelper dpkg-dev lintian libunwind8 systemd

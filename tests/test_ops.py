@@ -349,7 +349,9 @@ def _():
         man7 = f.read().replace("\\-", "-")
     keys = set()
     runs = [run([build("seed.c")]), run([build("stale.c"), "child-copy"]),
-            run([build("execleak.c"), "execve"]), run([build("execleak.c"), "system"])]
+            run([build("execleak.c"), "execve"]), run([build("execleak.c"), "system"]),
+            run([build("uring.c", out="uring_raw"), "shared-ring"]),
+            run([build("uring.c", out="uring_raw"), "child-del"])]
     for r in runs:
         for obj in r.reports + r.notices:
             keys |= set(obj)
@@ -357,7 +359,8 @@ def _():
                 keys |= {k for fr in frames for k in fr}
             keys |= set(obj.get("stacks", {}))
     kinds = {o["kind"] for r in runs for o in r.reports if o["kind"] != "totals"}
-    check(kinds == {"shared-epoll-ctl", "stale-registration", "epoll-fd-exec-leak"}, "kinds %r" % kinds)
+    check(kinds == {"shared-epoll-ctl", "stale-registration", "epoll-fd-exec-leak", "shared-io-uring"},
+          "kinds %r" % kinds)
     for k in sorted(keys):
         check(re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(k), man7),
               "epollfork.7 does not describe the JSON key %r" % k)

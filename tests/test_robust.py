@@ -573,6 +573,9 @@ SAN_SCENARIOS = [
     ("threads-shared", "thread_churn.c", ["-lpthread"], ["shared"], "many", None),
     ("close-all-loop", "close_all.c", [], ["loop"], "EPOLL_CTL_DEL", "other"),
     ("vfork-close", "spawners.c", [], ["vfork-close"], "EPOLL_CTL_DEL", "other"),
+    # io_uring: the SQEs and CQEs of a ring read under the sanitizers
+    ("uring-child-del", "uring.c", [], ["child-del"], "EPOLL_CTL_DEL", "other"),
+    ("uring-batch", "uring.c", [], ["batch", "300"], None, None),
 ]
 
 for _kind in ("ubsan", "asan"):

@@ -51,10 +51,12 @@ def fresh_build():
 
 def wrapped_names():
     """Every libc name the sources define for export: EXPORT functions of
-    wrap.c and .globl symbols of the assembly files."""
+    wrap.c and wrap_uring.c, and .globl symbols of the assembly files."""
     names = set()
-    with open(os.path.join(SRC, "wrap.c")) as f:
-        names |= set(re.findall(r"^EXPORT\s+[\w\s\*]*?\b([A-Za-z_]\w*)\s*\(", f.read(), re.M))
+    for name in os.listdir(SRC):
+        if name.startswith("wrap") and name.endswith(".c"):
+            with open(os.path.join(SRC, name)) as f:
+                names |= set(re.findall(r"^EXPORT\s+[\w\s\*]*?\b([A-Za-z_]\w*)\s*\(", f.read(), re.M))
     for name in os.listdir(SRC):
         if name.endswith(".S"):
             with open(os.path.join(SRC, name)) as f:
@@ -229,7 +231,8 @@ def layer_order():
     """The files of the shim, bottom layer first: the Makefile's core (ground,
     then rules), then the interposition layer."""
     core = sh(["make", "-s", "--no-print-directory", "core-srcs"]).stdout.split()
-    return [os.path.splitext(os.path.basename(p))[0] for p in core] + ["init", "wrap", "vfork_x86_64"]
+    return [os.path.splitext(os.path.basename(p))[0] for p in core] + ["init", "wrap", "wrap_uring",
+                                                                       "vfork_x86_64"]
 
 
 def symbol_graph(objdir, names):
@@ -262,7 +265,7 @@ def _():
     g = symbol_graph(objdir, order)
     pos = {n: i for i, n in enumerate(order)}
     # init and wrap are one layer (the interposition layer): wrap calls ef_init
-    top = {"init", "wrap", "vfork_x86_64"}
+    top = {"init", "wrap", "wrap_uring", "vfork_x86_64"}
     up = sorted("%s -> %s" % (a, b) for a in g for b in g[a]
                 if pos[b] > pos[a] and not (a in top and b in top))
     picture = "\n".join("%-12s -> %s" % (a, " ".join(sorted(g[a], key=pos.get))) for a in order)

@@ -355,6 +355,7 @@ static const struct optcase {
     {"EPOLLFORK_DEDUP", {"0", "1"}, {"", "2", "-1", "yes"}},
     {"EPOLLFORK_DISABLE", {"0", "1"}, {"", "2", "-1", "yes"}},
     {"EPOLLFORK_REPAIR", {"0", "1"}, {"", "2", "-1", "on"}},
+    {"EPOLLFORK_DEBUG", {"0", "1"}, {"", "2", "-1", "yes"}},
 };
 #define NCASES (sizeof optcases / sizeof optcases[0])
 
@@ -373,6 +374,7 @@ static const char *opt_value(const char *name, char *buf, size_t len)
             : !strcmp(name, "EPOLLFORK_DEDUP")     ? ef_opt.dedup
             : !strcmp(name, "EPOLLFORK_DISABLE")   ? ef_opt.disable
             : !strcmp(name, "EPOLLFORK_REPAIR")    ? ef_opt.repair
+            : !strcmp(name, "EPOLLFORK_DEBUG")     ? ef_opt.debug
                                                    : INT_MIN;
     if (v == INT_MIN)
         return NULL;
