@@ -59,7 +59,7 @@
 
 static long kcmp(pid_t p1, pid_t p2, int type, unsigned long a, unsigned long b)
 {
-    return syscall(SYS_kcmp, p1, p2, type, a, b);
+    return ef_sys6(SYS_kcmp, p1, p2, type, (long)a, (long)b, 0);
 }
 
 /* ------------------------------------------------------------------ lock */
@@ -68,7 +68,7 @@ static _Atomic pid_t lock_owner; /* tid of the thread making a repair, 0 none */
 
 static void lock(void)
 {
-    pid_t me = (pid_t)syscall(SYS_gettid);
+    pid_t me = (pid_t)ef_sys6(SYS_gettid, 0, 0, 0, 0, 0, 0);
     for (unsigned spin = 0;; spin++) {
         pid_t cur = 0;
         if (atomic_compare_exchange_weak(&lock_owner, &cur, me))
@@ -76,7 +76,7 @@ static void lock(void)
         /* A fork child inherits the word of a parent thread that was making a
          * repair at the fork: that thread is not one of the child's. */
         if (cur && (spin & 255) == 255 &&
-            syscall(SYS_tgkill, ef_sys_getpid(), cur, 0) != 0 && errno == ESRCH)
+            ef_sys6(SYS_tgkill, ef_sys_getpid(), cur, 0, 0, 0, 0) != 0 && errno == ESRCH)
             atomic_compare_exchange_strong(&lock_owner, &cur, 0);
         if (spin < 128)
             ef_cpu_relax();
@@ -111,7 +111,7 @@ static int collect(const struct ef_tfd *t, void *arg)
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 1024;
         void *m = l->v ? mremap(l->v, l->cap * sizeof *l->v, ncap * sizeof *l->v, MREMAP_MAYMOVE)
-                       : mmap(NULL, ncap * sizeof *l->v, PROT_READ | PROT_WRITE,
+                         : ef_real.mmap(NULL, ncap * sizeof *l->v, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED) {
             l->err = ENOMEM;
@@ -129,7 +129,7 @@ static int collect(const struct ef_tfd *t, void *arg)
 static void list_free(struct list *l)
 {
     if (l->v)
-        munmap(l->v, l->cap * sizeof *l->v);
+        ef_real.munmap(l->v, l->cap * sizeof *l->v);
     l->v = NULL;
 }
 

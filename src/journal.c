@@ -348,7 +348,7 @@ int ef_journal_report(const struct ef_report *r, const char *text, size_t tlen, 
     }
     size_t cap = tlen + jlen + 64 * 1024;
     cap = (cap + 4095) & ~(size_t)4095;
-    char *buf = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *buf = ef_real.mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) {
         ef_log_fallback("epollfork: EPOLLFORK_LOG=journal: no memory for an entry; reporting "
                         "to stderr");
@@ -363,7 +363,7 @@ int ef_journal_report(const struct ef_report *r, const char *text, size_t tlen, 
     field(&e, "EPOLLFORK_JSON", json, trim(json, jlen));
     field(&e, "EPOLLFORK_STACKS", text, trim(text, tlen));
     int rc = send_entry(buf, e.len);
-    munmap(buf, cap);
+    ef_real.munmap(buf, cap);
     return rc;
 }
 

@@ -331,7 +331,7 @@ static int numbered_entries(const char *path, ef_procfs_fd_cb cb, void *arg)
     char buf[4096] __attribute__((aligned(8)));
     int stop = 0;
     while (!stop) {
-        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        long n = sys(SYS_getdents64, dfd, (long)buf, sizeof buf, 0, 0);
         if (n <= 0)
             break;
         for (long off = 0; off < n && !stop;) {
@@ -372,7 +372,7 @@ int ef_procfs_fd_links(int pid, ef_procfs_link_cb cb, void *arg)
     char link[4097]; /* d_path() gives at most PATH_MAX (4096) bytes */
     int stop = 0;
     while (!stop) {
-        long n = syscall(SYS_getdents64, dfd, buf, sizeof buf);
+        long n = sys(SYS_getdents64, dfd, (long)buf, sizeof buf, 0, 0);
         if (n <= 0)
             break;
         for (long off = 0; off < n && !stop;) {
@@ -665,8 +665,7 @@ int ef_procfs_task_syscall(int pid, int tid, struct ef_task_syscall *out)
 
 int ef_procfs_kcmp_file_order(int pid1, int fd1, int pid2, int fd2)
 {
-    long r = syscall(SYS_kcmp, my_pid(pid1), my_pid(pid2), KCMP_FILE, (unsigned long)fd1,
-                     (unsigned long)fd2);
+    long r = sys(SYS_kcmp, my_pid(pid1), my_pid(pid2), KCMP_FILE, (long)fd1, (long)fd2);
     switch (r) {
     case 0: return 0;
     case 1: return -1; /* the kernel's 1: the first is smaller */
@@ -681,8 +680,8 @@ int ef_procfs_kcmp_file_order(int pid1, int fd1, int pid2, int fd2)
 int ef_procfs_is_registered_at(int pid, int fd, int epoll_pid, int epfd, int tfd, unsigned toff)
 {
     struct kcmp_epoll_slot slot = {(uint32_t)epfd, (uint32_t)tfd, toff};
-    long r = syscall(SYS_kcmp, my_pid(pid), my_pid(epoll_pid), KCMP_EPOLL_TFD,
-                     (unsigned long)fd, (unsigned long)&slot);
+    long r = sys(SYS_kcmp, my_pid(pid), my_pid(epoll_pid), KCMP_EPOLL_TFD, (long)fd,
+                 (long)&slot);
     if (r == 0)
         return 1;
     if (r > 0)

@@ -40,7 +40,7 @@
 
 static long kcmp(pid_t p1, pid_t p2, int type, unsigned long a, unsigned long b)
 {
-    return syscall(SYS_kcmp, p1, p2, type, a, b);
+    return ef_sys6(SYS_kcmp, p1, p2, type, (long)a, (long)b, 0);
 }
 
 static int fail(struct ef_repair_rec *rec, enum ef_repair_step step, int err, int fd)
