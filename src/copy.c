@@ -175,7 +175,7 @@ static int disarmed(const struct ef_tfd *t)
     return (t->events & EPOLLONESHOT) && !(t->events & ~PRIVATE_BITS);
 }
 
-static int fail(struct ef_repair_rec *rec, enum ef_repair_step step, int err, int fd)
+int ef_repair_failed(struct ef_repair_rec *rec, enum ef_repair_step step, int err, int fd)
 {
     rec->how = EF_REPAIR_FAILED;
     rec->step = step;
@@ -199,7 +199,7 @@ static int add_one(int c, struct ent *x, uint32_t events, struct ef_repair_rec *
         rec->left++;
         return 1;
     }
-    return fail(rec, EF_RSTEP_ADD, errno, x->t.tfd);
+    return ef_repair_failed(rec, EF_RSTEP_ADD, errno, x->t.tfd);
 }
 
 static void drain(int c)
@@ -225,7 +225,7 @@ static int add_disarmed(int c, struct list *es, struct ef_repair_rec *rec)
     struct list now = {0};
     if (ef_procfs_epoll_entries(0, c, collect, &now) != 0 || now.err) {
         list_free(&now);
-        return fail(rec, now.err ? EF_RSTEP_MEMORY : EF_RSTEP_FDINFO, now.err ? now.err : errno, c);
+        return ef_repair_failed(rec, now.err ? EF_RSTEP_MEMORY : EF_RSTEP_FDINFO, now.err ? now.err : errno, c);
     }
     for (size_t i = 0; i < now.n; i++) {
         struct ef_tfd *t = &now.v[i].t;
@@ -234,7 +234,7 @@ static int add_disarmed(int c, struct list *es, struct ef_repair_rec *rec)
         struct epoll_event ev = {.events = t->events & PRIVATE_BITS, .data.u64 = t->data};
         if (ef_real.epoll_ctl(c, EPOLL_CTL_MOD, t->tfd, &ev) != 0) {
             list_free(&now);
-            return fail(rec, EF_RSTEP_ADD, errno, t->tfd);
+            return ef_repair_failed(rec, EF_RSTEP_ADD, errno, t->tfd);
         }
     }
     drain(c);
@@ -302,23 +302,23 @@ static int copy_locked(int epfd, uint32_t idx, const struct ef_repair_excl *excl
     struct ef_fd *e = ef_fd_peek(epfd);
     if (!e || !(atomic_load(&e->flags) & EF_FD_EPOLL) || atomic_load(&e->inst) != idx ||
         !ef_holds(idx)) {
-        fail(rec, EF_RSTEP_GONE, 0, epfd);
+        ef_repair_failed(rec, EF_RSTEP_GONE, 0, epfd);
         return 0; /* another thread replaced it while we waited for the lock */
     }
     int fl = ef_real.fcntl(epfd, F_GETFD);
     if (fl < 0)
-        return fail(rec, EF_RSTEP_DUP, errno, epfd);
+        return ef_repair_failed(rec, EF_RSTEP_DUP, errno, epfd);
     struct list es = {0};
     if (ef_procfs_epoll_entries(0, epfd, collect, &es) != 0 || es.err) {
         int err = es.err ? es.err : errno;
         list_free(&es);
-        return fail(rec, err == ENOMEM ? EF_RSTEP_MEMORY : EF_RSTEP_FDINFO, err, epfd);
+        return ef_repair_failed(rec, err == ENOMEM ? EF_RSTEP_MEMORY : EF_RSTEP_FDINFO, err, epfd);
     }
     int c = ef_real.epoll_create1(EPOLL_CLOEXEC);
     if (c < 0) {
         int err = errno;
         list_free(&es);
-        return fail(rec, EF_RSTEP_CREATE, err, epfd);
+        return ef_repair_failed(rec, EF_RSTEP_CREATE, err, epfd);
     }
     struct alias_arg aa = {.epfd = epfd, .idx = idx, .me = ef_sys_getpid(), .n = 0};
     if (build(c, epfd, idx, &es, excl, nexcl, rec) < 0) {
@@ -336,7 +336,7 @@ static int copy_locked(int epfd, uint32_t idx, const struct ef_repair_excl *excl
         ef_sys_close(c);
         list_free(&es);
         rec->entries = rec->left = rec->rearmed = 0;
-        return fail(rec, EF_RSTEP_DUP, err, epfd);
+        return ef_repair_failed(rec, EF_RSTEP_DUP, err, epfd);
     }
     for (int i = 0; i < aa.n; i++) {
         int afl = ef_real.fcntl(aa.fds[i], F_GETFD);

@@ -189,7 +189,10 @@ int ef_procfs_epoll_entries(int pid, int epfd, ef_procfs_tfd_cb cb, void *arg)
     return r;
 }
 
-int ef_procfs_read_entries(int fd, ef_procfs_tfd_cb cb, void *arg)
+/* Every line of the text read from fd, without its newline, to cb (nonzero
+ * stops).  Lines longer than the buffer are skipped whole; a last line
+ * without its newline counts.  The one line reader of fdinfo files. */
+static int read_lines(int fd, ef_procfs_line_cb cb, void *arg)
 {
     char buf[8192];
     size_t have = 0;
@@ -205,9 +208,8 @@ int ef_procfs_read_entries(int fd, ef_procfs_tfd_cb cb, void *arg)
         for (size_t i = 0; i < have && !stop; i++) {
             if (buf[i] != '\n')
                 continue;
-            struct ef_tfd t;
-            if (!skipping && ef_procfs_parse_tfd(buf + start, i - start, &t))
-                stop = cb(&t, arg);
+            if (!skipping)
+                stop = cb(buf + start, i - start, arg);
             skipping = 0;
             start = i + 1;
         }
@@ -220,12 +222,27 @@ int ef_procfs_read_entries(int fd, ef_procfs_tfd_cb cb, void *arg)
             skipping = 1;
         }
     }
-    if (have && !skipping && !stop) { /* a last line without its newline */
-        struct ef_tfd t;
-        if (ef_procfs_parse_tfd(buf, have, &t))
-            cb(&t, arg);
-    }
+    if (have && !skipping && !stop)
+        cb(buf, have, arg);
     return 0;
+}
+
+struct entries_arg {
+    ef_procfs_tfd_cb cb;
+    void *arg;
+};
+
+static int entry_line(const char *line, size_t len, void *arg)
+{
+    struct entries_arg *a = arg;
+    struct ef_tfd t;
+    return ef_procfs_parse_tfd(line, len, &t) ? a->cb(&t, a->arg) : 0;
+}
+
+int ef_procfs_read_entries(int fd, ef_procfs_tfd_cb cb, void *arg)
+{
+    struct entries_arg a = {cb, arg};
+    return read_lines(fd, entry_line, &a);
 }
 
 /* ------------------------------------------------------------ fds */
@@ -455,36 +472,9 @@ int ef_procfs_fdinfo_lines(int pid, int fd, ef_procfs_line_cb cb, void *arg)
     int f = open(path, O_RDONLY | O_CLOEXEC);
     if (f < 0)
         return -1;
-    char buf[8192];
-    size_t have = 0;
-    int stop = 0, skipping = 0;
-    for (;;) {
-        ssize_t n = read(f, buf + have, sizeof buf - have);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        have += (size_t)n;
-        size_t start = 0;
-        for (size_t i = 0; i < have && !stop; i++) {
-            if (buf[i] != '\n')
-                continue;
-            if (!skipping)
-                stop = cb(buf + start, i - start, arg);
-            skipping = 0;
-            start = i + 1;
-        }
-        if (stop)
-            break;
-        memmove(buf, buf + start, have - start);
-        have -= start;
-        if (have == sizeof buf) { /* a line longer than the buffer: skip it */
-            have = 0;
-            skipping = 1;
-        }
-    }
+    int r = read_lines(f, cb, arg);
     close_fd(f);
-    return 0;
+    return r;
 }
 
 int ef_procfs_parse_fdinfo_flags(const char *line, size_t len, unsigned *flags)

@@ -31,28 +31,11 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/kcmp.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "rules.h"
-
-static long kcmp(pid_t p1, pid_t p2, int type, unsigned long a, unsigned long b)
-{
-    return ef_sys6(SYS_kcmp, p1, p2, type, (long)a, (long)b, 0);
-}
-
-static int fail(struct ef_repair_rec *rec, enum ef_repair_step step, int err, int fd)
-{
-    rec->how = EF_REPAIR_FAILED;
-    rec->step = step;
-    rec->err = err;
-    rec->fd = fd;
-    return -1;
-}
-
-/* ------------------------------------------------- who holds the instance */
 
 struct scan_arg {
     pid_t me, pid;
@@ -62,7 +45,7 @@ struct scan_arg {
 static int scan_fd(int fd, void *arg)
 {
     struct scan_arg *a = arg;
-    long r = kcmp(a->me, a->pid, KCMP_FILE, (unsigned long)a->epfd, (unsigned long)fd);
+    int r = ef_procfs_same_file(a->me, a->epfd, a->pid, fd);
     if (r == 0)
         a->found = 1;
     else if (r < 0 && errno != EBADF)
@@ -75,7 +58,7 @@ static int scan_fd(int fd, void *arg)
  * refused: a process that is not dumpable, a filtered kcmp). */
 static int pid_holds(pid_t pid, int epfd, pid_t me)
 {
-    long r = kcmp(me, pid, KCMP_FILE, (unsigned long)epfd, (unsigned long)epfd);
+    int r = ef_procfs_same_file(me, epfd, pid, epfd);
     if (r == 0)
         return 1;
     if (r < 0 && errno != EBADF)
@@ -146,7 +129,7 @@ int ef_repair_copy(int epfd, uint32_t idx, const struct ef_repair_excl *excl, in
         memset(note, 0, sizeof *note);
         note->rec.pid = ef_self.pid;
         note->rec.epfd = epfd;
-        return fail(&note->rec, EF_RSTEP_ALLOWED, 0, epfd);
+        return ef_repair_failed(&note->rec, EF_RSTEP_ALLOWED, 0, epfd);
     }
     return copy(epfd, idx, ef_repair_shared(epfd, idx), excl, nexcl, caller, note);
 }
@@ -225,7 +208,7 @@ void ef_repair_before_change(int epfd, uint32_t at_entry, void *caller)
         struct ef_repair_note n = {.orig = idx, .shared = 1};
         n.rec.pid = ef_self.pid;
         n.rec.epfd = epfd;
-        fail(&n.rec, EF_RSTEP_REENTRY, 0, epfd);
+        ef_repair_failed(&n.rec, EF_RSTEP_REENTRY, 0, epfd);
         keep(epfd, &n);
         return;
     }
@@ -248,7 +231,7 @@ void ef_repair_cloexec(int fd, struct ef_repair_rec *rec)
     if (fl >= 0 && ef_real.fcntl(fd, F_SETFD, fl | FD_CLOEXEC) == 0)
         rec->how = EF_REPAIR_CLOEXEC;
     else
-        fail(rec, EF_RSTEP_FCNTL, errno, fd);
+        ef_repair_failed(rec, EF_RSTEP_FCNTL, errno, fd);
 }
 
 void ef_repair_close_inherited(int fd, struct ef_repair_rec *rec)
@@ -259,7 +242,7 @@ void ef_repair_close_inherited(int fd, struct ef_repair_rec *rec)
     if (ef_sys_close(fd) == 0)
         rec->how = EF_REPAIR_CLOSED;
     else
-        fail(rec, EF_RSTEP_CLOSE, errno, fd);
+        ef_repair_failed(rec, EF_RSTEP_CLOSE, errno, fd);
 }
 
 /* ----------------------------------------------------------------- words */

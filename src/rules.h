@@ -163,6 +163,8 @@ struct ef_repair_excl {
  * entries whose file is open here at their number, minus `excl`; note->shared
  * says which word the record gets (COPIED or REBUILT).  1 done, 0 not needed
  * any more (another thread did it), -1 failed: note->rec says why. */
+/* Mark rec as a repair that could not be made, at step, for errno err; -1. */
+int ef_repair_failed(struct ef_repair_rec *rec, enum ef_repair_step step, int err, int fd);
 int ef_copy_make(int epfd, uint32_t idx, const struct ef_repair_excl *excl, int nexcl,
                  void *caller, struct ef_repair_note *note);
 
