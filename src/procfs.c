@@ -81,13 +81,12 @@ static int parse_fd_name(const char *s, size_t max)
     return i == 0 || v > 0x7fffffffL ? -1 : (int)v;
 }
 
-int ef_procfs_fds(int pid, ef_procfs_fd_cb cb, void *arg)
+/* cb(n) for every numeric name n >= min in directory path (fds, pids, tids),
+ * read with getdents64; skip_own: leave out the fd of the directory itself
+ * (reading our own /proc/self/fd). */
+static int numbered_entries(const char *path, int min, int skip_own, ef_procfs_fd_cb cb,
+                            void *arg)
 {
-    char path[64];
-    if (pid > 0)
-        snprintf(path, sizeof path, "/proc/%d/fd", pid);
-    else
-        snprintf(path, sizeof path, "/proc/self/fd");
     int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return -1;
@@ -103,14 +102,24 @@ int ef_procfs_fds(int pid, ef_procfs_fd_cb cb, void *arg)
             if (d->d_reclen <= name_off || off + d->d_reclen > n)
                 break; /* never trust a record length */
             off += d->d_reclen;
-            int fd = parse_fd_name(d->d_name, d->d_reclen - name_off);
-            if (fd < 0 || (fd == dfd && pid <= 0))
+            int v = parse_fd_name(d->d_name, d->d_reclen - name_off);
+            if (v < min || (skip_own && v == dfd))
                 continue;
-            stop = cb(fd, arg);
+            stop = cb(v, arg);
         }
     }
     close_fd(dfd);
     return 0;
+}
+
+int ef_procfs_fds(int pid, ef_procfs_fd_cb cb, void *arg)
+{
+    char path[64];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/fd");
+    return numbered_entries(path, 0, pid <= 0, cb, arg);
 }
 
 /* ------------------------------------------------------------ fdinfo */
@@ -339,43 +348,16 @@ int ef_procfs_is_registered(int pid, int fd, int epoll_pid, int epfd, int tfd)
  * numbers and lines, fds closed with the raw syscall.
  */
 
-/* cb(n) for every numeric name in directory path (pids, tids). */
-static int numbered_entries(const char *path, ef_procfs_fd_cb cb, void *arg)
-{
-    int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return -1;
-    char buf[4096] __attribute__((aligned(8)));
-    int stop = 0;
-    while (!stop) {
-        long n = sys(SYS_getdents64, dfd, (long)buf, sizeof buf, 0, 0);
-        if (n <= 0)
-            break;
-        for (long off = 0; off < n && !stop;) {
-            const struct linux_dirent64 *d = (const struct linux_dirent64 *)(buf + off);
-            size_t name_off = offsetof(struct linux_dirent64, d_name);
-            if (d->d_reclen <= name_off || off + d->d_reclen > n)
-                break;
-            off += d->d_reclen;
-            int v = parse_fd_name(d->d_name, d->d_reclen - name_off);
-            if (v > 0)
-                stop = cb(v, arg);
-        }
-    }
-    close_fd(dfd);
-    return 0;
-}
-
 int ef_procfs_pids(ef_procfs_fd_cb cb, void *arg)
 {
-    return numbered_entries("/proc", cb, arg);
+    return numbered_entries("/proc", 1, 0, cb, arg);
 }
 
 int ef_procfs_tasks(int pid, ef_procfs_fd_cb cb, void *arg)
 {
     char path[64];
     snprintf(path, sizeof path, "/proc/%d/task", pid);
-    return numbered_entries(path, cb, arg);
+    return numbered_entries(path, 1, 0, cb, arg);
 }
 
 int ef_procfs_fd_links(int pid, ef_procfs_link_cb cb, void *arg)
