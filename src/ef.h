@@ -183,6 +183,7 @@ size_t ef_fd_bytes(void);
 int ef_fd_high_base(void);                /* where the shim's own fds go */
 int ef_fd_copy_high(int fd);              /* a close-on-exec owned copy, high; fd or -1 */
 int ef_fd_take_high(int fd);              /* the same, and fd is closed; new fd or -1 */
+int ef_fd_copy_away(int fd);              /* the program wants fd's number: ours moves */
 void ef_fd_own(int fd, int on);           /* mark (or unmark) fd as the shim's */
 int ef_fd_owned_list(int *out, int max);  /* every fd the shim owns */
 

@@ -171,6 +171,24 @@ int ef_fd_copy_high(int fd)
     return hi;
 }
 
+/* The program wants the number of one of our fds (dup2 onto it): a copy of
+ * ours just above it, else anywhere.  A program that dup2s onto every number
+ * up to its limit (1024 by default) pushes ours to the top, and then a low
+ * number beats losing the fd (tests/scenarios/sink_fds.c dup2-high).  The old
+ * number is no longer ours; the caller closes it.  New fd, or -1. */
+int ef_fd_copy_away(int fd)
+{
+    ef_fd_own(fd, 0);
+    int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+    if (hi < 0)
+        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_fd_high_base() / 2);
+    if (hi < 0)
+        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (hi >= 0)
+        ef_fd_own(hi, 1);
+    return hi;
+}
+
 int ef_fd_take_high(int fd)
 {
     int hi = ef_fd_copy_high(fd);

@@ -415,13 +415,7 @@ static int journal_relocate(int fd)
 {
     if (sock.fd < 0 || fd != sock.fd)
         return -1;
-    ef_fd_own(fd, 0);
-    int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
-    if (hi < 0)
-        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (hi >= 0)
-        ef_fd_own(hi, 1);
-    sock.fd = hi;
+    sock.fd = ef_fd_copy_away(fd);
     ef_sys_close(fd);
     return 0;
 }

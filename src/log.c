@@ -371,28 +371,11 @@ int ef_log_relocate(int fd)
         sink |= all[i]->fd == fd;
     if (!sink)
         return upper ? upper->relocate(fd) : -1;
-    ef_fd_own(fd, 0);
-    for (unsigned i = 0; i < 4; i++) {
-        struct sink *s = all[i];
-        if (s->fd != fd)
-            continue;
-        /* Just above the number the program wants, else anywhere: a program
-         * that dup2s onto every number up to its limit (1024 by default) pushes
-         * ours to the top, and then a low number beats losing the sink
-         * (tests/scenarios/sink_fds.c dup2-high). */
-        int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
-        if (hi < 0)
-            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_fd_high_base() / 2);
-        if (hi < 0)
-            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
-        if (hi >= 0) {
-            s->fd = hi;
-            ef_fd_own(hi, 1);
-        } else {
-            s->fd = -1;
-        }
-        ef_sys_close(fd);
-    }
+    int hi = ef_fd_copy_away(fd);
+    for (unsigned i = 0; i < 4; i++)
+        if (all[i]->fd == fd)
+            all[i]->fd = hi;
+    ef_sys_close(fd);
     return 0;
 }
 

@@ -35,6 +35,7 @@ struct ef_registry *ef_reg;
 char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];
 struct ef_ring ef_ring_none;
 static int reg_fd = -1;                  /* the memfd: inherited by fork children */
+static pid_t reg_pid;                    /* the process that last moved reg_fd */
 static _Atomic int map_failed;           /* said once per process */
 
 static uint64_t round_page(uint64_t n)
@@ -89,7 +90,25 @@ int ef_registry_create(void)
     atomic_store(&r->nproc, 1);
     atomic_store(&r->depot_frames_used, 1);
     reg_fd = hi;
+    reg_pid = ef_sys_getpid();
     ef_reg = r;
+    return 0;
+}
+
+/* The program wants the memfd's number (dup2 onto it): ours moves, as the
+ * sinks do (log.c), for the chunks not mapped yet.  In a vfork child, which
+ * shares our memory but not our fd table, its dup2 replaces only its own
+ * copy: change nothing. */
+int ef_reg_relocate(int fd)
+{
+    if (reg_fd < 0 || fd != reg_fd)
+        return -1;
+    pid_t me = ef_sys_getpid();
+    if (atomic_load(&ef_vfork_depth) && me != reg_pid && reg_pid)
+        return 0;
+    reg_pid = me;
+    reg_fd = ef_fd_copy_away(fd);
+    ef_sys_close(fd);
     return 0;
 }
 

@@ -254,6 +254,7 @@ void *ef_reg_span(enum ef_table t, uint32_t start, uint32_t n);
 /* Take n consecutive elements of table t from the shared counter *used,
  * never across a chunk; the first, or UINT32_MAX when the table is full. */
 uint32_t ef_reg_reserve(enum ef_table t, _Atomic uint32_t *used, uint32_t n);
+int ef_reg_relocate(int fd);            /* dup2 onto the memfd: ours moves; 0, or -1 not ours */
 uint64_t ef_reg_file_size(void);        /* the memfd's size: header + every table */
 uint64_t ef_reg_table_offset(enum ef_table t);
 #define EF_NOTICE_INST_FULL  0x1u

@@ -291,12 +291,13 @@ EXPORT void closefrom(int lo)
 /* -------------------------------------------------------------- dups */
 
 /* The program wants number fd2, which is one of ours: move ours away first.
- * A sink moves (log.c); libunwind's pipe is let go, and libunwind with it
- * (it would read and write the program's fd from then on). */
+ * A sink moves (log.c), and so does the registry's memfd (registry.c);
+ * libunwind's pipe is let go, and libunwind with it (it would read and write
+ * the program's fd from then on). */
 static void make_room(int fd2)
 {
     int e = errno;
-    if (ef_log_relocate(fd2) != 0) {
+    if (ef_log_relocate(fd2) != 0 && ef_reg_relocate(fd2) != 0) {
         ef_fd_own(fd2, 0);
         ef_stack_disable(fd2);
     }

@@ -155,7 +155,14 @@ for _mode in ("dup2-high", "dup2-high-nolimit", "dup2-foreign", "dup2-foreign-ke
                 # still read, write or close them (libunwind's validation pipe
                 # is among them)
                 check("damaged: 0\n" in res.stdout, "the program's fds were touched:\n" + res.stdout)
+            # every fd of the shim's but libunwind's pipe moves out of the way:
+            # the registry's memfd too (a lost memfd meant "cannot map more of
+            # the memory" and a fork stack lost in the depot)
+            other = [n["message"] for n in res.notices if "libunwind's own pipe" not in n["message"]]
+            check(not other, "notices other than libunwind's pipe: %r" % other)
             del_conflict(res)
+            fork = [f["function"] for f in res.kinds()[0]["stacks"]["fork"]]
+            check(fork == ["child_deletes_parent_waits"], "fork stack: %r" % fork)
         case("robust/program-takes-shim-fd-numbers-%s-%s" % (_mode, _sink))(_t)
 
 
