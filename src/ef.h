@@ -31,6 +31,16 @@
 #define EF_LIKELY(x) __builtin_expect(!!(x), 1)
 #define EF_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define EF_TLS __thread __attribute__((tls_model("initial-exec")))
+/* Start-up costs pages (bench/RESULTS.md, start-up): every page of the shim a
+ * process touches for the first time is a page fault, ~15 us on this VM, and
+ * every exec'd process runs the constructor and the destructor.  So the small
+ * state they read or write lives in .data (EF_HOT), on the page the loader has
+ * already written (relocations), instead of one .bss page per file; and the
+ * code they run sits together at the start of .text (EF_INIT_TEXT, next to
+ * the constructor and destructor the compiler puts there), where one fault
+ * maps it all (the kernel maps 64 KiB around a fault on a file's page). */
+#define EF_HOT __attribute__((section(".data.ef_hot")))
+#define EF_INIT_TEXT __attribute__((section(".text.startup")))
 #if defined(__x86_64__) || defined(__i386__)
 #define ef_cpu_relax() __builtin_ia32_pause()
 #else
@@ -103,11 +113,47 @@ pid_t ef_sys_getppid(void);
 /* A raw syscall that never reaches a wrapper (the shim's own calls must not
  * enter its syscall() wrapper): -1 and errno on failure, as syscall(2). */
 long ef_sys6(long n, long a, long b, long c, long d, long e, long f);
+/* The same, returning -errno and leaving errno alone (start-up: touching
+ * errno is a lazy binding of __errno_location and a TLS write). */
+long ef_raw6(long n, long a, long b, long c, long d, long e, long f);
+struct stat;
+int ef_fstat(int fd, struct stat *st);           /* raw fstat */
+int ef_stat(const char *path, struct stat *st);  /* raw stat */
 
 /* ------------------------------------------------------------------- util.c */
 size_t ef_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 uint64_t ef_realtime_ns(void);
 void ef_rfc3339(uint64_t ns, char *buf, size_t len);
+/* String helpers for the start-up path, where each libc function called
+ * first costs a lazy binding (~700 instructions) and maybe a page of libc's
+ * text.  The empty asm keeps the compiler from turning the loops back into
+ * calls to strlen/strcmp. */
+static inline size_t ef_strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n]) {
+        __asm__("" : "+r"(n));
+        n++;
+    }
+    return n;
+}
+static inline int ef_streq(const char *a, const char *b)
+{
+    while (*a && *a == *b) {
+        __asm__("" : "+r"(a));
+        a++, b++;
+    }
+    return *a == *b;
+}
+static inline int ef_strprefix(const char *s, const char *pfx)
+{
+    while (*pfx && *s == *pfx) {
+        __asm__("" : "+r"(s));
+        s++, pfx++;
+    }
+    return !*pfx;
+}
+
 /* Mix v into a 64-bit key (claims, dedup). */
 static inline uint64_t ef_mix(uint64_t k, uint64_t v)
 {
@@ -118,15 +164,17 @@ static inline uint64_t ef_mix(uint64_t k, uint64_t v)
 enum ef_format { EF_FMT_TEXT = 0, EF_FMT_JSON = 1 };
 enum ef_on_report { EF_ON_WARN = 0, EF_ON_ABORT = 1 };
 struct ef_options {
-    char log[4096];          /* "stderr", "syslog[:PATH]", "journal[:PATH]" or a path (%p) */
+    const char *log;         /* "stderr", "syslog[:PATH]", "journal[:PATH]" or a path (%p) */
     enum ef_format format;
     enum ef_on_report on_report;
     int stack_depth;         /* frames per stack */
     int disable;             /* pure pass-through */
     int dedup;               /* 1: identical reports merged tree-wide (EPOLLFORK_DEDUP) */
     int debug;               /* 1: io_uring counters at exit (EPOLLFORK_DEBUG) */
-    char suppressions[4096]; /* path of the suppressions file, "" none */
-    int secure;              /* secure execution (setuid, AT_SECURE): not an EPOLLFORK_ variable */
+    const char *suppressions; /* path of the suppressions file, "" none */
+    /* secure execution (setuid, AT_SECURE), known at start-up only when an
+     * EPOLLFORK_* variable is set: read it through ef_secure() */
+    int secure;
     int repair;              /* EPOLLFORK_REPAIR: make the bugs harmless too (repair.c) */
 };
 extern struct ef_options ef_opt;
@@ -135,6 +183,10 @@ extern struct ef_options ef_opt;
  * so that the caller decides where they go. */
 void ef_options_parse(char *const *envp, char *err, size_t errlen);
 void ef_options_print_table(int fd);   /* `make options` */
+int ef_secure(void);                   /* AT_SECURE, asked once */
+/* EPOLLFORK_EXEC_LEAKS's value as the parse saw it (set by the shim itself
+ * across exec, execleak.c), NULL when unset: not an option. */
+extern const char *ef_exec_leaks_env;
 
 /* ---------------------------------------------------------------- fdtable.c */
 #define EF_FD_EPOLL    0x1u   /* an alias of an epoll instance */

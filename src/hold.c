@@ -34,7 +34,8 @@
 
 #include "rules.h"
 
-struct ef_self ef_self;
+EF_HOT struct ef_self ef_self;
+EF_HOT void (*ef_track_started_hook)(void);
 struct ef_inst ef_inst_none;
 struct ef_wipe *ef_wipe;
 struct ef_fork_state ef_fork;
@@ -98,6 +99,8 @@ int ef_track_start(void)
     }
     atomic_store_explicit(&ef_self.tracking, ok ? EF_TRACK_ON : EF_TRACK_FAILED,
                           memory_order_release);
+    if (ok && ef_track_started_hook)
+        ef_track_started_hook();
     return ok;
 }
 
@@ -481,7 +484,7 @@ void ef_on_fork_child(void)
     ef_log_after_fork_child();
 }
 
-void ef_on_exit(void)
+EF_INIT_TEXT void ef_on_exit(void)
 {
     if (!ef_tracking())
         return;

@@ -82,7 +82,7 @@ static int keep(int fd, struct sink *s)
     if (hi < 0)
         return -1;
     struct stat st;
-    if (fstat(hi, &st) != 0) {
+    if (ef_fstat(hi, &st) != 0) {
         ef_fd_own(hi, 0);
         ef_sys_close(hi);
         return -1;
@@ -96,7 +96,7 @@ static int keep(int fd, struct sink *s)
 static int still_ours(const struct sink *s)
 {
     struct stat st;
-    return s->fd >= 0 && fstat(s->fd, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino;
+    return s->fd >= 0 && ef_fstat(s->fd, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino;
 }
 
 static int has_pid_pattern(void)
@@ -225,7 +225,7 @@ static int in_shared_dir(const char *path)
     else
         ef_fmt(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     struct stat st;
-    return stat(dir, &st) == 0 && (st.st_mode & S_ISVTX) && (st.st_mode & S_IWOTH);
+    return ef_stat(dir, &st) == 0 && (st.st_mode & S_ISVTX) && (st.st_mode & S_IWOTH);
 }
 
 /* Open a log file for appending.  Never blocks (O_NONBLOCK: a FIFO with no
@@ -256,7 +256,7 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
     struct stat st;
     const char *bad = NULL;
     char owner[96];
-    if (!careful && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && (flags & O_CREAT)) {
+    if (!careful && ef_fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && (flags & O_CREAT)) {
         /* The user's own FIFO or device: opened read-write it would make us
          * a reader of it; write-only, it fails at once when nobody reads. */
         ef_sys_close(fd);
@@ -268,7 +268,7 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
             return -1;
         }
     }
-    if (fstat(fd, &st) != 0)
+    if (ef_fstat(fd, &st) != 0)
         bad = "it cannot be examined";
     else if (careful && !S_ISREG(st.st_mode))
         bad = "it is not a regular file";
@@ -309,7 +309,7 @@ void ef_log_copy_stderr(void)
         return;
     struct stat st;
     sink_pid = ef_sys_getpid();
-    if (fstat(2, &st) == 0 && keep(2, &err_sink) != 0 && fd_limit_said_first_time()) {
+    if (ef_fstat(2, &st) == 0 && keep(2, &err_sink) != 0 && fd_limit_said_first_time()) {
         /* No number left above the program's (RLIMIT_NOFILE is tiny): fd 2
          * is still the stderr the process started with at this moment, so
          * the one notice goes there; later reports have no sink. */
@@ -420,7 +420,7 @@ static void end_cut_line(int fd)
 {
     struct stat st;
     char last;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+    if (ef_fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
         pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
         write_all(fd, "\n", 1);
 }

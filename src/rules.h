@@ -96,6 +96,9 @@ extern EF_TLS uint32_t ef_tls_fork_stack;
 extern EF_TLS int ef_tls_fork_how;
 
 int ef_track_start(void);                  /* start tracking (registry, log); 1 on */
+/* Called once tracking has started (init.c registers the atfork handler
+ * then, not at every start-up: a hook, so that no arrow climbs up). */
+extern void (*ef_track_started_hook)(void);
 static inline int ef_tracking(void)
 {
     return atomic_load_explicit(&ef_self.tracking, memory_order_acquire) == EF_TRACK_ON;
@@ -206,7 +209,12 @@ void ef_stale_note_inherited(int fd);
  * checks that cannot fault. */
 char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
                              char *const envp[], void *caller);
-void ef_startup_scan(void);
+/* Start-up: the fds inherited at exec.  The scan makes raw system calls only
+ * and never touches errno; it returns nonzero when there is something to
+ * judge (a candidate epoll fd, a list from the exec that started us, or /proc
+ * to read), which ef_startup_judge() does, with libc. */
+int ef_startup_scan(void);
+void ef_startup_judge(void);
 
 /* ---------------------------------------------------------------- events */
 /* Raised by wrap.c after the real call succeeded, or before it where the
@@ -313,6 +321,7 @@ void ef_uring_on_exit(void);
 /* ------------------------------------------------- init.c (the top layer) */
 /* Declared here for wrap.c, the only other file of the top layer. */
 extern _Atomic int ef_init_state;        /* 0 none, 1 running, 2 done */
+void ef_atfork_register(void);             /* once; init.c */
 void ef_init(void);
 static inline void ef_ensure_init(void)
 {

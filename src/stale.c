@@ -50,26 +50,24 @@ struct ghost {
 
 static struct ghost ghosts[NGHOST];
 _Atomic uint32_t ef_ghosts_pending;      /* ready ghosts in all instances (rules.h) */
-static int inherited[256];            /* fds open when the program started */
-static int ninherited;
-static int inherited_overflow;
+/* fds open when the program started: [0, 1024) exactly, and whether any
+ * number above was (then every number above counts). */
+EF_HOT static uint64_t inherited[1024 / 64];
+EF_HOT static int inherited_high;
 
-void ef_stale_note_inherited(int fd)
+EF_INIT_TEXT void ef_stale_note_inherited(int fd)
 {
-    if (ninherited < (int)(sizeof inherited / sizeof inherited[0]))
-        inherited[ninherited++] = fd;
+    if ((unsigned)fd < 1024)
+        inherited[fd / 64] |= 1ull << (fd % 64);
     else
-        inherited_overflow = 1;
+        inherited_high = 1;
 }
 
 static int was_inherited(int fd)
 {
-    if (inherited_overflow)
-        return 1;
-    for (int i = 0; i < ninherited; i++)
-        if (inherited[i] == fd)
-            return 1;
-    return 0;
+    if ((unsigned)fd < 1024)
+        return (int)(inherited[fd / 64] >> (fd % 64) & 1);
+    return inherited_high;
 }
 
 /* Can a copy of fd's open file description live on after its close?  Only
@@ -91,7 +89,7 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
     if (EF_LIKELY(!ef_stale_copy_possible(fd, e, flags)))
         return;
     struct stat st;
-    if (fstat(fd, &st) != 0)
+    if (ef_fstat(fd, &st) != 0)
         return;
     struct ghost *g = NULL;
     for (int i = 0; i < NGHOST && !g; i++) {

@@ -106,9 +106,9 @@ void ef_suppressions_load(const char *path)
         return;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (ef_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS='%s' is %s, not a file of rules; no "
-                      "suppressions", path, fstat(fd, &st) == 0 ? file_type(st.st_mode) : "unknown");
+                      "suppressions", path, ef_fstat(fd, &st) == 0 ? file_type(st.st_mode) : "unknown");
         ef_sys_close(fd);
         return;
     }

@@ -649,7 +649,7 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
 
 /* ------------------------------------------------------------ exit */
 
-void ef_uring_on_exit(void)
+EF_INIT_TEXT void ef_uring_on_exit(void)
 {
     if (!ef_opt.debug || !atomic_load(&n_rings))
         return;

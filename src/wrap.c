@@ -403,7 +403,10 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 
 EXPORT pid_t fork(void)
 {
-    if (!active() || !ef_tracking() || !ef_fork_matters())
+    if (!active())
+        return ef_real.fork();
+    ef_atfork_register(); /* a load and a compare once it is */
+    if (!ef_tracking() || !ef_fork_matters())
         return ef_real.fork(); /* the atfork handlers still see it */
     int e = errno;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
