@@ -118,6 +118,9 @@ long ef_sys6(long n, long a, long b, long c, long d, long e, long f);
 long ef_raw6(long n, long a, long b, long c, long d, long e, long f);
 struct stat;
 int ef_fstat(int fd, struct stat *st);           /* raw fstat */
+/* name defined in some loaded object: 1, 0 nowhere, -1 cannot tell (no malloc,
+ * unlike a failing dlsym) */
+int ef_sym_anywhere(const char *name);
 int ef_stat(const char *path, struct stat *st);  /* raw stat */
 
 /* ------------------------------------------------------------------- util.c */
@@ -190,7 +193,7 @@ extern const char *ef_exec_leaks_env;
 
 /* ---------------------------------------------------------------- fdtable.c */
 #define EF_FD_EPOLL    0x1u   /* an alias of an epoll instance */
-#define EF_FD_OWNED    0x4u   /* the shim's own fd: hidden from the program */
+/* 0x4u was EF_FD_OWNED: the shim's own fds are ef_owned_fds[] now */
 #define EF_FD_INTEREST 0x8u   /* registered (ADD) in some instance */
 #define EF_FD_DUPED    0x10u  /* dup'ed, or made by a dup: its description may have copies */
 #define EF_FD_MULTI    0x20u  /* also registered in other instances (interest.c's side table) */
@@ -209,20 +212,35 @@ struct ef_fd {
 #define EF_FD_MAX (1u << 26)
 #define EF_FD_PAGE_BITS 12
 extern struct ef_fd *_Atomic ef_fd_l1[EF_FD_MAX >> EF_FD_PAGE_BITS];
+/* The first-level entry of fds 0-4095, kept apart (EF_HOT): reading
+ * ef_fd_l1[0], in .bss, would cost every process a page fault at its first
+ * close(); this one is on a page the loader wrote anyway. */
+extern struct ef_fd *_Atomic ef_fd_p0;
+static inline struct ef_fd *_Atomic *ef_fd_l1_slot(unsigned i)
+{
+    return i ? &ef_fd_l1[i] : &ef_fd_p0;
+}
 /* Lookup without allocating; NULL when the fd never had an entry.  Inline:
  * every wrapper does it, on the hot path. */
 static inline struct ef_fd *ef_fd_peek(int fd)
 {
     if (EF_UNLIKELY((unsigned)fd >= EF_FD_MAX))
         return NULL;
-    struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[(unsigned)fd >> EF_FD_PAGE_BITS],
+    struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot((unsigned)fd >> EF_FD_PAGE_BITS),
                                            memory_order_acquire);
     return p ? &p[(unsigned)fd & ((1u << EF_FD_PAGE_BITS) - 1)] : NULL;
 }
+#define EF_MAX_OWNED 8
+extern _Atomic int ef_owned_fds[EF_MAX_OWNED];  /* fd + 1, 0 free (fdtable.c) */
+extern _Atomic int ef_owned_lo;                 /* the lowest of them */
 static inline int ef_fd_owned(int fd)
 {
-    struct ef_fd *e = ef_fd_peek(fd);
-    return e && (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_OWNED);
+    if (EF_LIKELY(fd < atomic_load_explicit(&ef_owned_lo, memory_order_relaxed)))
+        return 0;
+    for (int i = 0; i < EF_MAX_OWNED; i++)
+        if (atomic_load_explicit(&ef_owned_fds[i], memory_order_relaxed) == fd + 1)
+            return 1;
+    return 0;
 }
 /* Lookup, allocating the page; NULL when fd is out of range or mmap failed. */
 struct ef_fd *ef_fd_get(int fd);
@@ -280,6 +298,7 @@ extern _Atomic int ef_py_state;
  * Python frames (no interpreter in this process, a thread not running
  * Python, a version whose layout we do not know). */
 int ef_py_capture(uint64_t *words, int max, uint64_t *key);
+void ef_py_probe(void);   /* decide ef_py_state now (the first capture does) */
 uint32_t ef_pystr_intern(const char *s, uint32_t n);  /* its id, 0 when the store is full */
 void ef_pystr_copy(uint32_t id, char *buf, size_t cap);  /* "?" when unknown or damaged */
 uint64_t ef_py_word_of(uint32_t file, int line, uint32_t function);
@@ -302,6 +321,17 @@ void ef_py_site(const struct ef_pyframe *f, char *buf, size_t len); /* "worker.p
 #define EF_PY_NATIVE_DEPTH 8
 int ef_py_running(void);
 
+/* ------------------------------------------------------------------ depot.c */
+/* A depot entry: up to EF_MAX_FRAMES frames and the Python marker. */
+#define EF_DEPOT_ENTRY_MAX (EF_MAX_FRAMES + 1)
+uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n);      /* its id, 0 none */
+/* The same for Python words: does not evict the thread's cached native stack. */
+uint32_t ef_depot_put_aside(const uintptr_t *pcs, uint32_t n);
+/* The words of depot entry id as stored (the Python marker included). */
+uint32_t ef_depot_read(uint32_t id, uint64_t *pcs, uint32_t max);
+uint32_t ef_depot_native(uint32_t id, uint64_t *pcs, uint32_t max); /* without the marker */
+uint32_t ef_depot_python(uint32_t id, uint64_t *words, uint32_t max); /* its Python words */
+
 /* ------------------------------------------------------------------ stack.c */
 enum ef_skip { EF_SKIP_SHIM = 0, EF_SKIP_SHIM_AND_ONE = 1 };
 /* Why a stack holds only the calling frame. */
@@ -312,8 +342,20 @@ enum ef_cut {
     EF_CUT_REENTRY,         /* a signal handler interrupted our own unwinding */
 };
 const char *ef_cut_why(enum ef_cut cut);  /* the stack note, NULL for EF_CUT_NONE */
-/* Capture the calling stack into the depot; returns its id (0 none). */
+/* Capture the calling stack; returns its id (0 none).  Until libunwind is
+ * loaded, the id may name a capture kept to be unwound later (EF_STACK_PENDING
+ * set): anything that compares ids (a claim, a dedup key) takes
+ * ef_stack_canon() of them, which unwinds it and gives its depot id. */
+#define EF_STACK_PENDING 0x80000000u
 uint32_t ef_stack_capture(enum ef_skip skip, void *caller);
+/* The same, unwound now: for a stack another process will read (a change
+ * recorded on a shared instance, a ring's use) or a report about to be made. */
+uint32_t ef_stack_capture_now(enum ef_skip skip, void *caller);
+uint32_t ef_stack_canon(uint32_t id);
+/* hold.c: the process record of the process capturing (a kept capture is
+ * named by it; record 0, none: no capture is kept) */
+void ef_stack_set_owner(uint32_t proc);
+void ef_stack_set_main_top(uintptr_t top); /* init.c: the main thread's arguments */
 enum ef_cut ef_stack_last_cut(void); /* why this thread's last capture stopped at one frame */
 uint32_t ef_stack_from_raw(void *const *raw, int n);
 extern int (*ef_bt)(void **, int);  /* libunwind's unw_backtrace, when usable here */
@@ -337,10 +379,9 @@ static inline int ef_capture_here(void **raw, int depth)
     ef_unwinding = 0;
     return n > 0 ? n : 0;
 }
-uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n);
-/* Copy the native frames of stack id into pcs (at most max); their count, 0
- * when the id is unknown or its record in the registry does not hold
- * together. */
+/* The native frames of stack id (a depot id, or one of a capture not yet
+ * unwound: it is unwound now) into pcs, at most max; their count, 0 when the
+ * id is unknown or its record in the registry does not hold together. */
 uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max);
 /* A stack captured while the thread ran Python carries its Python stack: a
  * last word EF_PY_MARK | id of a depot entry of Python frame words.  Copy
@@ -350,6 +391,7 @@ uint32_t ef_stack_python(uint32_t id, uint64_t *words, uint32_t max);
 /* A stack of native frames pcs and Python frame words, stored once (tests). */
 uint32_t ef_stack_store(const uintptr_t *pcs, uint32_t n, const uint64_t *words, uint32_t nw);
 void ef_stack_before_fork(void);
+void ef_stack_forking(void);        /* a fork no handler sees (_Fork): no kept captures after it */
 void ef_stack_after_fork_child(int parent_multithreaded);
 void ef_stack_after_unseen_fork(void);
 int ef_stack_parent_mt(void);

@@ -98,7 +98,7 @@ static int entries_of(int epfd)
 static uint64_t leak_key(uint32_t idx, uint32_t uid, int fd, uint32_t stack)
 {
     uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_EXEC_LEAK].key_tag, idx), uid);
-    k = ef_mix(ef_mix(k, (uint32_t)fd), stack);
+    k = ef_mix(ef_mix(k, (uint32_t)fd), ef_stack_canon(stack));
     return k ^ (k >> 31);
 }
 
@@ -271,7 +271,7 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
         struct ef_fd *e = ef_fd_peek(fd);
         uint32_t idx = e ? atomic_load(&e->inst) : 0;
         if (!a.exec_stack)
-            a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+            a.exec_stack = ef_stack_capture_now(EF_SKIP_SHIM, caller);
         int held = ef_holds(idx);
         uint32_t uid = held ? atomic_load(&ef_local_at(idx)->uid) : 0;
         struct ef_repair_rec rec;
@@ -325,8 +325,11 @@ EF_INIT_TEXT static int anon_inode(int fd)
     return ef_raw6(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) == 0 && (st.st_mode & S_IFMT) == 0;
 }
 
-/* Every open fd, at start-up, cheaply: every exec'd process pays for this
- * (bench/RESULTS.md, start-up).  poll() with timeout 0 over [0, 1024) says
+/* Every open fd, cheaply: every exec'd process asks at start-up (bench/
+ * RESULTS.md, start-up), and a process that uses epoll at its first fork
+ * (uring.c).  fn gets each open fd and its revents; -1 when the numbers
+ * above 1023 may hold some too (read /proc then).  poll() with timeout 0
+ * over [0, 1024) says
  * which numbers are open (POLLNVAL for the others), in two system calls of
  * 512 (one of 1,024 needs 8 KiB of stack, a page below the loader's deepest
  * frame: a page fault costs more than a system call here), where opening
@@ -341,7 +344,7 @@ EF_INIT_TEXT static int anon_inode(int fd)
  * Raw system calls only, and no libc: this part never touches errno. */
 #define SCAN_FDS 1024
 #define SCAN_CHUNK 512
-EF_INIT_TEXT static void startup_poll(void)
+EF_INIT_TEXT int ef_open_fds(void (*fn)(int fd, short revents, void *arg), void *arg)
 {
     /* Filled and read two entries at a time (SSE2 is baseline on x86-64): a
      * loop of 1,024 single stores and loads was 16,000 instructions, most of
@@ -362,25 +365,16 @@ EF_INIT_TEXT static void startup_poll(void)
                 p[i].events = POLLOUT;
         long n = limit - base < SCAN_CHUNK ? limit - base : SCAN_CHUNK;
         long r = ef_raw6(SYS_poll, (long)p, n, 0, 0, 0, 0);
-        if (r == -EINVAL && !base) {
-            /* RLIMIT_NOFILE below 512: poll takes at most that many */
-            struct rlimit rl;
-            if (ef_raw6(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0, 0) == 0 &&
-                rl.rlim_cur < SCAN_CHUNK)
-                limit = n = (long)rl.rlim_cur;
-            r = ef_raw6(SYS_poll, (long)p, n, 0, 0, 0, 0);
-        } else if (r == -EINVAL) {
-            /* between 512 and 1023 */
+        if (r == -EINVAL) {
+            /* RLIMIT_NOFILE below this chunk's end: poll takes at most that */
             struct rlimit rl;
             if (ef_raw6(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0, 0) == 0 &&
                 rl.rlim_cur < SCAN_FDS && (long)rl.rlim_cur > base)
                 limit = (long)rl.rlim_cur, n = limit - base;
             r = ef_raw6(SYS_poll, (long)p, n, 0, 0, 0, 0);
         }
-        if (r < 0) {
-            startup_proc = 1;
-            return;
-        }
+        if (r < 0)
+            return -1;
         /* the revents of two entries are 16-bit lanes 3 and 7 of a vector:
          * skip eight entries at a time while all are POLLNVAL (closed) */
         for (int i = 0; i < (n + 7) / 8; i++) {
@@ -392,15 +386,10 @@ EF_INIT_TEXT static void startup_poll(void)
             if ((_mm_movemask_epi8(all) & 0xc0c0) == 0xc0c0)
                 continue;
             for (int k = 8 * i; k < 8 * i + 8 && k < n; k++) {
-                short rev = p[k].revents;
-                if (rev & POLLNVAL)
+                if (p[k].revents & POLLNVAL)
                     continue;
-                int fd = (int)base + k;
-                highest = fd;
-                ef_stale_note_inherited(fd);
-                if (!(rev & (POLLHUP | POLLERR | POLLOUT)) && anon_inode(fd) &&
-                    nstartup_cand < MAXLEAK)
-                    startup_cand[nstartup_cand++] = fd;
+                highest = (int)base + k;
+                fn((int)base + k, p[k].revents, arg);
             }
         }
     }
@@ -408,8 +397,23 @@ EF_INIT_TEXT static void startup_poll(void)
         struct rlimit rl;
         if (ef_raw6(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0, 0) != 0 ||
             rl.rlim_cur > SCAN_FDS)
-            startup_proc = 1; /* maybe more above 1023: every fd again, from /proc */
+            return -1; /* maybe more above 1023 */
     }
+    return 0;
+}
+
+EF_INIT_TEXT static void startup_one(int fd, short rev, void *arg)
+{
+    (void)arg;
+    ef_stale_note_inherited(fd);
+    if (!(rev & (POLLHUP | POLLERR | POLLOUT)) && anon_inode(fd) && nstartup_cand < MAXLEAK)
+        startup_cand[nstartup_cand++] = fd;
+}
+
+EF_INIT_TEXT static void startup_poll(void)
+{
+    if (ef_open_fds(startup_one, NULL) != 0)
+        startup_proc = 1; /* every fd again, from /proc */
 }
 
 /* ---------------------------------------------- start-up: the judging */

@@ -30,15 +30,16 @@
  * each fork (bench/RESULTS.md); untouched .bss costs nothing. */
 static struct ef_fd page0[PAGE_ENTRIES];
 struct ef_fd *_Atomic ef_fd_l1[L1_ENTRIES]; /* .bss: set on first use, not at load */
-static _Atomic size_t pages_mapped;
-static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
+EF_HOT struct ef_fd *_Atomic ef_fd_p0;      /* ef_fd_l1[0], on a page already written */
+EF_HOT static _Atomic size_t pages_mapped;
+EF_HOT static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
 
-struct ef_fd *ef_fd_get(int fd)
+EF_INIT_TEXT struct ef_fd *ef_fd_get(int fd)
 {
     if ((unsigned)fd >= EF_FD_MAX)
         return NULL;
     unsigned i = (unsigned)fd >> PAGE_BITS;
-    struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[i], memory_order_acquire);
+    struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot(i), memory_order_acquire);
     if (!p) {
         void *m = i == 0 ? (void *)page0
                          : ef_real.mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd),
@@ -47,7 +48,7 @@ struct ef_fd *ef_fd_get(int fd)
         if (m == MAP_FAILED)
             return NULL;
         struct ef_fd *expect = NULL;
-        if (atomic_compare_exchange_strong(&ef_fd_l1[i], &expect, (struct ef_fd *)m)) {
+        if (atomic_compare_exchange_strong(ef_fd_l1_slot(i), &expect, (struct ef_fd *)m)) {
             p = m;
             atomic_fetch_add(&pages_mapped, 1);
             unsigned top = atomic_load(&l1_top);
@@ -74,7 +75,7 @@ void ef_fd_foreach(unsigned lo, unsigned hi, void (*fn)(int, struct ef_fd *, voi
     if (hi >= (top << PAGE_BITS))
         hi = (top << PAGE_BITS) - 1;
     for (unsigned i = lo >> PAGE_BITS; i <= (hi >> PAGE_BITS) && lo <= hi; i++) {
-        struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[i], memory_order_acquire);
+        struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot(i), memory_order_acquire);
         if (!p)
             continue;
         unsigned first = i << PAGE_BITS;
@@ -96,32 +97,38 @@ size_t ef_fd_bytes(void)
 /* ------------------------------------------------------------ owned fds */
 
 /* Every fd the shim owns, stored +1 (0 = free). */
-#define MAX_OWNED 8
-static _Atomic int owned_fds[MAX_OWNED];
+/* Every fd the shim owns, stored +1 (0 = free), and the lowest of them: the
+ * wrappers ask ef_fd_owned() (ef.h), a compare for any lower number.  Not
+ * flags in the table: the shim's fds sit at the top of the numbers, and their
+ * entries would be a page of the table of their own to fault in (at every
+ * process's first epoll_create; bench/RESULTS.md). */
+EF_HOT _Atomic int ef_owned_fds[EF_MAX_OWNED];
+EF_HOT _Atomic int ef_owned_lo = EF_FD_MAX;
 
-void ef_fd_own(int fd, int on)
+EF_INIT_TEXT void ef_fd_own(int fd, int on)
 {
-    struct ef_fd *e = on ? ef_fd_get(fd) : ef_fd_peek(fd);
-    if (e) {
-        if (on)
-            atomic_fetch_or(&e->flags, EF_FD_OWNED);
-        else
-            atomic_fetch_and(&e->flags, ~EF_FD_OWNED);
+    int done = 0;
+    for (int i = 0; i < EF_MAX_OWNED && !done; i++) {
+        int cur = atomic_load(&ef_owned_fds[i]);
+        if (on && cur == 0 && atomic_compare_exchange_strong(&ef_owned_fds[i], &cur, fd + 1))
+            done = 1;
+        if (!on && cur == fd + 1 && atomic_compare_exchange_strong(&ef_owned_fds[i], &cur, 0))
+            done = 1;
     }
-    for (int i = 0; i < MAX_OWNED; i++) {
-        int cur = atomic_load(&owned_fds[i]);
-        if (on && cur == 0 && atomic_compare_exchange_strong(&owned_fds[i], &cur, fd + 1))
-            return;
-        if (!on && cur == fd + 1 && atomic_compare_exchange_strong(&owned_fds[i], &cur, 0))
-            return;
+    int lo = EF_FD_MAX;
+    for (int i = 0; i < EF_MAX_OWNED; i++) {
+        int v = atomic_load(&ef_owned_fds[i]);
+        if (v > 0 && v - 1 < lo)
+            lo = v - 1;
     }
+    atomic_store(&ef_owned_lo, lo);
 }
 
 int ef_fd_owned_list(int *out, int max)
 {
     int n = 0;
-    for (int i = 0; i < MAX_OWNED && n < max; i++) {
-        int v = atomic_load(&owned_fds[i]);
+    for (int i = 0; i < EF_MAX_OWNED && n < max; i++) {
+        int v = atomic_load(&ef_owned_fds[i]);
         if (v > 0)
             out[n++] = v - 1;
     }
@@ -130,7 +137,7 @@ int ef_fd_owned_list(int *out, int max)
 
 /* The fd limit the shim's numbers live under: 1024 (so that they stay usable
  * by select()), or a lower RLIMIT_NOFILE. */
-static long fd_limit(void)
+EF_INIT_TEXT static long fd_limit(void)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
@@ -152,7 +159,7 @@ int ef_fd_high_base(void)
     return base < 3 ? 3 : (int)base;
 }
 
-int ef_fd_copy_high(int fd)
+EF_INIT_TEXT int ef_fd_copy_high(int fd)
 {
     long lim = fd_limit();
     int hi = -1;
@@ -171,7 +178,7 @@ int ef_fd_copy_high(int fd)
     return hi;
 }
 
-int ef_fd_take_high(int fd)
+EF_INIT_TEXT int ef_fd_take_high(int fd)
 {
     int hi = ef_fd_copy_high(fd);
     if (hi >= 0)

@@ -31,7 +31,7 @@ EF_HOT static _Atomic int atfork_state; /* 0 not registered, 1 registered */
 
 /* errno is restored only if it changed: a write to a page after a fork is a
  * copy-on-write fault, and these run on every fork. */
-static void on_prepare(void)
+EF_INIT_TEXT static void on_prepare(void)
 {
     int e = errno;
     ef_on_fork_prepare();
@@ -40,7 +40,14 @@ static void on_prepare(void)
         errno = e;
 }
 
-void ef_atfork_register(void)
+/* What pthread_atfork() does (glibc's libc_nonshared.a): called directly,
+ * because that stub sits at the far end of our text, a page the process
+ * would fault in only for it. */
+extern int __register_atfork(void (*prepare)(void), void (*parent)(void), void (*child)(void),
+                             void *dso);
+extern void *__dso_handle __attribute__((visibility("hidden")));
+
+EF_INIT_TEXT void ef_atfork_register(void)
 {
     int expect = 0;
     if (atomic_load_explicit(&atfork_state, memory_order_relaxed) ||
@@ -51,7 +58,7 @@ void ef_atfork_register(void)
      * bookkeeping waits for its first epoll event (hold.c); the parent
      * has nothing left to do after the fork but what our fork wrapper
      * does with the child's pid. */
-    pthread_atfork(on_prepare, NULL, NULL);
+    __register_atfork(on_prepare, NULL, NULL, __dso_handle);
 }
 
 /* The options, and one notice per complaint, in the configured format,
@@ -120,8 +127,12 @@ EF_INIT_TEXT void ef_fini(void)
 {
 }
 
-__attribute__((constructor)) static void ef_constructor(void)
+/* glibc calls constructors with the program's arguments: the main thread's
+ * frames all lie below them (stack.c keeps copies of the stack up to there). */
+__attribute__((constructor)) static void ef_constructor(int argc, char **argv, char **envp)
 {
+    (void)argc, (void)envp;
+    ef_stack_set_main_top((uintptr_t)argv);
     ef_init();
 }
 
@@ -131,12 +142,15 @@ __attribute__((destructor)) static void ef_destructor(void)
         return;
     /* A process that tracked nothing and reported nothing has nothing to do
      * here, and does not touch errno (its first use is a lazy binding) */
+    /* errno is read only when something will be written: its first use is a
+     * lazy binding, which writes our GOT (a copy-on-write fault after a
+     * fork); ef_on_exit() leaves it alone */
+    ef_on_exit();
     struct ef_counts c = ef_report_counts();
-    if (!ef_tracking() && !ef_opt.debug && !c.reports && !c.suppressed && !c.deduped)
+    if (!ef_opt.debug && !c.reports && !c.suppressed && !c.deduped)
         return;
     int e = errno;
     ef_uring_on_exit();
-    ef_on_exit();
     ef_report_totals();
     errno = e;
 }

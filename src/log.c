@@ -57,12 +57,12 @@ static struct sink file_sink = {.fd = -1};  /* EPOLLFORK_LOG file shared by the 
 static struct sink own_sink = {.fd = -1};   /* per-process '%p' file */
 static struct sink sys_sink = {.fd = -1};   /* syslog datagram socket */
 static char sys_path[200];
-static pid_t own_pid;
+EF_HOT static pid_t own_pid;
 enum own_state { OWN_UNTRIED = 0, OWN_OPENING, OWN_OPEN, OWN_FAILED };
-static _Atomic int own_state;               /* enum own_state: the per-process file */
-static _Atomic int setup_done;
-static _Atomic int err_copied;              /* the stderr copy was attempted */
-static pid_t sink_pid;                      /* the process these variables belong to */
+EF_HOT static _Atomic int own_state;               /* enum own_state: the per-process file */
+EF_HOT static _Atomic int setup_done;
+EF_HOT static _Atomic int err_copied;              /* the stderr copy was attempted */
+EF_HOT static pid_t sink_pid;                      /* the process these variables belong to */
 static char open_error[600];
 
 static size_t render_notice(const char *msg, char *buf, size_t len, const char **one);
@@ -76,7 +76,7 @@ static int fd_limit_said_first_time(void)
 }
 
 /* Keep a close-on-exec copy of fd at a high number as sink s. */
-static int keep(int fd, struct sink *s)
+EF_INIT_TEXT static int keep(int fd, struct sink *s)
 {
     int hi = ef_fd_copy_high(fd);
     if (hi < 0)
@@ -99,28 +99,28 @@ static int still_ours(const struct sink *s)
     return s->fd >= 0 && ef_fstat(s->fd, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino;
 }
 
-static int has_pid_pattern(void)
+EF_INIT_TEXT static int has_pid_pattern(void)
 {
     return strstr(ef_opt.log, "%p") != NULL;
 }
 
-static int use_syslog(void)
+EF_INIT_TEXT static int use_syslog(void)
 {
     return !strcmp(ef_opt.log, "syslog") || !strncmp(ef_opt.log, "syslog:", 7);
 }
 
 /* journal.c's: it joins through ef_log_join(), and is not a file. */
-static int use_journal(void)
+EF_INIT_TEXT static int use_journal(void)
 {
     return !strcmp(ef_opt.log, "journal") || !strncmp(ef_opt.log, "journal:", 8);
 }
 
-static int use_file(void)
+EF_INIT_TEXT static int use_file(void)
 {
     return strcmp(ef_opt.log, "stderr") != 0 && !use_syslog() && !use_journal();
 }
 
-static const struct ef_log_upper *upper;    /* journal.c, when EPOLLFORK_LOG says so */
+EF_HOT static const struct ef_log_upper *upper;    /* journal.c, when EPOLLFORK_LOG says so */
 
 void ef_log_join(const struct ef_log_upper *u)
 {
@@ -297,7 +297,7 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
  * there), and again, harmlessly, by ef_log_setup().  If fd 2 was closed at
  * start there is no stderr sink: whatever the program opens at 2 later is its
  * own, not the original stderr. */
-void ef_log_copy_stderr(void)
+EF_INIT_TEXT void ef_log_copy_stderr(void)
 {
     /* With a shared log file the copy is only a fallback: take it if the file
      * cannot be opened (ef_log_setup), and do not hold the program's stderr
@@ -325,7 +325,7 @@ void ef_log_copy_stderr(void)
     }
 }
 
-void ef_log_setup(void)
+EF_INIT_TEXT void ef_log_setup(void)
 {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&setup_done, &expect, 1))

@@ -44,7 +44,7 @@ static long fb_ret(long r)
 /* Raw syscalls: the shim's own calls never go through syscall(), which it
  * wraps (wrap.c), nor through a libc wrapper it interposes. */
 #if defined(__x86_64__)
-static long raw6(long n, long a, long b, long c, long d, long e, long f)
+EF_INIT_TEXT static long raw6(long n, long a, long b, long c, long d, long e, long f)
 {
     register long r10 __asm__("r10") = d;
     register long r8 __asm__("r8") = e;
@@ -65,7 +65,7 @@ static long raw6(long n, long a, long b, long c, long d, long e, long f)
 static long raw0(long n) { return raw6(n, 0, 0, 0, 0, 0, 0); }
 static long raw1(long n, long a) { return raw6(n, a, 0, 0, 0, 0, 0); }
 
-long ef_sys6(long n, long a, long b, long c, long d, long e, long f)
+EF_INIT_TEXT long ef_sys6(long n, long a, long b, long c, long d, long e, long f)
 {
     long r = raw6(n, a, b, c, d, e, f);
     if ((unsigned long)r > -4096ul) {
@@ -84,7 +84,7 @@ static long sc(long n, long a, long b, long c, long d, long e)
 #define sc_(n, a, b, c, d, e, ...)                                                          \
     sc((long)(n), (long)(a), (long)(b), (long)(c), (long)(d), (long)(e))
 
-long ef_raw6(long n, long a, long b, long c, long d, long e, long f)
+EF_INIT_TEXT long ef_raw6(long n, long a, long b, long c, long d, long e, long f)
 {
     return raw6(n, a, b, c, d, e, f);
 }
@@ -92,7 +92,7 @@ long ef_raw6(long n, long a, long b, long c, long d, long e, long f)
 /* fstat and stat as raw system calls (the kernel's struct stat is glibc's on
  * x86-64): libc's are fstat@GLIBC_2.33, one more symbol version for the
  * loader to check in every exec'd process (bench/RESULTS.md, start-up). */
-int ef_fstat(int fd, struct stat *st)
+EF_INIT_TEXT int ef_fstat(int fd, struct stat *st)
 {
     return (int)ef_sys6(SYS_fstat, fd, (long)st, 0, 0, 0, 0);
 }
@@ -102,8 +102,8 @@ int ef_stat(const char *path, struct stat *st)
     return (int)ef_sys6(SYS_newfstatat, AT_FDCWD, (long)path, (long)st, 0, 0, 0);
 }
 
-int ef_sys_close(int fd) { return raw1(SYS_close, fd) == 0 ? 0 : -1; }
-pid_t ef_sys_getpid(void) { return (pid_t)raw0(SYS_getpid); }
+EF_INIT_TEXT int ef_sys_close(int fd) { return raw1(SYS_close, fd) == 0 ? 0 : -1; }
+EF_INIT_TEXT pid_t ef_sys_getpid(void) { return (pid_t)raw0(SYS_getpid); }
 pid_t ef_sys_getppid(void) { return (pid_t)raw0(SYS_getppid); }
 
 static int fb_close(int fd) { return (int)fb_ret(sys(SYS_close, fd)); }
@@ -296,7 +296,7 @@ static const char names[][16] __attribute__((section(".data.rel.ro.ef_init"))) =
  * library of ours, which costs the loader ~3,000 instructions at every exec. */
 extern const Elf64_Addr _GLOBAL_OFFSET_TABLE_[] __attribute__((visibility("hidden")));
 
-static const struct link_map *self_map(void)
+EF_INIT_TEXT static const struct link_map *self_map(void)
 {
     const struct link_map *l = (const struct link_map *)_GLOBAL_OFFSET_TABLE_[1];
     if (l)
@@ -311,7 +311,7 @@ static const struct link_map *self_map(void)
 /* name as dlsym(RTLD_NEXT) finds it: in the objects after ours, in the
  * loader's order; FOUND_ASK_DLSYM when an object on the way cannot be read
  * (no GNU hash table) or the definition is an IFUNC. */
-static enum found lookup_next(const char *name, void **out)
+EF_INIT_TEXT static enum found lookup_next(const char *name, void **out)
 {
     const struct link_map *l = self_map();
     if (!l)
@@ -327,6 +327,49 @@ static enum found lookup_next(const char *name, void **out)
             return f;
     }
     return FOUND_NONE;
+}
+
+/* Is name defined anywhere in the process?  1 yes, 0 nowhere, -1 cannot
+ * tell (an object without a GNU hash table).  Through dl_iterate_phdr, which
+ * holds the loader's lock against a dlclose meanwhile.  A failed dlsym would
+ * answer the same, but mallocs (and so initializes malloc) and costs a page
+ * fault or two in a process that had not called it yet (pyframes.c asks this
+ * of every C program at its first stack). */
+struct anywhere {
+    const char *name;
+    uint32_t h;
+    int found;
+};
+
+EF_INIT_TEXT static int anywhere_one(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct anywhere *a = arg;
+    const Elf64_Dyn *dyn = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+            dyn = (const Elf64_Dyn *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    if (!dyn)
+        return 0;
+    struct link_map l = {.l_addr = info->dlpi_addr, .l_ld = (Elf64_Dyn *)dyn};
+    struct symtab t;
+    if (symtab_of(&l, &t) != 0) {
+        a->found = -1;
+        return 0;
+    }
+    void *p;
+    if (lookup(&l, &t, a->name, a->h, &p) != FOUND_NONE) {
+        a->found = 1;
+        return 1;
+    }
+    return 0;
+}
+
+EF_INIT_TEXT int ef_sym_anywhere(const char *name)
+{
+    struct anywhere a = {name, gnu_hash(name), 0};
+    dl_iterate_phdr(anywhere_one, &a);
+    return a.found;
 }
 
 /* ------------------------------------------------------------ the slots */
@@ -371,7 +414,7 @@ static void **const slots[NNAMES] = {EF_REAL_NAMES(EF_SLOT_PTR)};
 
 /* The real function of slot i, found now and kept: what dlsym(RTLD_NEXT)
  * returns, or the fallback when the name is nowhere. */
-static void *resolve_slot(int i)
+EF_INIT_TEXT static void *resolve_slot(int i)
 {
     void *p = NULL;
     enum found f = lookup_next(names[i], &p);
@@ -396,7 +439,7 @@ static void *resolve_slot(int i)
  * call from a signal handler or a vfork child is safe; only an object without
  * a GNU hash table before libc sends it to dlsym, as at start-up before. */
 #define LAZY(name, ret, params, args)                                                       \
-    static ret lazy_##name params                                                          \
+    EF_INIT_TEXT static ret lazy_##name params                                             \
     {                                                                                      \
         return ((ret(*) params)resolve_slot(I_##name)) args;                               \
     }
@@ -430,14 +473,14 @@ LAZY(mmap, void *, (void *a, size_t b, int c, int d, int e, off_t f), (a, b, c, 
 LAZY(mmap64, void *, (void *a, size_t b, int c, int d, int e, off_t f), (a, b, c, d, e, f))
 LAZY(munmap, int, (void *a, size_t b), (a, b))
 
-static void lazy_closefrom(int a)
+EF_INIT_TEXT static void lazy_closefrom(int a)
 {
     ((void (*)(int))resolve_slot(I_closefrom))(a);
 }
 
 /* fcntl's third argument is an int or a pointer: passed on as a long, as the
  * fallback does. */
-static int lazy_fcntl(int fd, int cmd, ...)
+EF_INIT_TEXT static int lazy_fcntl(int fd, int cmd, ...)
 {
     va_list ap;
     va_start(ap, cmd);
@@ -446,7 +489,7 @@ static int lazy_fcntl(int fd, int cmd, ...)
     return ((int (*)(int, int, ...))resolve_slot(I_fcntl))(fd, cmd, arg);
 }
 
-static int lazy_fcntl64(int fd, int cmd, ...)
+EF_INIT_TEXT static int lazy_fcntl64(int fd, int cmd, ...)
 {
     va_list ap;
     va_start(ap, cmd);

@@ -31,18 +31,19 @@
 #define EF_MAGIC 0x6570666f726b3032ull /* "epfork02" */
 #define PAGE 4096u
 
-struct ef_registry *ef_reg;
+EF_HOT struct ef_registry *ef_reg;
 char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];
+EF_HOT char *_Atomic ef_reg_chunk0[EF_NTABLES];
 struct ef_ring ef_ring_none;
 static int reg_fd = -1;                  /* the memfd: inherited by fork children */
-static _Atomic int map_failed;           /* said once per process */
+EF_HOT static _Atomic int map_failed;           /* said once per process */
 
 static uint64_t round_page(uint64_t n)
 {
     return (n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
 }
 
-uint64_t ef_reg_table_offset(enum ef_table t)
+EF_INIT_TEXT uint64_t ef_reg_table_offset(enum ef_table t)
 {
     uint64_t off = round_page(sizeof(struct ef_registry));
     for (int k = 0; k < (int)t; k++)
@@ -50,12 +51,12 @@ uint64_t ef_reg_table_offset(enum ef_table t)
     return off;
 }
 
-uint64_t ef_reg_file_size(void)
+EF_INIT_TEXT uint64_t ef_reg_file_size(void)
 {
     return ef_reg_table_offset(EF_NTABLES);
 }
 
-int ef_registry_create(void)
+EF_INIT_TEXT int ef_registry_create(void)
 {
     if (ef_reg)
         return 0;
@@ -93,12 +94,12 @@ int ef_registry_create(void)
     return 0;
 }
 
-char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
+EF_INIT_TEXT char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
 {
     const struct ef_table_shape *sh = &ef_table_shapes[t];
     if (!ef_reg || reg_fd < 0 || chunk >= sh->count >> sh->shift)
         return NULL;
-    _Atomic(char *) *slot = &ef_reg_chunks[sh->first + chunk];
+    _Atomic(char *) *slot = ef_reg_chunk_slot(t, chunk);
     char *b = atomic_load(slot);
     if (b)
         return b;
@@ -226,7 +227,7 @@ static uint32_t free_pop(void)
     return 0;
 }
 
-static struct ef_inst *init_inst(uint32_t idx)
+EF_INIT_TEXT static struct ef_inst *init_inst(uint32_t idx)
 {
     struct ef_inst *in = ef_reg_elem(EF_T_INST, idx);
     if (!in)
@@ -247,7 +248,7 @@ static struct ef_inst *init_inst(uint32_t idx)
     return in;
 }
 
-struct ef_inst *ef_inst_alloc(uint32_t *idx)
+EF_INIT_TEXT struct ef_inst *ef_inst_alloc(uint32_t *idx)
 {
     if (!ef_reg)
         return NULL;
@@ -365,7 +366,7 @@ void ef_ring_free(uint32_t idx, uint32_t uid)
     atomic_compare_exchange_strong(&r->state, &st, EF_RING_FREE);
 }
 
-uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)
+EF_INIT_TEXT uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)
 {
     if (!ef_reg)
         return 0;

@@ -312,7 +312,7 @@ unsigned long ef_report_count(void)
     return atomic_load(&counts.reports);
 }
 
-struct ef_counts ef_report_counts(void)
+EF_INIT_TEXT struct ef_counts ef_report_counts(void)
 {
     return (struct ef_counts){atomic_load(&counts.reports), atomic_load(&counts.suppressed),
                               atomic_load(&counts.deduped)};
@@ -324,7 +324,7 @@ static uint64_t content_key(const struct ef_report *r)
     uint64_t k = ef_mix(0x44454455500000ffull /* identical-report merge */, ef_kinds[r->kind].key_tag);
     for (int i = 0; i < EF_NROLES; i++)
         if (i != EF_ST_USE)
-            k = ef_mix(k, r->stacks[i]);
+            k = ef_mix(k, ef_stack_canon(r->stacks[i]));
     return (k ^ (k >> 33)) | 1;
 }
 

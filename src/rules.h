@@ -35,7 +35,7 @@ struct ef_call {
 static inline uint32_t ef_call_stack(struct ef_call *c)
 {
     if (!c->captured) {
-        c->stack = ef_stack_capture(EF_SKIP_SHIM, c->caller);
+        c->stack = ef_stack_capture_now(EF_SKIP_SHIM, c->caller);
         c->cut = ef_stack_last_cut();
         c->captured = 1;
     }
@@ -215,6 +215,9 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
  * to read), which ef_startup_judge() does, with libc. */
 int ef_startup_scan(void);
 void ef_startup_judge(void);
+/* Each open fd below 1024, with what poll() says of it (POLLOUT asked of fds
+ * 0-2 only), in two raw system calls; -1 when fds above may be open too. */
+int ef_open_fds(void (*fn)(int fd, short revents, void *arg), void *arg);
 
 /* ---------------------------------------------------------------- events */
 /* Raised by wrap.c after the real call succeeded, or before it where the

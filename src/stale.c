@@ -220,7 +220,8 @@ static int find_holder(const struct ghost *g, int epfd, int *fd_out)
 static uint64_t stale_key(const struct ghost *g)
 {
     uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_STALE].key_tag, g->idx), g->uid);
-    k = ef_mix(k, g->close_stack ? g->close_stack : 0x80000000u | (uint32_t)g->fd);
+    uint32_t close = ef_stack_canon(g->close_stack);
+    k = ef_mix(k, close ? close : 0x80000000u | (uint32_t)g->fd);
     return k ^ (k >> 29);
 }
 

@@ -60,7 +60,7 @@ static void drop_alias(struct ef_fd *e)
 
 /* ---------------------------------------------------------------- create */
 
-void ef_on_epoll_create(int fd, enum ef_create_how how, int flags, void *caller)
+EF_INIT_TEXT void ef_on_epoll_create(int fd, enum ef_create_how how, int flags, void *caller)
 {
     if (!ef_track_start() || !ef_enter())
         return;
@@ -146,7 +146,8 @@ static void describe_target(const struct ef_change *c, char *out, size_t len)
 static uint64_t conflict_key(uint32_t idx, uint32_t uid, const struct ef_change *c)
 {
     uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_SHARED_CTL].key_tag, idx), uid);
-    k = ef_mix(k, c->call_stack ? c->call_stack : ((uint64_t)c->op << 40 | (uint32_t)c->fd));
+    uint32_t call = ef_stack_canon(c->call_stack);
+    k = ef_mix(k, call ? call : ((uint64_t)c->op << 40 | (uint32_t)c->fd));
     return k ^ (k >> 31);
 }
 

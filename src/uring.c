@@ -30,6 +30,7 @@
 #include <linux/io_uring.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "rules.h"
@@ -41,7 +42,7 @@
 #define IORING_SETUP_NO_SQARRAY (1u << 16)
 #endif
 
-_Atomic uint32_t ef_uring_nrings;       /* rings this process knows: the wrappers' fast test */
+EF_HOT _Atomic uint32_t ef_uring_nrings;       /* rings this process knows: the wrappers' fast test */
 
 /* ------------------------------------------------------------ the rings */
 
@@ -106,7 +107,7 @@ static int noticed_here(uint32_t bit)
 
 /* ------------------------------------------------------------ lookup */
 
-static struct ring *ring_of_fd(int fd)
+EF_INIT_TEXT static struct ring *ring_of_fd(int fd)
 {
     struct ef_fd *e = ef_fd_peek(fd);
     if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_URING))
@@ -371,7 +372,7 @@ static int unseen_ring(int fd, void *arg)
     char link[64];
     struct ef_fd *e = ef_fd_peek(fd);
     uint32_t f = e ? atomic_load_explicit(&e->flags, memory_order_relaxed) : 0;
-    if ((f & (EF_FD_OWNED | EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI)) || ring_of_fd(fd) ||
+    if ((f & (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI)) || ef_fd_owned(fd) || ring_of_fd(fd) ||
         ef_procfs_fd_link(0, fd, link, sizeof link) <= 0 || strcmp(link, "anon_inode:[io_uring]"))
         return 0;
     if (notice_once(N_UNSEEN))
@@ -381,11 +382,26 @@ static int unseen_ring(int fd, void *arg)
     return 1;
 }
 
+EF_INIT_TEXT static void unseen_candidate(int fd, short revents, void *arg)
+{
+    (void)revents;
+    if (ef_fd_owned(fd))
+        return;
+    /* every anon inode (io_uring, eventfd, epoll) has no file type bits */
+    struct stat st;
+    if (ef_fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
+        return;
+    struct ef_fd *e = ef_fd_peek(fd);
+    uint32_t f = e ? atomic_load_explicit(&e->flags, memory_order_relaxed) : 0;
+    if (!(f & (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI)) && !ring_of_fd(fd))
+        unseen_ring(fd, arg);
+}
+
 /* Before a fork (the atfork prepare handler): the rings we hold cross it;
  * and the first fork of a process looks for rings it never saw set up. */
-void ef_uring_on_fork_prepare(void)
+EF_INIT_TEXT void ef_uring_on_fork_prepare(void)
 {
-    static _Atomic int32_t scanned;
+    EF_HOT static _Atomic int32_t scanned;
     if (!ef_tracking() || !ef_enter())
         return;
     if (atomic_load(&ef_uring_nrings))
@@ -399,7 +415,10 @@ void ef_uring_on_fork_prepare(void)
         }
     if (atomic_load(&scanned) != ef_self.pid) {
         atomic_store(&scanned, ef_self.pid);
-        if (!noticed_here(N_UNSEEN))
+        /* poll() lists the open fds (two system calls, where opening
+         * /proc/self/fd and a readlink per fd cost ~100 us at every first
+         * fork); only an unknown anon inode gets its link read */
+        if (!noticed_here(N_UNSEEN) && ef_open_fds(unseen_candidate, NULL) != 0)
             ef_procfs_fds(0, unseen_ring, NULL);
     }
 }
