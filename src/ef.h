@@ -122,6 +122,15 @@ int ef_fstat(int fd, struct stat *st);           /* raw fstat */
  * unlike a failing dlsym) */
 int ef_sym_anywhere(const char *name);
 int ef_stat(const char *path, struct stat *st);  /* raw stat */
+/* Raw system calls for the shim's own mappings and fds (-1 and errno, as
+ * libc's; ef_sys_mmap: MAP_FAILED); ef_sys_dupfd is F_DUPFD_CLOEXEC;
+ * ef_sys_nofile the soft RLIMIT_NOFILE (1 << 30 for no limit). */
+void *ef_sys_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off);
+int ef_sys_munmap(void *a, size_t len);
+int ef_sys_madvise(void *a, size_t len, int advice);
+int ef_sys_ftruncate(int fd, off_t len);
+int ef_sys_dupfd(int fd, int lowest);
+long ef_sys_nofile(void);
 
 /* ------------------------------------------------------------------- util.c */
 size_t ef_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

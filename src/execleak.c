@@ -388,7 +388,8 @@ EF_INIT_TEXT int ef_open_fds(void (*fn)(int fd, short revents, void *arg), void 
             for (int k = 8 * i; k < 8 * i + 8 && k < n; k++) {
                 if (p[k].revents & POLLNVAL)
                     continue;
-                highest = (int)base + k;
+                if (!ef_fd_owned((int)base + k)) /* ours sit high on purpose */
+                    highest = (int)base + k;
                 fn((int)base + k, p[k].revents, arg);
             }
         }

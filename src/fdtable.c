@@ -42,7 +42,7 @@ EF_INIT_TEXT struct ef_fd *ef_fd_get(int fd)
     struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot(i), memory_order_acquire);
     if (!p) {
         void *m = i == 0 ? (void *)page0
-                         : ef_real.mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd),
+                         : ef_sys_mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd),
                                         PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
@@ -56,7 +56,7 @@ EF_INIT_TEXT struct ef_fd *ef_fd_get(int fd)
                 ;
         } else {
             if (m != (void *)page0)
-                ef_real.munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
+                ef_sys_munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
             p = expect;
         }
     }
@@ -139,10 +139,8 @@ int ef_fd_owned_list(int *out, int max)
  * by select()), or a lower RLIMIT_NOFILE. */
 EF_INIT_TEXT static long fd_limit(void)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
-        return (long)rl.rlim_cur;
-    return 1024;
+    long lim = ef_sys_nofile();
+    return lim < 1024 ? lim : 1024;
 }
 
 /* Where the shim's own fds go: the top of the numbers the program may use.
@@ -164,14 +162,14 @@ EF_INIT_TEXT int ef_fd_copy_high(int fd)
     long lim = fd_limit();
     int hi = -1;
     if (lim >= 64) {
-        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, (int)lim - 48);
+        hi = ef_sys_dupfd(fd, (int)lim - 48);
     } else {
         /* Under a low limit, from the very top down: F_DUPFD(lim - k) takes
          * the lowest free number in [lim - k, lim), atomically, so ours never
          * fall between numbers the program holds.  No fallback to low numbers:
          * a number the program would have got is worth more than a sink. */
         for (long k = 1; k <= 8 && lim - k >= 3 && hi < 0; k++)
-            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, (int)(lim - k));
+            hi = ef_sys_dupfd(fd, (int)(lim - k));
     }
     if (hi >= 0)
         ef_fd_own(hi, 1);

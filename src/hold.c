@@ -82,9 +82,9 @@ EF_INIT_TEXT int ef_track_start(void)
                       "this process is not tracked", strerror(why));
     }
     if (ok) {
-        void *w = ef_real.mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                               -1, 0);
-        ok = w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
+        void *w = ef_sys_mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                              -1, 0);
+        ok = w != MAP_FAILED && ef_sys_madvise(w, 4096, MADV_WIPEONFORK) == 0;
         if (ok) {
             ef_wipe = w;
             ef_wipe->valid = 1;

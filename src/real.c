@@ -25,6 +25,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -100,6 +101,44 @@ EF_INIT_TEXT int ef_fstat(int fd, struct stat *st)
 int ef_stat(const char *path, struct stat *st)
 {
     return (int)ef_sys6(SYS_newfstatat, AT_FDCWD, (long)path, (long)st, 0, 0, 0);
+}
+
+/* The shim's own mappings and fd moves, as raw system calls: the first epoll
+ * use makes several, and each libc function the shim calls first is a lookup
+ * in libc's symbol tables (its lazy slot) and a page of libc's text, a page
+ * fault each on this VM (bench/RESULTS.md, first epoll use). */
+EF_INIT_TEXT void *ef_sys_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off)
+{
+    return (void *)ef_sys6(SYS_mmap, (long)a, (long)len, prot, flags, fd, (long)off);
+}
+
+EF_INIT_TEXT int ef_sys_munmap(void *a, size_t len)
+{
+    return (int)ef_sys6(SYS_munmap, (long)a, (long)len, 0, 0, 0, 0);
+}
+
+EF_INIT_TEXT int ef_sys_madvise(void *a, size_t len, int advice)
+{
+    return (int)ef_sys6(SYS_madvise, (long)a, (long)len, advice, 0, 0, 0);
+}
+
+EF_INIT_TEXT int ef_sys_ftruncate(int fd, off_t len)
+{
+    return (int)ef_sys6(SYS_ftruncate, fd, (long)len, 0, 0, 0, 0);
+}
+
+EF_INIT_TEXT int ef_sys_dupfd(int fd, int lowest)
+{
+    return (int)ef_sys6(SYS_fcntl, fd, F_DUPFD_CLOEXEC, lowest, 0, 0, 0);
+}
+
+EF_INIT_TEXT long ef_sys_nofile(void)
+{
+    struct rlimit rl;
+    if (ef_raw6(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0, 0) != 0 ||
+        rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1ul << 30))
+        return 1L << 30;
+    return (long)rl.rlim_cur;
 }
 
 EF_INIT_TEXT int ef_sys_close(int fd) { return raw1(SYS_close, fd) == 0 ? 0 : -1; }

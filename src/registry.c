@@ -63,7 +63,7 @@ EF_INIT_TEXT int ef_registry_create(void)
     int fd = (int)ef_sys6(SYS_memfd_create, (long)"epollfork-registry", MFD_CLOEXEC, 0, 0, 0, 0);
     if (fd < 0)
         return -1; /* errno says why: the caller says it once (hold.c) */
-    if (ftruncate(fd, (off_t)ef_reg_file_size()) != 0) {
+    if (ef_sys_ftruncate(fd, (off_t)ef_reg_file_size()) != 0) {
         int e = errno;
         ef_sys_close(fd);
         errno = e;
@@ -75,7 +75,7 @@ EF_INIT_TEXT int ef_registry_create(void)
         errno = EMFILE;
         return -1;
     }
-    void *m = ef_real.mmap(NULL, round_page(sizeof(struct ef_registry)), PROT_READ | PROT_WRITE,
+    void *m = ef_sys_mmap(NULL, round_page(sizeof(struct ef_registry)), PROT_READ | PROT_WRITE,
                            MAP_SHARED, hi, 0);
     if (m == MAP_FAILED) {
         int e = errno;
@@ -106,7 +106,7 @@ EF_INIT_TEXT char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
     size_t bytes = (size_t)sh->elem << sh->shift;
     uint64_t off = ef_reg_table_offset(t) + (uint64_t)chunk * bytes;
     int e = errno;
-    void *m = ef_real.mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reg_fd, (off_t)off);
+    void *m = ef_sys_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reg_fd, (off_t)off);
     if (m == MAP_FAILED) {
         /* RLIMIT_AS, or the program closed our fd with a raw syscall: this
          * part of the tree's memory stays out of reach in this process */
@@ -118,7 +118,7 @@ EF_INIT_TEXT char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
     }
     char *expect = NULL;
     if (!atomic_compare_exchange_strong(slot, &expect, (char *)m)) {
-        ef_real.munmap(m, bytes); /* another thread mapped it first */
+        ef_sys_munmap(m, bytes); /* another thread mapped it first */
         return expect;
     }
     return m;

@@ -83,8 +83,8 @@ static _Atomic uint64_t n_rings, n_enters, n_sqes, n_ctl[4], n_cqe, n_fdinfo, n_
 /* ------------------------------------------------------------ notices */
 
 enum { N_SQPOLL = 1, N_REGISTERED = 2, N_UNSEEN = 4, N_NO_SQES = 8, N_FULL = 16, N_NO_MMAP = 32 };
-static _Atomic uint32_t noticed;
-static _Atomic int32_t noticed_pid;
+EF_HOT static _Atomic uint32_t noticed;
+EF_HOT static _Atomic int32_t noticed_pid;
 
 /* Once per process: a fork child says it again for itself. */
 static int notice_once(uint32_t bit)
