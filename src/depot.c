@@ -40,7 +40,19 @@ static EF_TLS const struct ef_registry *last_reg;
 
 /* Slots this process found half-written after waiting once: a writer killed
  * in the middle never finishes, and nobody waits for it twice. */
-static uint64_t stuck[EF_DEPOT_SLOTS / 64];
+static uint64_t *stuck;     /* [EF_DEPOT_SLOTS / 64], the zone's, at the first such slot */
+_Static_assert(EF_DEPOT_SLOTS / 64 * sizeof(uint64_t) <= EF_Z_BYTES(STUCK), "stuck fits");
+
+static int is_stuck(uint32_t s)
+{
+    return stuck && (stuck[s / 64] >> (s % 64) & 1);
+}
+
+static void set_stuck(uint32_t s)
+{
+    if (stuck || (stuck = ef_zone(EF_Z_STUCK)))
+        stuck[s / 64] |= 1ull << (s % 64);
+}
 
 #define ENTRY_MAX EF_DEPOT_ENTRY_MAX
 
@@ -62,14 +74,14 @@ uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
         if (!d)
             break;
         uint32_t st = atomic_load_explicit(&d->state, memory_order_acquire);
-        if (st == EF_DEPOT_WRITING && (stuck[s / 64] >> (s % 64) & 1))
+        if (st == EF_DEPOT_WRITING && is_stuck(s))
             continue; /* waited for once already: its writer died */
         for (int spin = 0; st == EF_DEPOT_WRITING && spin < 2000; spin++) {
             ef_cpu_relax();
             st = atomic_load_explicit(&d->state, memory_order_acquire);
         }
         if (st == EF_DEPOT_WRITING)
-            stuck[s / 64] |= 1ull << (s % 64);
+            set_stuck(s);
         if (st == EF_DEPOT_READY) {
             uint64_t have[ENTRY_MAX];
             if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h &&

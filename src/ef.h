@@ -132,6 +132,34 @@ int ef_sys_ftruncate(int fd, off_t len);
 int ef_sys_dupfd(int fd, int lowest);
 long ef_sys_nofile(void);
 
+/* ------------------------------------------------------------------- zone.c */
+/* The shim's process-private tables, one lazy mapping (zone.c).  Each part
+ * is rounded up to whole pages; its owner checks what it puts there against
+ * the size here (_Static_assert). */
+#define EF_ZONE_PARTS(X)                                                                   \
+    X(SNAP, 96u << 10)          /* stack.c: stacks kept to be unwound later */           \
+    X(FD_PAGE0, 128u << 10)     /* fdtable.c: entries of fds 0-4095 */                   \
+    X(LOCAL, 512u << 10)        /* hold.c: this process's view of each instance */       \
+    X(FD_L1, 128u << 10)        /* fdtable.c: the first level above fd 4095 */            \
+    X(REG_CHUNKS, 4u << 10)     /* registry.c: chunks 1.. of the tables mapped here */   \
+    X(INST_NONE, 4u << 10)      /* hold.c: the zeroed instance of no index */            \
+    X(STUCK, 8u << 10)          /* depot.c: slots whose writer died */                   \
+    X(SIDE, 96u << 10)          /* interest.c: fds registered in several instances */    \
+    X(GHOSTS, 16u << 10)        /* stale.c: closes awaiting the kernel's word */          \
+    X(RINGS, 20u << 10)         /* uring.c: the io_uring rings known here */             \
+    X(RULES, 64u << 10)         /* suppress.c: EPOLLFORK_SUPPRESSIONS */                 \
+    X(OPTS, 8u << 10)           /* options.c: the two path-valued options */             \
+    X(LOG, 1u << 10)            /* log.c: socket path, open error */                     \
+    X(LEAKS, 1u << 10)          /* execleak.c: leaks known at start-up */                \
+    X(WIPE, 4u << 10)           /* hold.c: zeroed in fork children (MADV_WIPEONFORK) */
+#define EF_Z_ENUM(name, bytes) EF_Z_##name,
+enum ef_zone_part { EF_ZONE_PARTS(EF_Z_ENUM) EF_Z_NPARTS };
+#define EF_Z_BYTES_(name, bytes) EF_Z_##name##_BYTES_ = (bytes),
+enum { EF_ZONE_PARTS(EF_Z_BYTES_) };
+#define EF_Z_BYTES(name) ((size_t)EF_Z_##name##_BYTES_)
+void *ef_zone(enum ef_zone_part p);   /* the part, zeroed at first; NULL: no memory */
+int ef_zone_wipe_ok(void);            /* the WIPE part is zeroed in fork children */
+
 /* ------------------------------------------------------------------- util.c */
 size_t ef_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 uint64_t ef_realtime_ns(void);
@@ -220,14 +248,19 @@ struct ef_fd {
 };
 #define EF_FD_MAX (1u << 26)
 #define EF_FD_PAGE_BITS 12
-extern struct ef_fd *_Atomic ef_fd_l1[EF_FD_MAX >> EF_FD_PAGE_BITS];
-/* The first-level entry of fds 0-4095, kept apart (EF_HOT): reading
- * ef_fd_l1[0], in .bss, would cost every process a page fault at its first
- * close(); this one is on a page the loader wrote anyway. */
+/* The first level: the entry of fds 0-4095 apart (EF_HOT, on a page the
+ * loader wrote anyway: every process reads it at its first close()), the rest
+ * in the zone (zone.c), NULL until an fd above 4095 is tracked; ef_fd_nil is
+ * the empty entry read meanwhile. */
 extern struct ef_fd *_Atomic ef_fd_p0;
+extern struct ef_fd *_Atomic *_Atomic ef_fd_l1;
+extern struct ef_fd *_Atomic ef_fd_nil;
 static inline struct ef_fd *_Atomic *ef_fd_l1_slot(unsigned i)
 {
-    return i ? &ef_fd_l1[i] : &ef_fd_p0;
+    if (EF_LIKELY(!i))
+        return &ef_fd_p0;
+    struct ef_fd *_Atomic *l1 = atomic_load_explicit(&ef_fd_l1, memory_order_acquire);
+    return l1 ? &l1[i] : &ef_fd_nil;
 }
 /* Lookup without allocating; NULL when the fd never had an entry.  Inline:
  * every wrapper does it, on the hot path. */

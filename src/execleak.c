@@ -43,8 +43,20 @@
 
 extern char **environ;
 
-static int known_leaks[MAXLEAK];   /* reported at start-up (or passed to us) */
-static int nknown;
+/* Leaks reported at start-up (or passed to us), and the candidates the
+ * start-up poll found: the zone's (zone.c), made when there is one. */
+struct leaks {
+    int known[MAXLEAK];
+    int cand[MAXLEAK];
+};
+_Static_assert(sizeof(struct leaks) <= EF_Z_BYTES(LEAKS), "the leak lists fit");
+EF_HOT static struct leaks *leaks;
+
+static int have_leaks(void)
+{
+    return leaks || (leaks = ef_zone(EF_Z_LEAKS)) != NULL;
+}
+EF_HOT static int nknown;      /* in leaks->known */
 /* The environment handed to exec when a marker is added.  Per thread and
  * reused: in a vfork child (which shares our memory and, on success, never
  * returns) an mmap per exec would stay mapped in the parent for ever
@@ -250,9 +262,9 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
     for (int i = 0; i < nknown && a.nfound < MAXLEAK; i++) {
         int dup_ = 0;
         for (int j = 0; j < a.nfound; j++)
-            dup_ |= a.found[j] == known_leaks[i];
-        if (!dup_ && still_leaking(known_leaks[i]))
-            a.found[a.nfound++] = known_leaks[i];
+            dup_ |= a.found[j] == leaks->known[i];
+        if (!dup_ && still_leaking(leaks->known[i]))
+            a.found[a.nfound++] = leaks->known[i];
     }
     if (!a.nfound)
         return NULL;
@@ -299,8 +311,8 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
 static void forget_known(int fd)
 {
     for (int i = 0; i < nknown; i++)
-        if (known_leaks[i] == fd)
-            known_leaks[i] = known_leaks[--nknown];
+        if (leaks->known[i] == fd)
+            leaks->known[i] = leaks->known[--nknown];
 }
 
 EF_INIT_TEXT static int passed_to_us(int fd, const int *list, int n)
@@ -314,8 +326,7 @@ EF_INIT_TEXT static int passed_to_us(int fd, const int *list, int n)
 /* What the start-up poll found, for the judging that follows it: anon-inode
  * fds (an epoll fd is one), and whether /proc must be read instead.  Written
  * only when there is something to write (a page touched is a page fault). */
-static int startup_cand[MAXLEAK];
-EF_HOT static int nstartup_cand;
+EF_HOT static int nstartup_cand;    /* in leaks->cand */
 EF_HOT static int startup_proc;     /* the poll could not list every fd */
 
 /* Every anon inode (eventfd, timerfd, epoll) has no file type bits. */
@@ -407,8 +418,9 @@ EF_INIT_TEXT static void startup_one(int fd, short rev, void *arg)
 {
     (void)arg;
     ef_stale_note_inherited(fd);
-    if (!(rev & (POLLHUP | POLLERR | POLLOUT)) && anon_inode(fd) && nstartup_cand < MAXLEAK)
-        startup_cand[nstartup_cand++] = fd;
+    if (!(rev & (POLLHUP | POLLERR | POLLOUT)) && anon_inode(fd) && nstartup_cand < MAXLEAK &&
+        have_leaks())
+        leaks->cand[nstartup_cand++] = fd;
 }
 
 EF_INIT_TEXT static void startup_poll(void)
@@ -431,8 +443,8 @@ static void startup_epoll(int fd, struct startup_arg *a)
 {
     if (!ef_procfs_fd_is_eventpoll(0, fd))
         return;
-    if (nknown < MAXLEAK)
-        known_leaks[nknown++] = fd;
+    if (nknown < MAXLEAK && have_leaks())
+        leaks->known[nknown++] = fd;
     if (!passed_to_us(fd, a->passed, a->npassed) && a->nleaks < MAXLEAK)
         a->leaks[a->nleaks++] = fd;
 }
@@ -489,7 +501,7 @@ void ef_startup_judge(void)
         ef_procfs_fds(0, startup_fd, &a);
     else
         for (int i = 0; i < nstartup_cand; i++)
-            startup_epoll(startup_cand[i], &a);
+            startup_epoll(leaks->cand[i], &a);
     if (!a.nleaks)
         return;
     ef_log_setup();

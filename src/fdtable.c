@@ -25,12 +25,15 @@
 #define PAGE_ENTRIES (1u << PAGE_BITS)
 #define L1_ENTRIES (EF_FD_MAX >> PAGE_BITS)
 
-/* The first page (fds 0-4095, all most programs ever use) lives in .bss: no
- * mapping of its own, because every mapping a process has costs ~1.7 us at
- * each fork (bench/RESULTS.md); untouched .bss costs nothing. */
-static struct ef_fd page0[PAGE_ENTRIES];
-struct ef_fd *_Atomic ef_fd_l1[L1_ENTRIES]; /* .bss: set on first use, not at load */
-EF_HOT struct ef_fd *_Atomic ef_fd_p0;      /* ef_fd_l1[0], on a page already written */
+/* The first page (fds 0-4095, all most programs ever use) and the first level
+ * are parts of the zone (zone.c): no mapping of their own, because every
+ * mapping a process has costs ~1.7 us at each fork (bench/RESULTS.md), and
+ * untouched pages cost nothing. */
+EF_HOT struct ef_fd *_Atomic ef_fd_p0;             /* fds 0-4095 */
+EF_HOT struct ef_fd *_Atomic *_Atomic ef_fd_l1;    /* [L1_ENTRIES], in the zone */
+EF_HOT struct ef_fd *_Atomic ef_fd_nil;            /* never set */
+_Static_assert(PAGE_ENTRIES * sizeof(struct ef_fd) <= EF_Z_BYTES(FD_PAGE0), "page 0 fits");
+_Static_assert(L1_ENTRIES * sizeof(struct ef_fd *) <= EF_Z_BYTES(FD_L1), "the level fits");
 EF_HOT static _Atomic size_t pages_mapped;
 EF_HOT static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
 
@@ -39,9 +42,18 @@ EF_INIT_TEXT struct ef_fd *ef_fd_get(int fd)
     if ((unsigned)fd >= EF_FD_MAX)
         return NULL;
     unsigned i = (unsigned)fd >> PAGE_BITS;
+    if (i && !atomic_load_explicit(&ef_fd_l1, memory_order_acquire)) {
+        struct ef_fd *_Atomic *l1 = ef_zone(EF_Z_FD_L1);
+        if (!l1)
+            return NULL;
+        atomic_store_explicit(&ef_fd_l1, l1, memory_order_release);
+    }
     struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot(i), memory_order_acquire);
     if (!p) {
-        void *m = i == 0 ? (void *)page0
+        void *page0 = i == 0 ? ef_zone(EF_Z_FD_PAGE0) : NULL;
+        if (i == 0 && !page0)
+            return NULL;
+        void *m = i == 0 ? page0
                          : ef_sys_mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd),
                                         PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -55,7 +67,7 @@ EF_INIT_TEXT struct ef_fd *ef_fd_get(int fd)
             while (top < i + 1 && !atomic_compare_exchange_weak(&l1_top, &top, i + 1))
                 ;
         } else {
-            if (m != (void *)page0)
+            if (m != page0)
                 ef_sys_munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
             p = expect;
         }

@@ -39,7 +39,11 @@
 
 EF_HOT struct ef_self ef_self;
 EF_HOT void (*ef_track_started_hook)(void);
-struct ef_inst ef_inst_none;
+/* The instance of no index, all zero: read where an index does not name one
+ * (ef_inst_at), so a page of .rodata before tracking starts (nothing writes
+ * it then), the zone's after (zone.c). */
+static const struct ef_inst inst_none_ro;
+EF_HOT struct ef_inst *ef_inst_none = (struct ef_inst *)&inst_none_ro;
 EF_HOT struct ef_wipe *ef_wipe;
 /* In .data, on the page the loader wrote (EF_HOT): after a fork the parent's
  * first write to that page is a copy-on-write fault whatever it writes, so
@@ -48,7 +52,10 @@ EF_HOT struct ef_fork_state ef_fork;
 EF_TLS uint32_t ef_tls_fork_stack;
 EF_TLS int ef_tls_fork_how;
 
-static struct ef_local local[EF_MAX_INST];
+EF_HOT static struct ef_local *local;   /* [EF_MAX_INST], the zone's (zone.c), at tracking */
+static struct ef_local local_none;      /* ef_local_at() before that */
+_Static_assert(EF_MAX_INST * sizeof(struct ef_local) <= EF_Z_BYTES(LOCAL), "local fits");
+_Static_assert(sizeof(struct ef_inst) <= EF_Z_BYTES(INST_NONE), "the none instance fits");
 EF_HOT static _Atomic uint32_t held_count;     /* instances this process holds */
 EF_HOT _Atomic uint32_t ef_rings_held;         /* io_uring rings it holds (uring.c counts them) */
 
@@ -73,7 +80,11 @@ EF_INIT_TEXT int ef_track_start(void)
         return 0;
     if (!atomic_compare_exchange_strong(&ef_self.tracking, &st, EF_TRACK_STARTING))
         return 0;
-    int ok = ef_registry_create() == 0;
+    /* the private tables first: one mapping, its last page the wipe page */
+    struct ef_local *lz = ef_zone(EF_Z_LOCAL);
+    struct ef_inst *nz = ef_zone(EF_Z_INST_NONE);
+    struct ef_wipe *w = ef_zone(EF_Z_WIPE);
+    int ok = lz && nz && w && ef_zone_wipe_ok() && ef_registry_create() == 0;
     if (!ok) {
         /* RLIMIT_AS, or no memory: say so once, where reports would go. */
         int why = errno;
@@ -82,13 +93,10 @@ EF_INIT_TEXT int ef_track_start(void)
                       "this process is not tracked", strerror(why));
     }
     if (ok) {
-        void *w = ef_sys_mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                              -1, 0);
-        ok = w != MAP_FAILED && ef_sys_madvise(w, 4096, MADV_WIPEONFORK) == 0;
-        if (ok) {
-            ef_wipe = w;
-            ef_wipe->valid = 1;
-        }
+        local = lz;
+        ef_inst_none = nz;
+        ef_wipe = w;
+        ef_wipe->valid = 1;
     }
     if (ok) {
         ef_self.pid = ef_sys_getpid();
@@ -135,7 +143,7 @@ EF_INIT_TEXT int ef_enter(void)
 
 EF_INIT_TEXT struct ef_local *ef_local_at(uint32_t idx)
 {
-    return &local[idx < EF_MAX_INST ? idx : 0];
+    return local ? &local[idx < EF_MAX_INST ? idx : 0] : &local_none;
 }
 
 /* Is the local view of idx current (we hold it, and it was not recycled)? */
@@ -147,7 +155,7 @@ static inline int holds(uint32_t idx)
 
 int ef_holds(uint32_t idx)
 {
-    return idx && idx < EF_MAX_INST && ef_reg && holds(idx);
+    return idx && idx < EF_MAX_INST && ef_reg && local && holds(idx);
 }
 
 EF_INIT_TEXT int ef_holds_any(void)

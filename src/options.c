@@ -32,14 +32,24 @@
  * (init.c runs it before anything reads an option). */
 EF_HOT struct ef_options ef_opt = {.log = "", .suppressions = ""};
 EF_HOT const char *ef_exec_leaks_env;
-static char log_buf[4096], suppressions_buf[4096]; /* touched only when set */
+/* The two path-valued options, kept in the zone (zone.c) when they are set */
+#define PATH_MAX_OPT 4096
+_Static_assert(2 * PATH_MAX_OPT <= EF_Z_BYTES(OPTS), "the paths fit");
+static char *opt_buf(int which)
+{
+    char *z = ef_zone(EF_Z_OPTS);
+    return z ? z + which * PATH_MAX_OPT : NULL;
+}
 
-/* v copied into buf (which holds it: checked by the caller), unless it is the
- * default literal itself, which is used as it is. */
-EF_INIT_TEXT static const char *keep_value(char *buf, const char *v, const char *def)
+/* v copied into the option's buffer (which holds it: checked by the caller),
+ * unless it is the default literal itself, which is used as it is. */
+EF_INIT_TEXT static const char *keep_value(int which, const char *v, const char *def)
 {
     if (v == def || ef_streq(v, def))
         return def;
+    char *buf = opt_buf(which);
+    if (!buf)
+        return def; /* no memory for it: as if unset */
     for (size_t i = 0;; i++) {
         __asm__("" : "+r"(i)); /* no strcpy call either */
         if (!(buf[i] = v[i]))
@@ -98,8 +108,8 @@ EF_INIT_TEXT static int parse_log(const char *v, char *why, size_t n)
         ef_fmt(why, n, "expected 'stderr' or a file path");
         return -1;
     }
-    if (ef_strlen(v) >= sizeof log_buf) {
-        ef_fmt(why, n, "path longer than %zu bytes", sizeof log_buf - 1);
+    if (ef_strlen(v) >= PATH_MAX_OPT) {
+        ef_fmt(why, n, "path longer than %d bytes", PATH_MAX_OPT - 1);
         return -1;
     }
     if (ef_strprefix(v, "syslog:") && v[7] != '/') {
@@ -121,7 +131,7 @@ EF_INIT_TEXT static int parse_log(const char *v, char *why, size_t n)
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
-    ef_opt.log = keep_value(log_buf, v, "stderr");
+    ef_opt.log = keep_value(0, v, "stderr");
     return 0;
 }
 
@@ -186,7 +196,7 @@ EF_INIT_TEXT static int parse_dedup(const char *v, char *why, size_t n)
 
 EF_INIT_TEXT static int parse_suppressions(const char *v, char *why, size_t n)
 {
-    if (ef_strlen(v) >= sizeof suppressions_buf) {
+    if (ef_strlen(v) >= PATH_MAX_OPT) {
         ef_fmt(why, n, "expected the path of a suppressions file, or nothing");
         return -1;
     }
@@ -194,7 +204,7 @@ EF_INIT_TEXT static int parse_suppressions(const char *v, char *why, size_t n)
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
-    ef_opt.suppressions = keep_value(suppressions_buf, v, "");
+    ef_opt.suppressions = keep_value(1, v, "");
     return 0;
 }
 

@@ -322,10 +322,7 @@ EF_INIT_TEXT static enum found lookup(const struct link_map *l, const struct sym
 #define EF_NAME_STR(n) #n,
 #define EF_NAME_IDX(n) I_##n,
 enum { EF_REAL_NAMES(EF_NAME_IDX) NNAMES };
-/* In the RELRO part of the data, which the loader has already written (its
- * relocations): .rodata would be one more page to fault in at start-up. */
-static const char names[][16] __attribute__((section(".data.rel.ro.ef_init"))) = {
-    EF_REAL_NAMES(EF_NAME_STR)};
+static const char names[][16] = {EF_REAL_NAMES(EF_NAME_STR)};
 
 /* Our own entry in the loader's list.  With lazy binding the loader stores
  * it in the second word of our .got.plt (x86-64's elf_machine_runtime_setup:

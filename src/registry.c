@@ -32,8 +32,10 @@
 #define PAGE 4096u
 
 EF_HOT struct ef_registry *ef_reg;
-char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];
 EF_HOT char *_Atomic ef_reg_chunk0[EF_NTABLES];
+EF_HOT char *_Atomic *_Atomic ef_reg_chunks;
+EF_HOT char *_Atomic ef_reg_nil;
+_Static_assert(EF_REG_CHUNKS * sizeof(char *) <= EF_Z_BYTES(REG_CHUNKS), "the chunk slots fit");
 struct ef_ring ef_ring_none;
 static int reg_fd = -1;                  /* the memfd: inherited by fork children */
 EF_HOT static _Atomic int map_failed;           /* said once per process */
@@ -99,6 +101,12 @@ EF_INIT_TEXT char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
     const struct ef_table_shape *sh = &ef_table_shapes[t];
     if (!ef_reg || reg_fd < 0 || chunk >= sh->count >> sh->shift)
         return NULL;
+    if (chunk && !atomic_load(&ef_reg_chunks)) {
+        char *_Atomic *c = ef_zone(EF_Z_REG_CHUNKS);
+        if (!c)
+            return NULL;
+        atomic_store(&ef_reg_chunks, c);
+    }
     _Atomic(char *) *slot = ef_reg_chunk_slot(t, chunk);
     char *b = atomic_load(slot);
     if (b)

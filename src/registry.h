@@ -244,14 +244,19 @@ static const struct ef_table_shape ef_table_shapes[EF_NTABLES] = {
     [EF_T_RINGS] = {sizeof(struct ef_ring), EF_MAX_RINGS, 6, 393},
 };
 #define EF_REG_CHUNKS 409
-extern char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];  /* this process's mappings */
-/* Chunk 0 of each table, kept apart on a page the loader wrote (EF_HOT): most
- * processes use no other, and ef_reg_chunks (3 KiB of .bss) would be a page
- * fault at every process's first epoll_create. */
+/* This process's mappings of the tables: chunk 0 of each on a page the loader
+ * wrote (EF_HOT: most processes use no other), the others in the zone
+ * (zone.c), NULL until one is mapped; ef_reg_nil is the empty slot read
+ * meanwhile. */
 extern char *_Atomic ef_reg_chunk0[EF_NTABLES];
+extern char *_Atomic *_Atomic ef_reg_chunks;       /* [EF_REG_CHUNKS] */
+extern char *_Atomic ef_reg_nil;
 static inline char *_Atomic *ef_reg_chunk_slot(enum ef_table t, uint32_t chunk)
 {
-    return chunk ? &ef_reg_chunks[ef_table_shapes[t].first + chunk] : &ef_reg_chunk0[t];
+    if (EF_LIKELY(!chunk))
+        return &ef_reg_chunk0[t];
+    char *_Atomic *c = atomic_load_explicit(&ef_reg_chunks, memory_order_acquire);
+    return c ? &c[ef_table_shapes[t].first + chunk] : &ef_reg_nil;
 }
 char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk); /* NULL when it cannot be mapped */
 /* Element i of table t, mapping its chunk on first use; NULL when i is out of

@@ -111,14 +111,14 @@ int ef_holds(uint32_t idx);                /* idx valid, held, not recycled */
 int ef_holds_any(void);                    /* does this process hold an instance? */
 /* The instance record of idx; a zeroed record of our own (free, never
  * crossed) for index 0 and for one that cannot be mapped (hold.c). */
-extern struct ef_inst ef_inst_none;
+extern struct ef_inst *ef_inst_none;
 /* ... or an io_uring ring: then a fork needs its stack (uring.c counts). */
 extern _Atomic uint32_t ef_rings_held;
 int ef_fork_matters(void);
 static inline struct ef_inst *ef_inst_at(uint32_t idx)
 {
     struct ef_inst *in = idx ? (struct ef_inst *)ef_reg_elem(EF_T_INST, idx) : NULL;
-    return EF_LIKELY(in != NULL) ? in : &ef_inst_none;
+    return EF_LIKELY(in != NULL) ? in : ef_inst_none;
 }
 /* A new instance at fd (created, or adopted when how == EF_CREATE_ADOPTED);
  * its index, 0 when not tracked.  The old alias at fd must be gone. */

@@ -311,13 +311,11 @@ struct pending {
 EF_HOT static _Atomic uint32_t pend_off[PENDING_SLOTS];
 EF_HOT static _Atomic uint32_t npend;
 EF_HOT static _Atomic uint32_t snap_used;
-/* Used from its first page boundary on, so that a first capture of a few KiB
- * touches one page (aligning the array itself would page-align all of .bss,
- * and put crtstuff's flag at its start on a page of its own). */
-static unsigned char snap_mem[SNAP_BYTES + 4096] __attribute__((aligned(16)));
+EF_HOT static unsigned char *snap_mem;  /* the zone's part (zone.c), made at the first copy */
+_Static_assert(SNAP_BYTES <= EF_Z_BYTES(SNAP), "the copies fit their part of the zone");
 static unsigned char *snap_base(void)
 {
-    return (unsigned char *)(((uintptr_t)snap_mem + 4095) & ~(uintptr_t)4095);
+    return snap_mem;
 }
 
 static struct pending *pend_at(uint32_t i)
@@ -386,6 +384,8 @@ EF_INIT_TEXT __attribute__((noinline)) static uint32_t capture_later(enum ef_ski
 {
     uint32_t tag = ef_stack_tag;
     if (!tag || tag > 0xffff || unsafe_child || ef_unwinding)
+        return 0;
+    if (!snap_mem && !(snap_mem = ef_zone(EF_Z_SNAP)))
         return 0;
     uint64_t regs[R_COUNT];
     ef_snap_regs(regs);

@@ -48,7 +48,9 @@ struct ghost {
     char target[200];
 };
 
-static struct ghost ghosts[NGHOST];
+/* [NGHOST], the zone's (zone.c), made at the first candidate */
+EF_HOT static struct ghost *ghosts;
+_Static_assert(NGHOST * sizeof(struct ghost) <= EF_Z_BYTES(GHOSTS), "the ghosts fit");
 _Atomic uint32_t ef_ghosts_pending;      /* ready ghosts in all instances (rules.h) */
 /* fds open when the program started: [0, 1024) exactly, and whether any
  * number above was (then every number above counts). */
@@ -90,6 +92,8 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
         return;
     struct stat st;
     if (ef_fstat(fd, &st) != 0)
+        return;
+    if (!ghosts && !(ghosts = ef_zone(EF_Z_GHOSTS)))
         return;
     struct ghost *g = NULL;
     for (int i = 0; i < NGHOST && !g; i++) {
@@ -134,7 +138,7 @@ static void forget(struct ghost *g)
 
 void ef_stale_drop(uint32_t idx)
 {
-    for (int i = 0; i < NGHOST; i++)
+    for (int i = 0; ghosts && i < NGHOST; i++)
         if (atomic_load(&ghosts[i].state) == GHOST_READY && ghosts[i].idx == idx)
             forget(&ghosts[i]);
 }
@@ -267,7 +271,7 @@ void ef_stale_check(uint32_t idx, int epfd, struct ef_call *call)
     struct ghost *found[NGHOST];
     struct find_arg fa[NGHOST];
     int n = 0;
-    for (int i = 0; i < NGHOST; i++) {
+    for (int i = 0; ghosts && i < NGHOST; i++) {
         struct ghost *g = &ghosts[i];
         if (atomic_load(&g->state) != GHOST_READY || g->idx != idx)
             continue;

@@ -74,7 +74,10 @@ struct ring {
     struct io_sqring_offsets sq_off;
     struct io_cqring_offsets cq_off;
 };
-static struct ring rings[NRING];
+/* [NRING], the zone's (zone.c), made at the first ring: every use below
+ * follows one (a URING fd, ef_uring_nrings) */
+EF_HOT static struct ring *rings;
+_Static_assert(NRING * sizeof(struct ring) <= EF_Z_BYTES(RINGS), "the rings fit");
 
 /* What the shim saw (EPOLLFORK_DEBUG prints it at exit). */
 static _Atomic uint64_t n_rings, n_enters, n_sqes, n_ctl[4], n_cqe, n_fdinfo, n_failed, n_before,
@@ -113,7 +116,7 @@ EF_INIT_TEXT static struct ring *ring_of_fd(int fd)
     if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_URING))
         return NULL;
     uint32_t s = atomic_load_explicit(&e->inst, memory_order_relaxed);
-    if (s >= NRING)
+    if (s >= NRING || !rings)
         return NULL;
     struct ring *g = &rings[s];
     if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE || g->fd != fd ||
@@ -209,7 +212,9 @@ void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *c
     if (old)
         drop(old); /* a close we did not see */
     struct ring *g = NULL;
-    for (int i = 0; i < NRING && !g; i++) {
+    if (!rings)
+        rings = ef_zone(EF_Z_RINGS);
+    for (int i = 0; rings && i < NRING && !g; i++) {
         uint32_t z = SLOT_FREE;
         if (atomic_compare_exchange_strong(&rings[i].state, &z, SLOT_WRITING))
             g = &rings[i];
@@ -300,7 +305,7 @@ static int overlaps(const char *m, size_t mlen, const char *a, size_t len)
 /* The program unmaps memory: a ring's view there is gone. */
 void ef_uring_on_munmap(void *addr, size_t len)
 {
-    for (int i = 0; i < NRING; i++) {
+    for (int i = 0; rings && i < NRING; i++) {
         struct ring *g = &rings[i];
         if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE)
             continue;
@@ -350,7 +355,7 @@ void ef_uring_on_close_range(unsigned lo, unsigned hi)
 {
     if (!ef_tracking() || !ef_enter())
         return;
-    for (int i = 0; i < NRING; i++) {
+    for (int i = 0; rings && i < NRING; i++) {
         struct ring *g = &rings[i];
         if (atomic_load(&g->state) == SLOT_LIVE && (unsigned)g->fd >= lo && (unsigned)g->fd <= hi)
             drop(g);
@@ -405,7 +410,7 @@ EF_INIT_TEXT void ef_uring_on_fork_prepare(void)
     if (!ef_tracking() || !ef_enter())
         return;
     if (atomic_load(&ef_uring_nrings))
-        for (int i = 0; i < NRING; i++) {
+        for (int i = 0; rings && i < NRING; i++) {
             struct ring *g = &rings[i];
             if (atomic_load(&g->state) != SLOT_LIVE)
                 continue;
@@ -625,6 +630,8 @@ static void judge(const struct ring *g, const struct ef_uring_token *t,
 
 void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
 {
+    if (!rings)
+        return;
     struct ring *g = &rings[t->slot < NRING && t->slot >= 0 ? t->slot : 0];
     if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE ||
         atomic_load(&g->gen) != t->gen || g->fd != t->fd)
