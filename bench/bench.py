@@ -9,7 +9,7 @@ row reports the median of the pair ratios with their min and max; the
 bare and shim columns are the medians of the raw figures.  Nothing is pinned.
 
 Usage: bench.py [--quick] [--only SUBSTR] [--markdown PATH]
-Groups for --only: mod close churn wait fork exec py-churn uring crossed-ctl repair memory
+Groups for --only: first-epoll startup shell mod close churn wait fork exec py-churn uring crossed-ctl repair memory
 nginx nginx-aa redis ps strace (ps: epollfork-ps over a loaded host, not the shim).  Results and
 the analysis behind them: bench/RESULTS.md.
 Run through `make bench` (bench/run.sh installs what this needs and builds
@@ -127,6 +127,8 @@ def fmt_fig(x, unit):
         return "%.0f KiB" % x
     if unit == "B":
         return "%.1f B" % x
+    if unit in ("instr", "calls"):
+        return "{:,}".format(int(x))
     return "%.3g %s" % (x, unit)
 
 
@@ -163,10 +165,13 @@ def strace_row(name, mode, iters_bare, iters_strace, chunks, npairs):
                "comparison")
 
 
-def exec_row(name, iters, chunks, npairs, limit_us, env=None):
+def exec_row(name, iters, chunks, npairs, limit_us, env=None, mode="exec", ref_env=None):
+    """Whole processes (fork + exec + exit + wait): the time each adds, the
+    shim's side against ref_env's (bare, or an empty preload library)."""
     env = env or shim_env
-    a, b = pairs(npairs, lambda: micro("exec", iters, chunks, base_env()) / 1000,
-                 lambda: micro("exec", iters, chunks, env()) / 1000, name)
+    ref_env = ref_env or base_env
+    a, b = pairs(npairs, lambda: micro(mode, iters, chunks, ref_env()) / 1000,
+                 lambda: micro(mode, iters, chunks, env()) / 1000, name)
     ratios = [y / x for x, y in zip(a, b)]
     added = [y - x for x, y in zip(a, b)]
     med = statistics.median(added)
@@ -199,6 +204,82 @@ def repair_env():
     return env
 
 
+# ------------------------------------------------------ whole processes
+
+
+def count_startup(env, nofile):
+    """/bin/true once under callgrind (instructions) and once under strace
+    (system calls), RLIMIT_NOFILE soft limit nofile: deterministic counts
+    where a timing of ~1 ms is noise."""
+    import resource
+
+    def limit():
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and nofile > hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        else:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+    r = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                        "/bin/true"], env=env, capture_output=True, text=True, timeout=120,
+                       preexec_fn=limit)
+    m = re.search(r"Collected : (\d+)", r.stderr)
+    if r.returncode != 0 or not m:
+        raise RuntimeError("callgrind /bin/true: %s" % r.stderr[-2000:])
+    instr = int(m.group(1))
+    with tempfile.NamedTemporaryFile("r", prefix="ef-bench-strace-") as t:
+        # strace's own environment is the program's: the preload library is in
+        # strace too, which only reads; -f, in case the library ever spawns
+        subprocess.run(["strace", "-f", "-qq", "-o", t.name, "/bin/true"], env=env, check=True,
+                       capture_output=True, timeout=120, preexec_fn=limit)
+        calls = [l for l in t.read().splitlines() if "(" in l and not l.startswith("+++")]
+    # calls before the exec are strace's own (the execve line starts the program)
+    first = next((i for i, l in enumerate(calls) if "execve(" in l), 0)
+    return instr, len(calls) - first
+
+
+def startup_rows():
+    rows = []
+    for nofile in (1024, 1048576):
+        e_i, e_c = count_startup(empty_env(), nofile)
+        s_i, s_c = count_startup(shim_env(), nofile)
+        b_i, b_c = count_startup(base_env(), nofile)
+        log("  start-up /bin/true, nofile %d: instructions bare %d, empty %d, shim %d; "
+            "system calls bare %d, empty %d, shim %d" % (nofile, b_i, e_i, s_i, b_c, e_c, s_c))
+        rows.append(Row("0c. /bin/true start-up, instructions (callgrind), RLIMIT_NOFILE %d"
+                        % nofile, "instr", e_i, s_i, [s_i / e_i], "≤ +20,000 over empty",
+                        "met" if s_i - e_i <= 20000 else "MISSED",
+                        "shim %+d instructions over an empty preload library (bare %d)"
+                        % (s_i - e_i, b_i)))
+        rows.append(Row("0d. /bin/true start-up, system calls (strace), RLIMIT_NOFILE %d"
+                        % nofile, "calls", e_c, s_c, None, "≤ +3 over empty",
+                        "met" if s_c - e_c <= 3 else "MISSED",
+                        "shim %+d system calls over an empty preload library (bare %d)"
+                        % (s_c - e_c, b_c)))
+    return rows
+
+
+SHELL_LOOP = 'i=0; while [ $i -lt 1000 ]; do /bin/true; i=$((i+1)); done'
+
+
+def shell_loop(env):
+    t0 = time.perf_counter()
+    subprocess.run(["/bin/sh", "-c", SHELL_LOOP], env=env, check=True, timeout=600)
+    return (time.perf_counter() - t0) * 1000
+
+
+def shell_rows(npairs):
+    """A process-heavy workload: a shell loop of 1,000 /bin/true (the shell and
+    every process it starts under the preload library), wall time per run."""
+    name = "10. shell loop of 1,000 /bin/true (shim/empty)"
+    e, s = pairs(npairs, lambda: shell_loop(empty_env()), lambda: shell_loop(shim_env()), name)
+    bare = [shell_loop(base_env()) for _ in range(max(3, npairs // 2))]
+    ratios = [y / x for x, y in zip(e, s)]
+    return [Row(name, "ms", statistics.median(e), statistics.median(s), ratios, "≤ 1.03",
+                ratio_verdict(ratios, 1.03),
+                "bare %.0f ms, empty preload %.0f ms, shim %.0f ms per 1,000 processes"
+                % (statistics.median(bare), statistics.median(e), statistics.median(s)))]
+
+
 def rss_run(env):
     out = subprocess.run([MICRO, "rss"], env=env, check=True, capture_output=True, text=True,
                          timeout=120).stdout
@@ -211,6 +292,8 @@ def rss_run(env):
 
 def rss_rows(npairs):
     idle, idle_parts, per_reg, bare_idle, shim_idle = [], [], [], [], []
+    vm = {k: [] for k in ("bare_epoll", "shim_epoll", "bare_reg", "shim_reg", "rss_bare_reg",
+                          "rss_shim_reg")}
     for i in range(npairs):
         if i % 2 == 0:
             a = rss_run(base_env())
@@ -226,6 +309,12 @@ def rss_rows(npairs):
         per_reg.append((db - da) * 1024 / 10000)
         bare_idle.append(a["epoll"]["VmRSS"])
         shim_idle.append(b["epoll"]["VmRSS"])
+        vm["bare_epoll"].append(a["epoll"]["VmSize"])
+        vm["shim_epoll"].append(b["epoll"]["VmSize"])
+        vm["bare_reg"].append(a["registered"]["VmSize"])
+        vm["shim_reg"].append(b["registered"]["VmSize"])
+        vm["rss_bare_reg"].append(a["registered"]["VmRSS"])
+        vm["rss_shim_reg"].append(b["registered"]["VmRSS"])
         log("  %-28s pair %2d/%d: idle %+d KiB, %.1f B/registration"
             % ("memory", i + 1, npairs, idle[-1], per_reg[-1]))
     med_idle = statistics.median(idle)
@@ -241,6 +330,19 @@ def rss_rows(npairs):
             "report", "info",
             "%.1f B/registration (pairs %.1f..%.1f)"
             % (statistics.median(per_reg), min(per_reg), max(per_reg))),
+    ]
+    med = {k: statistics.median(v) for k, v in vm.items()}
+    rows += [
+        Row("VmSize, idle process with one epoll", "KiB", med["bare_epoll"], med["shim_epoll"],
+            None, "report", "info", "added %+d KiB of address space"
+            % (med["shim_epoll"] - med["bare_epoll"])),
+        Row("VmSize, with 10,000 registrations", "KiB", med["bare_reg"], med["shim_reg"], None,
+            "report", "info", "added %+d KiB of address space (%+d KiB over idle)"
+            % (med["shim_reg"] - med["bare_reg"], med["shim_reg"] - med["shim_epoll"]
+               - (med["bare_reg"] - med["bare_epoll"]))),
+        Row("RSS, with 10,000 registrations", "KiB", med["rss_bare_reg"], med["rss_shim_reg"],
+            None, "report", "info", "added %+d KiB"
+            % (med["rss_shim_reg"] - med["rss_bare_reg"])),
     ]
     return rows
 
@@ -663,6 +765,13 @@ def main():
                       None, disabled_env),
             micro_row("(extra) fork + waitpid, no epoll in the process", "fork-noepoll", n(800),
                       C, pm, None)]),
+        ("first-epoll", lambda: [
+            exec_row("0a. first epoll use: a process that only creates one epoll instance "
+                     "(vs empty preload)", 400, C, ps, 300, mode="exec-epoll", ref_env=empty_env),
+            exec_row("0b. the same process also forks once (vs empty preload)", 400, C, ps, 300,
+                     mode="exec-epoll-fork", ref_env=empty_env)]),
+        ("startup", startup_rows),
+        ("shell", lambda: shell_rows(ps)),
         ("exec", lambda: [
             exec_row("6. fork + exec /bin/true (start-up)", 1000, C, ps, 50),
             exec_row("(floor) the same, an empty LD_PRELOAD library", 1000, C, ps, None,

@@ -27,6 +27,11 @@
  *   micro fork N [C]          fork + _exit + waitpid with 1,000 registrations
  *   micro fork-noepoll N [C]  fork + _exit + waitpid in a process without epoll
  *   micro exec N [C]          fork + execve(/bin/true) + waitpid
+ *   micro exec-epoll N [C]    fork + execve(this program, "one-epoll") + waitpid: a
+ *                             whole process whose only work is epoll_create1 (a
+ *                             process's first epoll use: the shim's set-up)
+ *   micro exec-epoll-fork N [C]  the same, and the exec'd process also forks once
+ *                             (the child _exits) and waits
  *   micro copy N [C]          one EPOLL_CTL_MOD on an instance with 10,000 entries
  *                             that a freshly forked child holds (the fork and the
  *                             child's exit untimed): under EPOLLFORK_REPAIR=1 the
@@ -36,7 +41,8 @@
  *                             way libuv 1.45+ drives its ring: syscall(), mmap)
  *   micro uring-adddel N [C]  the same with 16 ADDs and 16 DELs instead of MODs
  *   micro syscall N [C]       syscall(SYS_getppid): any number but io_uring's
- *   micro rss                 VmRSS/RssAnon/RssFile/RssShmem at three stages
+ *   micro rss                 VmSize/VmRSS/RssAnon/RssFile/RssShmem at three stages
+ *   micro one-epoll [fork]    (what exec-epoll runs) epoll_create1, [fork], exit
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -279,6 +285,60 @@ static void op_exec(long n)
     }
 }
 
+/* A whole short process that uses epoll once: the exec'd side of
+ * exec-epoll and exec-epoll-fork. */
+static int one_epoll(int do_fork)
+{
+    int e = epoll_create1(EPOLL_CLOEXEC);
+    if (e < 0)
+        die("epoll_create1");
+    if (do_fork) {
+        pid_t p = fork();
+        if (p < 0)
+            die("fork");
+        if (p == 0)
+            _exit(0);
+        int st;
+        while (waitpid(p, &st, 0) < 0)
+            if (errno != EINTR)
+                die("waitpid");
+    }
+    return 0;
+}
+
+static void exec_self(long n, char *const argv[])
+{
+    for (long i = 0; i < n; i++) {
+        pid_t p = fork();
+        if (p < 0)
+            die("fork");
+        if (p == 0) {
+            execve("/proc/self/exe", argv, environ);
+            _exit(127);
+        }
+        int st;
+        while (waitpid(p, &st, 0) < 0)
+            if (errno != EINTR)
+                die("waitpid");
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            fprintf(stderr, "micro: one-epoll failed (status %d)\n", st);
+            exit(2);
+        }
+    }
+}
+
+static void op_exec_epoll(long n)
+{
+    static char *const argv[] = {"micro", "one-epoll", NULL};
+    exec_self(n, argv);
+}
+
+static void op_exec_epoll_fork(long n)
+{
+    static char *const argv[] = {"micro", "one-epoll", "fork", NULL};
+    exec_self(n, argv);
+}
+
 static void op_copy(long n)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 1};
@@ -302,15 +362,17 @@ static void print_status(const char *stage)
     if (!f)
         die("/proc/self/status");
     char line[256];
-    long rss = -1, anon = -1, file = -1, shmem = -1;
+    long vm = -1, rss = -1, anon = -1, file = -1, shmem = -1;
     while (fgets(line, sizeof line, f)) {
+        sscanf(line, "VmSize: %ld", &vm);
         sscanf(line, "VmRSS: %ld", &rss);
         sscanf(line, "RssAnon: %ld", &anon);
         sscanf(line, "RssFile: %ld", &file);
         sscanf(line, "RssShmem: %ld", &shmem);
     }
     fclose(f);
-    printf("%s VmRSS=%ld RssAnon=%ld RssFile=%ld RssShmem=%ld\n", stage, rss, anon, file, shmem);
+    printf("%s VmSize=%ld VmRSS=%ld RssAnon=%ld RssFile=%ld RssShmem=%ld\n", stage, vm, rss, anon,
+           file, shmem);
 }
 
 static int rss_mode(void)
@@ -467,6 +529,8 @@ static const struct mode modes[] = {
     {"fork", op_fork, 0, 1000, 1},
     {"fork-noepoll", op_fork, 0, 0, 0},
     {"exec", op_exec, 0, 0, 0},
+    {"exec-epoll", op_exec_epoll, 0, 0, 0},
+    {"exec-epoll-fork", op_exec_epoll_fork, 0, 0, 0},
     {"copy", op_copy, 0, 10000, 1},
     {"uring", op_uring, 0, 0, 2},
     {"uring-adddel", op_uring_adddel, 0, 0, 2},
@@ -483,6 +547,8 @@ int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "rss"))
         return rss_mode();
+    if (argc >= 2 && !strcmp(argv[1], "one-epoll"))
+        return one_epoll(argc > 2 && !strcmp(argv[2], "fork"));
     if (argc < 3) {
         fprintf(stderr, "usage: micro MODE ITERS [CHUNKS] | micro rss\n");
         return 2;

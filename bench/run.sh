@@ -7,7 +7,7 @@
 # written to build/bench/results.md).  Progress goes to stderr.
 set -eu
 cd "$(dirname "$0")/.."
-sh scripts/install-deps.sh gcc python3 strace nginx-light wrk redis-server redis-tools
+sh scripts/install-deps.sh gcc python3 strace valgrind nginx-light wrk redis-server redis-tools
 mkdir -p build/bench
 ${CC:-cc} -O2 -g -Wall -Wextra -Werror -o build/bench/micro bench/micro.c
 # the host-sized load that epollfork-ps is timed on (the "ps" rows)

@@ -145,7 +145,7 @@ static void list_free(struct list *l)
 static int held_here(int epfd, uint32_t idx, const struct ef_tfd *t, pid_t me)
 {
     struct stat st;
-    if (fstat(t->tfd, &st) != 0 || (uint64_t)st.st_ino != t->ino)
+    if (ef_fstat(t->tfd, &st) != 0 || (uint64_t)st.st_ino != t->ino)
         return 0;
     struct ef_interest it;
     if (ef_interest_find(t->tfd, ef_fd_peek(t->tfd), idx, &it) &&

@@ -31,6 +31,16 @@
 #define EF_LIKELY(x) __builtin_expect(!!(x), 1)
 #define EF_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define EF_TLS __thread __attribute__((tls_model("initial-exec")))
+/* Start-up costs pages (bench/RESULTS.md, start-up): every page of the shim a
+ * process touches for the first time is a page fault, ~15 us on this VM, and
+ * every exec'd process runs the constructor and the destructor.  So the small
+ * state they read or write lives in .data (EF_HOT), on the page the loader has
+ * already written (relocations), instead of one .bss page per file; and the
+ * code they run sits together at the start of .text (EF_INIT_TEXT, next to
+ * the constructor and destructor the compiler puts there), where one fault
+ * maps it all (the kernel maps 64 KiB around a fault on a file's page). */
+#define EF_HOT __attribute__((section(".data.ef_hot")))
+#define EF_INIT_TEXT __attribute__((section(".text.startup")))
 #if defined(__x86_64__) || defined(__i386__)
 #define ef_cpu_relax() __builtin_ia32_pause()
 #else
@@ -103,11 +113,87 @@ pid_t ef_sys_getppid(void);
 /* A raw syscall that never reaches a wrapper (the shim's own calls must not
  * enter its syscall() wrapper): -1 and errno on failure, as syscall(2). */
 long ef_sys6(long n, long a, long b, long c, long d, long e, long f);
+/* The same, returning -errno and leaving errno alone (start-up: touching
+ * errno is a lazy binding of __errno_location and a TLS write). */
+long ef_raw6(long n, long a, long b, long c, long d, long e, long f);
+struct stat;
+int ef_fstat(int fd, struct stat *st);           /* raw fstat */
+/* name defined in some loaded object: 1, 0 nowhere, -1 cannot tell (no malloc,
+ * unlike a failing dlsym) */
+int ef_sym_anywhere(const char *name);
+int ef_stat(const char *path, struct stat *st);  /* raw stat */
+/* Raw system calls for the shim's own mappings and fds (-1 and errno, as
+ * libc's; ef_sys_mmap: MAP_FAILED); ef_sys_dupfd is F_DUPFD_CLOEXEC;
+ * ef_sys_nofile the soft RLIMIT_NOFILE (1 << 30 for no limit). */
+void *ef_sys_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off);
+int ef_sys_munmap(void *a, size_t len);
+int ef_sys_madvise(void *a, size_t len, int advice);
+int ef_sys_ftruncate(int fd, off_t len);
+int ef_sys_dupfd(int fd, int lowest);
+long ef_sys_nofile(void);
+
+/* ------------------------------------------------------------------- zone.c */
+/* The shim's process-private tables, one lazy mapping (zone.c).  Each part
+ * is rounded up to whole pages; its owner checks what it puts there against
+ * the size here (_Static_assert). */
+#define EF_ZONE_PARTS(X)                                                                   \
+    X(SNAP, 96u << 10)          /* stack.c: stacks kept to be unwound later */           \
+    X(FD_PAGE0, 128u << 10)     /* fdtable.c: entries of fds 0-4095 */                   \
+    X(LOCAL, 512u << 10)        /* hold.c: this process's view of each instance */       \
+    X(FD_L1, 128u << 10)        /* fdtable.c: the first level above fd 4095 */            \
+    X(REG_CHUNKS, 4u << 10)     /* registry.c: chunks 1.. of the tables mapped here */   \
+    X(INST_NONE, 4u << 10)      /* hold.c: the zeroed instance of no index */            \
+    X(STUCK, 8u << 10)          /* depot.c: slots whose writer died */                   \
+    X(SIDE, 96u << 10)          /* interest.c: fds registered in several instances */    \
+    X(GHOSTS, 16u << 10)        /* stale.c: closes awaiting the kernel's word */          \
+    X(RINGS, 20u << 10)         /* uring.c: the io_uring rings known here */             \
+    X(RULES, 64u << 10)         /* suppress.c: EPOLLFORK_SUPPRESSIONS */                 \
+    X(OPTS, 8u << 10)           /* options.c: the two path-valued options */             \
+    X(LOG, 1u << 10)            /* log.c: socket path, open error */                     \
+    X(LEAKS, 1u << 10)          /* execleak.c: leaks known at start-up */                \
+    X(WIPE, 4u << 10)           /* hold.c: zeroed in fork children (MADV_WIPEONFORK) */
+#define EF_Z_ENUM(name, bytes) EF_Z_##name,
+enum ef_zone_part { EF_ZONE_PARTS(EF_Z_ENUM) EF_Z_NPARTS };
+#define EF_Z_BYTES_(name, bytes) EF_Z_##name##_BYTES_ = (bytes),
+enum { EF_ZONE_PARTS(EF_Z_BYTES_) };
+#define EF_Z_BYTES(name) ((size_t)EF_Z_##name##_BYTES_)
+void *ef_zone(enum ef_zone_part p);   /* the part, zeroed at first; NULL: no memory */
+int ef_zone_wipe_ok(void);            /* the WIPE part is zeroed in fork children */
 
 /* ------------------------------------------------------------------- util.c */
 size_t ef_fmt(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 uint64_t ef_realtime_ns(void);
 void ef_rfc3339(uint64_t ns, char *buf, size_t len);
+/* String helpers for the start-up path, where each libc function called
+ * first costs a lazy binding (~700 instructions) and maybe a page of libc's
+ * text.  The empty asm keeps the compiler from turning the loops back into
+ * calls to strlen/strcmp. */
+static inline size_t ef_strlen(const char *s)
+{
+    size_t n = 0;
+    while (s[n]) {
+        __asm__("" : "+r"(n));
+        n++;
+    }
+    return n;
+}
+static inline int ef_streq(const char *a, const char *b)
+{
+    while (*a && *a == *b) {
+        __asm__("" : "+r"(a));
+        a++, b++;
+    }
+    return *a == *b;
+}
+static inline int ef_strprefix(const char *s, const char *pfx)
+{
+    while (*pfx && *s == *pfx) {
+        __asm__("" : "+r"(s));
+        s++, pfx++;
+    }
+    return !*pfx;
+}
+
 /* Mix v into a 64-bit key (claims, dedup). */
 static inline uint64_t ef_mix(uint64_t k, uint64_t v)
 {
@@ -118,15 +204,17 @@ static inline uint64_t ef_mix(uint64_t k, uint64_t v)
 enum ef_format { EF_FMT_TEXT = 0, EF_FMT_JSON = 1 };
 enum ef_on_report { EF_ON_WARN = 0, EF_ON_ABORT = 1 };
 struct ef_options {
-    char log[4096];          /* "stderr", "syslog[:PATH]", "journal[:PATH]" or a path (%p) */
+    const char *log;         /* "stderr", "syslog[:PATH]", "journal[:PATH]" or a path (%p) */
     enum ef_format format;
     enum ef_on_report on_report;
     int stack_depth;         /* frames per stack */
     int disable;             /* pure pass-through */
     int dedup;               /* 1: identical reports merged tree-wide (EPOLLFORK_DEDUP) */
     int debug;               /* 1: io_uring counters at exit (EPOLLFORK_DEBUG) */
-    char suppressions[4096]; /* path of the suppressions file, "" none */
-    int secure;              /* secure execution (setuid, AT_SECURE): not an EPOLLFORK_ variable */
+    const char *suppressions; /* path of the suppressions file, "" none */
+    /* secure execution (setuid, AT_SECURE), known at start-up only when an
+     * EPOLLFORK_* variable is set: read it through ef_secure() */
+    int secure;
     int repair;              /* EPOLLFORK_REPAIR: make the bugs harmless too (repair.c) */
 };
 extern struct ef_options ef_opt;
@@ -135,10 +223,14 @@ extern struct ef_options ef_opt;
  * so that the caller decides where they go. */
 void ef_options_parse(char *const *envp, char *err, size_t errlen);
 void ef_options_print_table(int fd);   /* `make options` */
+int ef_secure(void);                   /* AT_SECURE, asked once */
+/* EPOLLFORK_EXEC_LEAKS's value as the parse saw it (set by the shim itself
+ * across exec, execleak.c), NULL when unset: not an option. */
+extern const char *ef_exec_leaks_env;
 
 /* ---------------------------------------------------------------- fdtable.c */
 #define EF_FD_EPOLL    0x1u   /* an alias of an epoll instance */
-#define EF_FD_OWNED    0x4u   /* the shim's own fd: hidden from the program */
+/* 0x4u was EF_FD_OWNED: the shim's own fds are ef_owned_fds[] now */
 #define EF_FD_INTEREST 0x8u   /* registered (ADD) in some instance */
 #define EF_FD_DUPED    0x10u  /* dup'ed, or made by a dup: its description may have copies */
 #define EF_FD_MULTI    0x20u  /* also registered in other instances (interest.c's side table) */
@@ -156,21 +248,41 @@ struct ef_fd {
 };
 #define EF_FD_MAX (1u << 26)
 #define EF_FD_PAGE_BITS 12
-extern struct ef_fd *_Atomic ef_fd_l1[EF_FD_MAX >> EF_FD_PAGE_BITS];
+/* The first level: the entry of fds 0-4095 apart (EF_HOT, on a page the
+ * loader wrote anyway: every process reads it at its first close()), the rest
+ * in the zone (zone.c), NULL until an fd above 4095 is tracked; ef_fd_nil is
+ * the empty entry read meanwhile. */
+extern struct ef_fd *_Atomic ef_fd_p0;
+extern struct ef_fd *_Atomic *_Atomic ef_fd_l1;
+extern struct ef_fd *_Atomic ef_fd_nil;
+static inline struct ef_fd *_Atomic *ef_fd_l1_slot(unsigned i)
+{
+    if (EF_LIKELY(!i))
+        return &ef_fd_p0;
+    struct ef_fd *_Atomic *l1 = atomic_load_explicit(&ef_fd_l1, memory_order_acquire);
+    return l1 ? &l1[i] : &ef_fd_nil;
+}
 /* Lookup without allocating; NULL when the fd never had an entry.  Inline:
  * every wrapper does it, on the hot path. */
 static inline struct ef_fd *ef_fd_peek(int fd)
 {
     if (EF_UNLIKELY((unsigned)fd >= EF_FD_MAX))
         return NULL;
-    struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[(unsigned)fd >> EF_FD_PAGE_BITS],
+    struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot((unsigned)fd >> EF_FD_PAGE_BITS),
                                            memory_order_acquire);
     return p ? &p[(unsigned)fd & ((1u << EF_FD_PAGE_BITS) - 1)] : NULL;
 }
+#define EF_MAX_OWNED 8
+extern _Atomic int ef_owned_fds[EF_MAX_OWNED];  /* fd + 1, 0 free (fdtable.c) */
+extern _Atomic int ef_owned_lo;                 /* the lowest of them */
 static inline int ef_fd_owned(int fd)
 {
-    struct ef_fd *e = ef_fd_peek(fd);
-    return e && (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_OWNED);
+    if (EF_LIKELY(fd < atomic_load_explicit(&ef_owned_lo, memory_order_relaxed)))
+        return 0;
+    for (int i = 0; i < EF_MAX_OWNED; i++)
+        if (atomic_load_explicit(&ef_owned_fds[i], memory_order_relaxed) == fd + 1)
+            return 1;
+    return 0;
 }
 /* Lookup, allocating the page; NULL when fd is out of range or mmap failed. */
 struct ef_fd *ef_fd_get(int fd);
@@ -229,6 +341,7 @@ extern _Atomic int ef_py_state;
  * Python frames (no interpreter in this process, a thread not running
  * Python, a version whose layout we do not know). */
 int ef_py_capture(uint64_t *words, int max, uint64_t *key);
+void ef_py_probe(void);   /* decide ef_py_state now (the first capture does) */
 uint32_t ef_pystr_intern(const char *s, uint32_t n);  /* its id, 0 when the store is full */
 void ef_pystr_copy(uint32_t id, char *buf, size_t cap);  /* "?" when unknown or damaged */
 uint64_t ef_py_word_of(uint32_t file, int line, uint32_t function);
@@ -251,6 +364,17 @@ void ef_py_site(const struct ef_pyframe *f, char *buf, size_t len); /* "worker.p
 #define EF_PY_NATIVE_DEPTH 8
 int ef_py_running(void);
 
+/* ------------------------------------------------------------------ depot.c */
+/* A depot entry: up to EF_MAX_FRAMES frames and the Python marker. */
+#define EF_DEPOT_ENTRY_MAX (EF_MAX_FRAMES + 1)
+uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n);      /* its id, 0 none */
+/* The same for Python words: does not evict the thread's cached native stack. */
+uint32_t ef_depot_put_aside(const uintptr_t *pcs, uint32_t n);
+/* The words of depot entry id as stored (the Python marker included). */
+uint32_t ef_depot_read(uint32_t id, uint64_t *pcs, uint32_t max);
+uint32_t ef_depot_native(uint32_t id, uint64_t *pcs, uint32_t max); /* without the marker */
+uint32_t ef_depot_python(uint32_t id, uint64_t *words, uint32_t max); /* its Python words */
+
 /* ------------------------------------------------------------------ stack.c */
 enum ef_skip { EF_SKIP_SHIM = 0, EF_SKIP_SHIM_AND_ONE = 1 };
 /* Why a stack holds only the calling frame. */
@@ -261,8 +385,20 @@ enum ef_cut {
     EF_CUT_REENTRY,         /* a signal handler interrupted our own unwinding */
 };
 const char *ef_cut_why(enum ef_cut cut);  /* the stack note, NULL for EF_CUT_NONE */
-/* Capture the calling stack into the depot; returns its id (0 none). */
+/* Capture the calling stack; returns its id (0 none).  Until libunwind is
+ * loaded, the id may name a capture kept to be unwound later (EF_STACK_PENDING
+ * set): anything that compares ids (a claim, a dedup key) takes
+ * ef_stack_canon() of them, which unwinds it and gives its depot id. */
+#define EF_STACK_PENDING 0x80000000u
 uint32_t ef_stack_capture(enum ef_skip skip, void *caller);
+/* The same, unwound now: for a stack another process will read (a change
+ * recorded on a shared instance, a ring's use) or a report about to be made. */
+uint32_t ef_stack_capture_now(enum ef_skip skip, void *caller);
+uint32_t ef_stack_canon(uint32_t id);
+/* hold.c: the process record of the process capturing (a kept capture is
+ * named by it; record 0, none: no capture is kept) */
+void ef_stack_set_owner(uint32_t proc);
+void ef_stack_set_main_top(uintptr_t top); /* init.c: the main thread's arguments */
 enum ef_cut ef_stack_last_cut(void); /* why this thread's last capture stopped at one frame */
 uint32_t ef_stack_from_raw(void *const *raw, int n);
 extern int (*ef_bt)(void **, int);  /* libunwind's unw_backtrace, when usable here */
@@ -286,10 +422,9 @@ static inline int ef_capture_here(void **raw, int depth)
     ef_unwinding = 0;
     return n > 0 ? n : 0;
 }
-uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n);
-/* Copy the native frames of stack id into pcs (at most max); their count, 0
- * when the id is unknown or its record in the registry does not hold
- * together. */
+/* The native frames of stack id (a depot id, or one of a capture not yet
+ * unwound: it is unwound now) into pcs, at most max; their count, 0 when the
+ * id is unknown or its record in the registry does not hold together. */
 uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max);
 /* A stack captured while the thread ran Python carries its Python stack: a
  * last word EF_PY_MARK | id of a depot entry of Python frame words.  Copy
@@ -299,6 +434,7 @@ uint32_t ef_stack_python(uint32_t id, uint64_t *words, uint32_t max);
 /* A stack of native frames pcs and Python frame words, stored once (tests). */
 uint32_t ef_stack_store(const uintptr_t *pcs, uint32_t n, const uint64_t *words, uint32_t nw);
 void ef_stack_before_fork(void);
+void ef_stack_forking(void);        /* a fork no handler sees (_Fork): no kept captures after it */
 void ef_stack_after_fork_child(int parent_multithreaded);
 void ef_stack_after_unseen_fork(void);
 int ef_stack_parent_mt(void);

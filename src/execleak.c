@@ -23,11 +23,14 @@
  * closed by the new program's shim at start-up, before main().
  */
 #define _GNU_SOURCE
+#include <emmintrin.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -40,8 +43,20 @@
 
 extern char **environ;
 
-static int known_leaks[MAXLEAK];   /* reported at start-up (or passed to us) */
-static int nknown;
+/* Leaks reported at start-up (or passed to us), and the candidates the
+ * start-up poll found: the zone's (zone.c), made when there is one. */
+struct leaks {
+    int known[MAXLEAK];
+    int cand[MAXLEAK];
+};
+_Static_assert(sizeof(struct leaks) <= EF_Z_BYTES(LEAKS), "the leak lists fit");
+EF_HOT static struct leaks *leaks;
+
+static int have_leaks(void)
+{
+    return leaks || (leaks = ef_zone(EF_Z_LEAKS)) != NULL;
+}
+EF_HOT static int nknown;      /* in leaks->known */
 /* The environment handed to exec when a marker is added.  Per thread and
  * reused: in a vfork child (which shares our memory and, on success, never
  * returns) an mmap per exec would stay mapped in the parent for ever
@@ -95,7 +110,7 @@ static int entries_of(int epfd)
 static uint64_t leak_key(uint32_t idx, uint32_t uid, int fd, uint32_t stack)
 {
     uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_EXEC_LEAK].key_tag, idx), uid);
-    k = ef_mix(ef_mix(k, (uint32_t)fd), stack);
+    k = ef_mix(ef_mix(k, (uint32_t)fd), ef_stack_canon(stack));
     return k ^ (k >> 31);
 }
 
@@ -147,7 +162,8 @@ static void check_fd(int fd, struct ef_fd *e, void *arg)
 static int safe_read(void *dst, const void *src, size_t n)
 {
     struct iovec local = {dst, n}, remote = {(void *)src, n};
-    return process_vm_readv(ef_sys_getpid(), &local, 1, &remote, 1, 0) == (ssize_t)n;
+    return ef_sys6(SYS_process_vm_readv, ef_sys_getpid(), (long)&local, 1, (long)&remote, 1, 0) ==
+           (long)n;
 }
 
 /* Chunks never cross a 256-byte boundary, so never a page boundary. */
@@ -246,9 +262,9 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
     for (int i = 0; i < nknown && a.nfound < MAXLEAK; i++) {
         int dup_ = 0;
         for (int j = 0; j < a.nfound; j++)
-            dup_ |= a.found[j] == known_leaks[i];
-        if (!dup_ && still_leaking(known_leaks[i]))
-            a.found[a.nfound++] = known_leaks[i];
+            dup_ |= a.found[j] == leaks->known[i];
+        if (!dup_ && still_leaking(leaks->known[i]))
+            a.found[a.nfound++] = leaks->known[i];
     }
     if (!a.nfound)
         return NULL;
@@ -267,7 +283,7 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
         struct ef_fd *e = ef_fd_peek(fd);
         uint32_t idx = e ? atomic_load(&e->inst) : 0;
         if (!a.exec_stack)
-            a.exec_stack = ef_stack_capture(EF_SKIP_SHIM, caller);
+            a.exec_stack = ef_stack_capture_now(EF_SKIP_SHIM, caller);
         int held = ef_holds(idx);
         uint32_t uid = held ? atomic_load(&ef_local_at(idx)->uid) : 0;
         struct ef_repair_rec rec;
@@ -295,17 +311,125 @@ char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
 static void forget_known(int fd)
 {
     for (int i = 0; i < nknown; i++)
-        if (known_leaks[i] == fd)
-            known_leaks[i] = known_leaks[--nknown];
+        if (leaks->known[i] == fd)
+            leaks->known[i] = leaks->known[--nknown];
 }
 
-static int passed_to_us(int fd, const int *list, int n)
+EF_INIT_TEXT static int passed_to_us(int fd, const int *list, int n)
 {
     for (int i = 0; i < n; i++)
         if (list[i] == fd)
             return 1;
     return 0;
 }
+
+/* What the start-up poll found, for the judging that follows it: anon-inode
+ * fds (an epoll fd is one), and whether /proc must be read instead.  Written
+ * only when there is something to write (a page touched is a page fault). */
+EF_HOT static int nstartup_cand;    /* in leaks->cand */
+EF_HOT static int startup_proc;     /* the poll could not list every fd */
+
+/* Every anon inode (eventfd, timerfd, epoll) has no file type bits. */
+EF_INIT_TEXT static int anon_inode(int fd)
+{
+    struct stat st;
+    return ef_raw6(SYS_fstat, fd, (long)&st, 0, 0, 0, 0) == 0 && (st.st_mode & S_IFMT) == 0;
+}
+
+/* Every open fd, cheaply: every exec'd process asks at start-up (bench/
+ * RESULTS.md, start-up), and a process that uses epoll at its first fork
+ * (uring.c).  fn gets each open fd and its revents; -1 when the numbers
+ * above 1023 may hold some too (read /proc then).  poll() with timeout 0
+ * over [0, 1024) says
+ * which numbers are open (POLLNVAL for the others), in two system calls of
+ * 512 (one of 1,024 needs 8 KiB of stack, a page below the loader's deepest
+ * frame: a page fault costs more than a system call here), where opening
+ * /proc/self/fd costs ~60 us.  It also rules most of them out without an
+ * fstat each: an epoll fd's poll answers POLLIN at most, so an fd that
+ * answers POLLHUP, POLLERR or (asked for it) POLLOUT is something else.
+ * POLLOUT is asked of the standard streams only (a terminal, a pipe, a file,
+ * /dev/null, a socket: none starts anything when polled; a video device
+ * polled for output can start streaming, and the other numbers are asked for
+ * nothing).  Numbers above 1023 exist only in a process allowed more fds
+ * that has nearly a thousand open: then the /proc scan, for all of them.
+ * Raw system calls only, and no libc: this part never touches errno. */
+#define SCAN_FDS 1024
+#define SCAN_CHUNK 512
+EF_INIT_TEXT int ef_open_fds(void (*fn)(int fd, short revents, void *arg), void *arg)
+{
+    /* Filled and read two entries at a time (SSE2 is baseline on x86-64): a
+     * loop of 1,024 single stores and loads was 16,000 instructions, most of
+     * the start-up cost (bench/RESULTS.md). */
+    __m128i v[SCAN_CHUNK / 2];
+    struct pollfd *p = (struct pollfd *)v;
+    const __m128i two = _mm_set_epi32(0, 2, 0, 2), nval = _mm_set1_epi16(POLLNVAL);
+    long limit = SCAN_FDS;
+    int highest = -1;
+    for (long base = 0; base < limit; base += SCAN_CHUNK) {
+        __m128i cur = _mm_set_epi32(0, (int)base + 1, 0, (int)base);
+        for (int i = 0; i < SCAN_CHUNK / 2; i++) {
+            v[i] = cur; /* {fd, events 0, revents 0} x 2 */
+            cur = _mm_add_epi32(cur, two);
+        }
+        if (!base)
+            for (int i = 0; i < 3; i++)
+                p[i].events = POLLOUT;
+        long n = limit - base < SCAN_CHUNK ? limit - base : SCAN_CHUNK;
+        long r = ef_raw6(SYS_poll, (long)p, n, 0, 0, 0, 0);
+        if (r == -EINVAL) {
+            /* RLIMIT_NOFILE below this chunk's end: poll takes at most that */
+            struct rlimit rl;
+            if (ef_raw6(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0, 0) == 0 &&
+                rl.rlim_cur < SCAN_FDS && (long)rl.rlim_cur > base)
+                limit = (long)rl.rlim_cur, n = limit - base;
+            r = ef_raw6(SYS_poll, (long)p, n, 0, 0, 0, 0);
+        }
+        if (r < 0)
+            return -1;
+        /* the revents of two entries are 16-bit lanes 3 and 7 of a vector:
+         * skip eight entries at a time while all are POLLNVAL (closed) */
+        for (int i = 0; i < (n + 7) / 8; i++) {
+            const __m128i *q = &v[4 * i];
+            __m128i all = _mm_and_si128(_mm_and_si128(_mm_cmpeq_epi16(q[0], nval),
+                                                      _mm_cmpeq_epi16(q[1], nval)),
+                                        _mm_and_si128(_mm_cmpeq_epi16(q[2], nval),
+                                                      _mm_cmpeq_epi16(q[3], nval)));
+            if ((_mm_movemask_epi8(all) & 0xc0c0) == 0xc0c0)
+                continue;
+            for (int k = 8 * i; k < 8 * i + 8 && k < n; k++) {
+                if (p[k].revents & POLLNVAL)
+                    continue;
+                if (!ef_fd_owned((int)base + k)) /* ours sit high on purpose */
+                    highest = (int)base + k;
+                fn((int)base + k, p[k].revents, arg);
+            }
+        }
+    }
+    if (highest >= 960 && limit == SCAN_FDS) {
+        struct rlimit rl;
+        if (ef_raw6(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, (long)&rl, 0, 0) != 0 ||
+            rl.rlim_cur > SCAN_FDS)
+            return -1; /* maybe more above 1023 */
+    }
+    return 0;
+}
+
+EF_INIT_TEXT static void startup_one(int fd, short rev, void *arg)
+{
+    (void)arg;
+    ef_stale_note_inherited(fd);
+    if (!(rev & (POLLHUP | POLLERR | POLLOUT)) && anon_inode(fd) && nstartup_cand < MAXLEAK &&
+        have_leaks())
+        leaks->cand[nstartup_cand++] = fd;
+}
+
+EF_INIT_TEXT static void startup_poll(void)
+{
+    if (ef_open_fds(startup_one, NULL) != 0)
+        startup_proc = 1; /* every fd again, from /proc */
+}
+
+/* ---------------------------------------------- start-up: the judging */
 
 struct startup_arg {
     int passed[MAXLEAK];
@@ -314,85 +438,70 @@ struct startup_arg {
     int nleaks;
 };
 
-static int startup_fd(int fd, void *arg)
+/* fd is an epoll instance (judged once an fd may be one): note the leak. */
+static void startup_epoll(int fd, struct startup_arg *a)
 {
-    struct startup_arg *a = arg;
-    ef_stale_note_inherited(fd);
-    struct stat st;
-    /* Every anon inode (eventfd, timerfd, epoll) has no file type bits. */
-    if (fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
-        return 0;
     if (!ef_procfs_fd_is_eventpoll(0, fd))
-        return 0;
-    if (nknown < MAXLEAK)
-        known_leaks[nknown++] = fd;
+        return;
+    if (nknown < MAXLEAK && have_leaks())
+        leaks->known[nknown++] = fd;
     if (!passed_to_us(fd, a->passed, a->npassed) && a->nleaks < MAXLEAK)
         a->leaks[a->nleaks++] = fd;
+}
+
+static int startup_fd(int fd, void *arg)
+{
+    ef_stale_note_inherited(fd);
+    if (anon_inode(fd))
+        startup_epoll(fd, arg);
     return 0;
 }
 
-/* Every open fd, at start-up, cheaply: every exec'd process pays for this.
- * poll() over [0, 1024) says which numbers are open (POLLNVAL for the
- * others): ~25 us in a fresh process, where opening /proc/self/fd costs ~60 us
- * (bench/RESULTS.md).  Numbers above 1023 exist only in a process allowed more
- * fds that has nearly a thousand open: then the /proc scan, for all of them. */
-static int poll_open_fds(int limit, int *open_fds, int max, int *count)
+/* A decimal number at *pp, and *pp past it; -1 when there is none. */
+static long number(const char **pp)
 {
-    struct pollfd p[256]; /* on the stack: a static 8 KiB array costs page faults */
-    int highest = -1;
-    *count = 0;
-    for (int base = 0; base < limit; base += 256) {
-        int k = limit - base < 256 ? limit - base : 256;
-        for (int i = 0; i < k; i++)
-            p[i] = (struct pollfd){.fd = base + i, .events = 0, .revents = 0};
-        if (poll(p, (nfds_t)k, 0) < 0)
-            return -2;
-        for (int i = 0; i < k; i++) {
-            if (p[i].revents & POLLNVAL)
-                continue;
-            highest = base + i;
-            if (*count < max)
-                open_fds[(*count)++] = base + i;
-        }
-    }
-    return highest;
+    const char *p = *pp;
+    long v = 0;
+    if (*p < '0' || *p > '9')
+        return -1;
+    for (; *p >= '0' && *p <= '9' && v < (1L << 40); p++)
+        v = v * 10 + (*p - '0');
+    *pp = p;
+    return v;
 }
 
-static void startup_fds(struct startup_arg *a)
+EF_INIT_TEXT int ef_startup_scan(void)
 {
-    struct rlimit rl;
-    long limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
-                     ? (long)rl.rlim_cur : 1L << 20;
-    int fds[1024], n = 0;
-    int highest = poll_open_fds(limit < 1024 ? (int)limit : 1024, fds, 1024, &n);
-    if (highest == -2 || (limit > 1024 && highest >= 960)) {
-        ef_procfs_fds(0, startup_fd, a);
-        return;
-    }
-    for (int i = 0; i < n; i++)
-        startup_fd(fds[i], a);
+    startup_poll();
+    return nstartup_cand || startup_proc || ef_exec_leaks_env;
 }
 
-void ef_startup_scan(void)
+void ef_startup_judge(void)
 {
     struct startup_arg a;
-    memset(&a, 0, sizeof a);
-    const char *m = getenv(MARKER);
+    a.npassed = 0;
+    a.nleaks = 0;
+    const char *m = ef_exec_leaks_env;
     if (m) {
-        char *end;
-        long pid = strtol(m, &end, 10);
-        if (*end == ':' && pid == (long)ef_sys_getpid()) {
-            for (const char *p = end + 1; *p && a.npassed < MAXLEAK;) {
-                long fd = strtol(p, &end, 10);
-                if (end == p)
+        long pid = number(&m);
+        if (pid >= 0 && *m == ':' && pid == (long)ef_sys_getpid()) {
+            for (const char *p = m + 1; *p && a.npassed < MAXLEAK;) {
+                long fd = number(&p);
+                if (fd < 0)
                     break;
                 a.passed[a.npassed++] = (int)fd;
-                p = *end == ',' ? end + 1 : end;
+                if (*p == ',')
+                    p++;
             }
         }
         unsetenv(MARKER); /* the program never sees it */
+        ef_exec_leaks_env = NULL;
     }
-    startup_fds(&a);
+    if (startup_proc)
+        ef_procfs_fds(0, startup_fd, &a);
+    else
+        for (int i = 0; i < nstartup_cand; i++)
+            startup_epoll(leaks->cand[i], &a);
     if (!a.nleaks)
         return;
     ef_log_setup();

@@ -25,37 +25,50 @@
 #define PAGE_ENTRIES (1u << PAGE_BITS)
 #define L1_ENTRIES (EF_FD_MAX >> PAGE_BITS)
 
-/* The first page (fds 0-4095, all most programs ever use) lives in .bss: no
- * mapping of its own, because every mapping a process has costs ~1.7 us at
- * each fork (bench/RESULTS.md); untouched .bss costs nothing. */
-static struct ef_fd page0[PAGE_ENTRIES];
-struct ef_fd *_Atomic ef_fd_l1[L1_ENTRIES]; /* .bss: set on first use, not at load */
-static _Atomic size_t pages_mapped;
-static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
+/* The first page (fds 0-4095, all most programs ever use) and the first level
+ * are parts of the zone (zone.c): no mapping of their own, because every
+ * mapping a process has costs ~1.7 us at each fork (bench/RESULTS.md), and
+ * untouched pages cost nothing. */
+EF_HOT struct ef_fd *_Atomic ef_fd_p0;             /* fds 0-4095 */
+EF_HOT struct ef_fd *_Atomic *_Atomic ef_fd_l1;    /* [L1_ENTRIES], in the zone */
+EF_HOT struct ef_fd *_Atomic ef_fd_nil;            /* never set */
+_Static_assert(PAGE_ENTRIES * sizeof(struct ef_fd) <= EF_Z_BYTES(FD_PAGE0), "page 0 fits");
+_Static_assert(L1_ENTRIES * sizeof(struct ef_fd *) <= EF_Z_BYTES(FD_L1), "the level fits");
+EF_HOT static _Atomic size_t pages_mapped;
+EF_HOT static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
 
-struct ef_fd *ef_fd_get(int fd)
+EF_INIT_TEXT struct ef_fd *ef_fd_get(int fd)
 {
     if ((unsigned)fd >= EF_FD_MAX)
         return NULL;
     unsigned i = (unsigned)fd >> PAGE_BITS;
-    struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[i], memory_order_acquire);
+    if (i && !atomic_load_explicit(&ef_fd_l1, memory_order_acquire)) {
+        struct ef_fd *_Atomic *l1 = ef_zone(EF_Z_FD_L1);
+        if (!l1)
+            return NULL;
+        atomic_store_explicit(&ef_fd_l1, l1, memory_order_release);
+    }
+    struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot(i), memory_order_acquire);
     if (!p) {
-        void *m = i == 0 ? (void *)page0
-                         : ef_real.mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd),
+        void *page0 = i == 0 ? ef_zone(EF_Z_FD_PAGE0) : NULL;
+        if (i == 0 && !page0)
+            return NULL;
+        void *m = i == 0 ? page0
+                         : ef_sys_mmap(NULL, PAGE_ENTRIES * sizeof(struct ef_fd),
                                         PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return NULL;
         struct ef_fd *expect = NULL;
-        if (atomic_compare_exchange_strong(&ef_fd_l1[i], &expect, (struct ef_fd *)m)) {
+        if (atomic_compare_exchange_strong(ef_fd_l1_slot(i), &expect, (struct ef_fd *)m)) {
             p = m;
             atomic_fetch_add(&pages_mapped, 1);
             unsigned top = atomic_load(&l1_top);
             while (top < i + 1 && !atomic_compare_exchange_weak(&l1_top, &top, i + 1))
                 ;
         } else {
-            if (m != (void *)page0)
-                ef_real.munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
+            if (m != page0)
+                ef_sys_munmap(m, PAGE_ENTRIES * sizeof(struct ef_fd));
             p = expect;
         }
     }
@@ -74,7 +87,7 @@ void ef_fd_foreach(unsigned lo, unsigned hi, void (*fn)(int, struct ef_fd *, voi
     if (hi >= (top << PAGE_BITS))
         hi = (top << PAGE_BITS) - 1;
     for (unsigned i = lo >> PAGE_BITS; i <= (hi >> PAGE_BITS) && lo <= hi; i++) {
-        struct ef_fd *p = atomic_load_explicit(&ef_fd_l1[i], memory_order_acquire);
+        struct ef_fd *p = atomic_load_explicit(ef_fd_l1_slot(i), memory_order_acquire);
         if (!p)
             continue;
         unsigned first = i << PAGE_BITS;
@@ -96,32 +109,38 @@ size_t ef_fd_bytes(void)
 /* ------------------------------------------------------------ owned fds */
 
 /* Every fd the shim owns, stored +1 (0 = free). */
-#define MAX_OWNED 8
-static _Atomic int owned_fds[MAX_OWNED];
+/* Every fd the shim owns, stored +1 (0 = free), and the lowest of them: the
+ * wrappers ask ef_fd_owned() (ef.h), a compare for any lower number.  Not
+ * flags in the table: the shim's fds sit at the top of the numbers, and their
+ * entries would be a page of the table of their own to fault in (at every
+ * process's first epoll_create; bench/RESULTS.md). */
+EF_HOT _Atomic int ef_owned_fds[EF_MAX_OWNED];
+EF_HOT _Atomic int ef_owned_lo = EF_FD_MAX;
 
-void ef_fd_own(int fd, int on)
+EF_INIT_TEXT void ef_fd_own(int fd, int on)
 {
-    struct ef_fd *e = on ? ef_fd_get(fd) : ef_fd_peek(fd);
-    if (e) {
-        if (on)
-            atomic_fetch_or(&e->flags, EF_FD_OWNED);
-        else
-            atomic_fetch_and(&e->flags, ~EF_FD_OWNED);
+    int done = 0;
+    for (int i = 0; i < EF_MAX_OWNED && !done; i++) {
+        int cur = atomic_load(&ef_owned_fds[i]);
+        if (on && cur == 0 && atomic_compare_exchange_strong(&ef_owned_fds[i], &cur, fd + 1))
+            done = 1;
+        if (!on && cur == fd + 1 && atomic_compare_exchange_strong(&ef_owned_fds[i], &cur, 0))
+            done = 1;
     }
-    for (int i = 0; i < MAX_OWNED; i++) {
-        int cur = atomic_load(&owned_fds[i]);
-        if (on && cur == 0 && atomic_compare_exchange_strong(&owned_fds[i], &cur, fd + 1))
-            return;
-        if (!on && cur == fd + 1 && atomic_compare_exchange_strong(&owned_fds[i], &cur, 0))
-            return;
+    int lo = EF_FD_MAX;
+    for (int i = 0; i < EF_MAX_OWNED; i++) {
+        int v = atomic_load(&ef_owned_fds[i]);
+        if (v > 0 && v - 1 < lo)
+            lo = v - 1;
     }
+    atomic_store(&ef_owned_lo, lo);
 }
 
 int ef_fd_owned_list(int *out, int max)
 {
     int n = 0;
-    for (int i = 0; i < MAX_OWNED && n < max; i++) {
-        int v = atomic_load(&owned_fds[i]);
+    for (int i = 0; i < EF_MAX_OWNED && n < max; i++) {
+        int v = atomic_load(&ef_owned_fds[i]);
         if (v > 0)
             out[n++] = v - 1;
     }
@@ -130,12 +149,10 @@ int ef_fd_owned_list(int *out, int max)
 
 /* The fd limit the shim's numbers live under: 1024 (so that they stay usable
  * by select()), or a lower RLIMIT_NOFILE. */
-static long fd_limit(void)
+EF_INIT_TEXT static long fd_limit(void)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 1024)
-        return (long)rl.rlim_cur;
-    return 1024;
+    long lim = ef_sys_nofile();
+    return lim < 1024 ? lim : 1024;
 }
 
 /* Where the shim's own fds go: the top of the numbers the program may use.
@@ -152,19 +169,19 @@ int ef_fd_high_base(void)
     return base < 3 ? 3 : (int)base;
 }
 
-int ef_fd_copy_high(int fd)
+EF_INIT_TEXT int ef_fd_copy_high(int fd)
 {
     long lim = fd_limit();
     int hi = -1;
     if (lim >= 64) {
-        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, (int)lim - 48);
+        hi = ef_sys_dupfd(fd, (int)lim - 48);
     } else {
         /* Under a low limit, from the very top down: F_DUPFD(lim - k) takes
          * the lowest free number in [lim - k, lim), atomically, so ours never
          * fall between numbers the program holds.  No fallback to low numbers:
          * a number the program would have got is worth more than a sink. */
         for (long k = 1; k <= 8 && lim - k >= 3 && hi < 0; k++)
-            hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, (int)(lim - k));
+            hi = ef_sys_dupfd(fd, (int)(lim - k));
     }
     if (hi >= 0)
         ef_fd_own(hi, 1);
@@ -179,17 +196,17 @@ int ef_fd_copy_high(int fd)
 int ef_fd_copy_away(int fd)
 {
     ef_fd_own(fd, 0);
-    int hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, fd + 1);
+    int hi = ef_sys_dupfd(fd, fd + 1);
     if (hi < 0)
-        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, ef_fd_high_base() / 2);
+        hi = ef_sys_dupfd(fd, ef_fd_high_base() / 2);
     if (hi < 0)
-        hi = ef_real.fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        hi = ef_sys_dupfd(fd, 3);
     if (hi >= 0)
         ef_fd_own(hi, 1);
     return hi;
 }
 
-int ef_fd_take_high(int fd)
+EF_INIT_TEXT int ef_fd_take_high(int fd)
 {
     int hi = ef_fd_copy_high(fd);
     if (hi >= 0)

@@ -15,5 +15,5 @@
 #include "ef.h"
 
 EF_TLS int ef_in_shim;
-_Atomic int ef_vfork_depth;
+EF_HOT _Atomic int ef_vfork_depth;
 EF_TLS uintptr_t ef_vfork_ret;

@@ -28,36 +28,50 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <sys/single_threaded.h>
 #include <unistd.h>
 
 #include "rules.h"
 
-struct ef_self ef_self;
-struct ef_inst ef_inst_none;
-struct ef_wipe *ef_wipe;
-struct ef_fork_state ef_fork;
+EF_HOT struct ef_self ef_self;
+EF_HOT void (*ef_track_started_hook)(void);
+/* The instance of no index, all zero: read where an index does not name one
+ * (ef_inst_at), so a page of .rodata before tracking starts (nothing writes
+ * it then), the zone's after (zone.c). */
+static const struct ef_inst inst_none_ro;
+EF_HOT struct ef_inst *ef_inst_none = (struct ef_inst *)&inst_none_ro;
+EF_HOT struct ef_wipe *ef_wipe;
+/* In .data, on the page the loader wrote (EF_HOT): after a fork the parent's
+ * first write to that page is a copy-on-write fault whatever it writes, so
+ * the fork state shares it instead of costing a page of its own. */
+EF_HOT struct ef_fork_state ef_fork;
 EF_TLS uint32_t ef_tls_fork_stack;
 EF_TLS int ef_tls_fork_how;
 
-static struct ef_local local[EF_MAX_INST];
-static _Atomic uint32_t held_count;     /* instances this process holds */
-_Atomic uint32_t ef_rings_held;         /* io_uring rings it holds (uring.c counts them) */
+EF_HOT static struct ef_local *local;   /* [EF_MAX_INST], the zone's (zone.c), at tracking */
+static struct ef_local local_none;      /* ef_local_at() before that */
+_Static_assert(EF_MAX_INST * sizeof(struct ef_local) <= EF_Z_BYTES(LOCAL), "local fits");
+_Static_assert(sizeof(struct ef_inst) <= EF_Z_BYTES(INST_NONE), "the none instance fits");
+EF_HOT static _Atomic uint32_t held_count;     /* instances this process holds */
+EF_HOT _Atomic uint32_t ef_rings_held;         /* io_uring rings it holds (uring.c counts them) */
 
 /* ------------------------------------------------------------------ start */
 
 /* The process table of the tree is full: later processes have no fork stack
  * in reports (they are still tracked).  Said once per tree, never from the
  * fork itself (the prepare handler may not write logs in a child). */
-static void process_table_full(void)
+EF_INIT_TEXT static void process_table_full(void)
 {
     if (ef_notice_once(EF_NOTICE_PROC_FULL))
         ef_log_notice("epollfork: more than %d processes in this process tree; later ones are "
                       "tracked, but reports name no fork for them", EF_MAX_PROC - 1);
 }
 
-int ef_track_start(void)
+EF_INIT_TEXT int ef_track_start(void)
 {
     int st = atomic_load_explicit(&ef_self.tracking, memory_order_acquire);
     if (EF_LIKELY(st == EF_TRACK_ON))
@@ -66,7 +80,11 @@ int ef_track_start(void)
         return 0;
     if (!atomic_compare_exchange_strong(&ef_self.tracking, &st, EF_TRACK_STARTING))
         return 0;
-    int ok = ef_registry_create() == 0;
+    /* the private tables first: one mapping, its last page the wipe page */
+    struct ef_local *lz = ef_zone(EF_Z_LOCAL);
+    struct ef_inst *nz = ef_zone(EF_Z_INST_NONE);
+    struct ef_wipe *w = ef_zone(EF_Z_WIPE);
+    int ok = lz && nz && w && ef_zone_wipe_ok() && ef_registry_create() == 0;
     if (!ok) {
         /* RLIMIT_AS, or no memory: say so once, where reports would go. */
         int why = errno;
@@ -75,36 +93,45 @@ int ef_track_start(void)
                       "this process is not tracked", strerror(why));
     }
     if (ok) {
-        void *w = ef_real.mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                               -1, 0);
-        ok = w != MAP_FAILED && madvise(w, 4096, MADV_WIPEONFORK) == 0;
-        if (ok) {
-            ef_wipe = w;
-            ef_wipe->valid = 1;
-        }
+        local = lz;
+        ef_inst_none = nz;
+        ef_wipe = w;
+        ef_wipe->valid = 1;
     }
     if (ok) {
         ef_self.pid = ef_sys_getpid();
         ef_self.proc = ef_process_alloc(ef_self.pid, 0, 0, EF_FORK_ROOT);
+        ef_stack_set_owner(ef_self.proc);
         ef_log_setup();
         if (!ef_self.proc)
             process_table_full();
         /* Without /proc the kernel's word is unreadable: stale registrations
-         * and exec leaks cannot be judged.  Say it, do not go quiet. */
-        if (access("/proc/self/fdinfo", R_OK) != 0 && ef_notice_once(EF_NOTICE_NO_PROC))
+         * and exec leaks cannot be judged.  Say it, do not go quiet.  Asked
+         * with statfs("/proc") (is procfs mounted there?), which the kernel
+         * answers from the cached root: a first access() under /proc/self
+         * costs a process ~30 us (its /proc/PID directory is made then). */
+        struct statfs sf;
+        int e = 0;
+        if (ef_sys6(SYS_statfs, (long)"/proc", (long)&sf, 0, 0, 0, 0) != 0)
+            e = errno;
+        else if (sf.f_type != PROC_SUPER_MAGIC)
+            e = ENOENT;
+        if (e && ef_notice_once(EF_NOTICE_NO_PROC))
             ef_log_notice("epollfork: /proc is not readable here (%s): stale-registration and "
                           "epoll-fd-exec-leak cannot be judged, and reports name fewer targets",
-                          strerror(errno));
+                          strerror(e));
     }
     atomic_store_explicit(&ef_self.tracking, ok ? EF_TRACK_ON : EF_TRACK_FAILED,
                           memory_order_release);
+    if (ok && ef_track_started_hook)
+        ef_track_started_hook();
     return ok;
 }
 
 /* Every event that touches per-process state first makes sure this is still
  * the process that state belongs to: a fork leaves the wipe page zeroed, and
  * a vfork child shares our memory and must not write to it. */
-int ef_enter(void)
+EF_INIT_TEXT int ef_enter(void)
 {
     if (EF_UNLIKELY(!ef_wipe->valid))
         ef_on_fork_child();
@@ -114,9 +141,9 @@ int ef_enter(void)
     return 1;
 }
 
-struct ef_local *ef_local_at(uint32_t idx)
+EF_INIT_TEXT struct ef_local *ef_local_at(uint32_t idx)
 {
-    return &local[idx < EF_MAX_INST ? idx : 0];
+    return local ? &local[idx < EF_MAX_INST ? idx : 0] : &local_none;
 }
 
 /* Is the local view of idx current (we hold it, and it was not recycled)? */
@@ -128,15 +155,15 @@ static inline int holds(uint32_t idx)
 
 int ef_holds(uint32_t idx)
 {
-    return idx && idx < EF_MAX_INST && ef_reg && holds(idx);
+    return idx && idx < EF_MAX_INST && ef_reg && local && holds(idx);
 }
 
-int ef_holds_any(void)
+EF_INIT_TEXT int ef_holds_any(void)
 {
     return atomic_load_explicit(&held_count, memory_order_relaxed) != 0;
 }
 
-int ef_fork_matters(void)
+EF_INIT_TEXT int ef_fork_matters(void)
 {
     return ef_holds_any() || atomic_load_explicit(&ef_rings_held, memory_order_relaxed) != 0;
 }
@@ -150,7 +177,7 @@ static uint32_t hw(void)
 
 /* --------------------------------------------------------------- holders */
 
-static int claim_free_slot(struct ef_inst *in, uint64_t word)
+EF_INIT_TEXT static int claim_free_slot(struct ef_inst *in, uint64_t word)
 {
     for (int i = 0; i < EF_HOLDERS; i++) {
         uint64_t z = 0;
@@ -163,7 +190,7 @@ static int claim_free_slot(struct ef_inst *in, uint64_t word)
     return -1;
 }
 
-static int claim_slot(uint32_t idx, uint64_t word)
+EF_INIT_TEXT static int claim_slot(uint32_t idx, uint64_t word)
 {
     struct ef_inst *in = ef_inst_at(idx);
     int s = claim_free_slot(in, word);
@@ -181,7 +208,7 @@ static int claim_slot(uint32_t idx, uint64_t word)
     return -1;
 }
 
-static void release_slot(struct ef_inst *in, int slot, uint32_t pid)
+EF_INIT_TEXT static void release_slot(struct ef_inst *in, int slot, uint32_t pid)
 {
     if (slot < 0 || slot >= EF_HOLDERS)
         return;
@@ -197,7 +224,7 @@ static void release_slot(struct ef_inst *in, int slot, uint32_t pid)
 /* The slot that parent reserved for its child in `s` becomes the child's
  * (child_pid), or is freed (child_pid 0: the fork failed).  1 when the slot
  * now holds the child, whichever side settled it first. */
-static int settle_slot(struct ef_inst *in, int s, uint32_t parent, uint32_t child_pid)
+EF_INIT_TEXT static int settle_slot(struct ef_inst *in, int s, uint32_t parent, uint32_t child_pid)
 {
     if (s < 0 || s >= EF_HOLDERS)
         return 0;
@@ -212,6 +239,22 @@ static int settle_slot(struct ef_inst *in, int s, uint32_t parent, uint32_t chil
     return child_pid && w == want;
 }
 
+/* What this process's hold of idx kept in the instance: its holder slot, or
+ * its count among the slot-less holders; the instance is freed when no one
+ * holds it.  Shared memory only. */
+EF_INIT_TEXT static void release_shared(uint32_t idx, uint32_t uid, int slot)
+{
+    struct ef_inst *in = ef_inst_at(idx);
+    if (!uid || uid != atomic_load(&in->uid))
+        return;
+    if (slot >= 0)
+        release_slot(in, slot, (uint32_t)ef_self.pid);
+    else if (atomic_load(&in->overflow))
+        atomic_fetch_sub(&in->overflow, 1); /* we were one of the slot-less holders */
+    if (atomic_load(&in->nholders) == 0 && !atomic_load(&in->overflow))
+        ef_inst_free(idx);
+}
+
 /* This process no longer holds idx (its last alias was closed). */
 static void release(uint32_t idx)
 {
@@ -221,14 +264,8 @@ static void release(uint32_t idx)
     int slot = atomic_exchange(&l->slot, -1);
     if (uid && atomic_load(&held_count))
         atomic_fetch_sub(&held_count, 1);
-    if (!uid || uid != atomic_load(&in->uid))
-        return;
-    if (slot >= 0)
-        release_slot(in, slot, (uint32_t)ef_self.pid);
-    else if (atomic_load(&in->overflow))
-        atomic_fetch_sub(&in->overflow, 1); /* we were one of the slot-less holders */
-    if (atomic_load(&in->nholders) == 0 && !atomic_load(&in->overflow))
-        ef_inst_free(idx);
+    (void)in;
+    release_shared(idx, uid, slot);
 }
 
 uint32_t ef_hold_drop_alias(struct ef_fd *e)
@@ -261,7 +298,7 @@ void ef_hold_add_alias(struct ef_fd *n, uint32_t idx)
     set_alias(n, idx);
 }
 
-uint32_t ef_hold_create(int fd, struct ef_fd *e, enum ef_create_how how, int flags, void *caller)
+EF_INIT_TEXT uint32_t ef_hold_create(int fd, struct ef_fd *e, enum ef_create_how how, int flags, void *caller)
 {
     uint32_t idx;
     struct ef_inst *in = ef_inst_alloc(&idx);
@@ -318,7 +355,7 @@ void ef_hold_release_wait(uint32_t idx, uint32_t uid, int slot)
 
 /* Reservations made for the child being forked: (instance, slot) pairs in
  * ef_fork (one page), or local[].resv for a process holding very many. */
-static void resv_set(uint32_t i, int slot)
+EF_INIT_TEXT static void resv_set(uint32_t i, int slot)
 {
     if (ef_fork.nresv < EF_FORK_RESV) {
         ef_fork.resv[ef_fork.nresv].idx = i;
@@ -329,7 +366,7 @@ static void resv_set(uint32_t i, int slot)
     }
 }
 
-static int resv_get(uint32_t i)
+EF_INIT_TEXT static int resv_get(uint32_t i)
 {
     for (int k = 0; k < ef_fork.nresv && k < EF_FORK_RESV; k++)
         if (ef_fork.resv[k].idx == i)
@@ -339,7 +376,7 @@ static int resv_get(uint32_t i)
 
 /* Every reservation the parent made for its child at the last fork becomes
  * the child's slot (child_pid), or is freed (0). */
-static void settle_reservations(uint32_t parent, uint32_t child_pid)
+EF_INIT_TEXT static void settle_reservations(uint32_t parent, uint32_t child_pid)
 {
     uint32_t h = hw();
     for (uint32_t i = 1; i < h; i++) {
@@ -354,7 +391,7 @@ static void settle_reservations(uint32_t parent, uint32_t child_pid)
  * pid) or already names it (our fork wrapper wrote it).  A fork that ran no
  * handler finds the record of an earlier child instead.  No flag that the
  * parent would have to clear after the fork (a copy-on-write fault). */
-static int forked_through_handlers(pid_t me)
+EF_INIT_TEXT static int forked_through_handlers(pid_t me)
 {
     struct ef_process *p = ef_process_at(ef_fork.child_proc);
     if (!p || p->parent != ef_self.proc)
@@ -363,7 +400,7 @@ static int forked_through_handlers(pid_t me)
     return pid == 0 || pid == me;
 }
 
-void ef_on_fork_prepare(void)
+EF_INIT_TEXT void ef_on_fork_prepare(void)
 {
     atomic_fetch_add(&ef_fork.epoch, 1); /* every fd open now gets a copy */
     if (!ef_tracking()) {
@@ -415,7 +452,7 @@ void ef_on_fork_prepare(void)
  * Only shared pages are written: a private page written after fork costs a
  * copy-on-write fault (the reservations in `local` are left as they are;
  * the next prepare rewrites them). */
-void ef_on_fork_returned(pid_t child)
+EF_INIT_TEXT void ef_on_fork_returned(pid_t child)
 {
     if (!ef_tracking() || !ef_enter())
         return;
@@ -451,6 +488,7 @@ void ef_on_fork_child(void)
         if (!ef_self.proc)
             process_table_full();
     }
+    ef_stack_set_owner(ef_self.proc);
     for (uint32_t i = 1; i < h; i++) {
         struct ef_local *l = &local[i];
         if (!atomic_load(&l->uid))
@@ -481,14 +519,20 @@ void ef_on_fork_child(void)
     ef_log_after_fork_child();
 }
 
-void ef_on_exit(void)
+EF_INIT_TEXT void ef_on_exit(void)
 {
+    /* Shared memory and raw system calls only: no private page written (each
+     * one is a copy-on-write fault in a process that forked), errno left
+     * alone (init.c reads it only when something may change it). */
     if (!ef_tracking())
         return;
-    pid_t me = ef_sys_getpid();
-    if (!ef_wipe->valid && forked_through_handlers(me)) {
+    if (!ef_wipe->valid) {
         /* A child that exits without ever touching epoll: give back what
-         * the parent reserved for it, without the rest of the bookkeeping. */
+         * the parent reserved for it, without the rest of the bookkeeping
+         * (one forked without handlers holds no slot of its own yet). */
+        pid_t me = ef_sys_getpid();
+        if (!forked_through_handlers(me))
+            return;
         uint32_t h = hw();
         for (uint32_t i = 1; i < h; i++) {
             int s = resv_get(i);
@@ -498,12 +542,12 @@ void ef_on_exit(void)
         }
         return;
     }
-    if (!ef_enter())
-        return;
+    if (atomic_load(&ef_vfork_depth) && ef_sys_getpid() != ef_self.pid)
+        return; /* a vfork child: the holds are its parent's */
     uint32_t h = hw();
     for (uint32_t i = 1; i < h; i++)
         if (holds(i))
-            release(i);
+            release_shared(i, atomic_load(&local[i].uid), atomic_load(&local[i].slot));
 }
 
 int ef_allow_shared(int epfd)

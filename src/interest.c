@@ -16,12 +16,15 @@
 
 #define SIDE 4096
 #define SIDE_TOMB (~0ull)
-static struct {
+struct side_entry {
     _Atomic uint64_t key;
     uint32_t uid, add_stack;
     int32_t add_pid;
     uint32_t via;               /* enum ef_via of the ADD */
-} side[SIDE];
+};
+/* [SIDE], the zone's (zone.c), made at the first fd registered twice */
+EF_HOT static struct side_entry *side;
+_Static_assert(SIDE * sizeof(struct side_entry) <= EF_Z_BYTES(SIDE), "the side table fits");
 
 static uint64_t side_key(int fd, uint32_t idx)
 {
@@ -30,6 +33,8 @@ static uint64_t side_key(int fd, uint32_t idx)
 
 static int side_slot(uint64_t key, int create)
 {
+    if (!side && (!create || !(side = ef_zone(EF_Z_SIDE))))
+        return -1;
     uint64_t h = key * 0x9e3779b97f4a7c15ull;
     int tomb = -1;
     for (uint32_t p = 0; p < SIDE; p++) {
@@ -139,7 +144,7 @@ int ef_interest_collect(int fd, struct ef_fd *e, struct ef_interest *out, int ma
         out[n++] = (struct ef_interest){atomic_load(&e->int_inst), atomic_load(&e->int_uid),
                                         atomic_load(&e->add_stack), atomic_load(&e->add_pid),
                                         primary_via(f)};
-    if (f & EF_FD_MULTI) {
+    if ((f & EF_FD_MULTI) && side) {
         for (uint32_t s = 0; s < SIDE; s++) {
             uint64_t k = atomic_load(&side[s].key);
             if (!k || k == SIDE_TOMB || (uint32_t)(k >> 32) != (uint32_t)fd)

@@ -45,6 +45,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -60,16 +61,16 @@ static struct {
 } sock = {-1, 0, 0};
 
 /* "journal" or "journal:/path"; NULL for any other EPOLLFORK_LOG. */
-static const char *socket_path(void)
+EF_INIT_TEXT static const char *socket_path(void)
 {
-    if (!strcmp(ef_opt.log, "journal"))
+    if (ef_streq(ef_opt.log, "journal"))
         return DEFAULT_SOCKET;
-    if (!strncmp(ef_opt.log, "journal:", 8))
+    if (ef_strprefix(ef_opt.log, "journal:"))
         return ef_opt.log + 8;
     return NULL;
 }
 
-int ef_journal_on(void)
+EF_INIT_TEXT int ef_journal_on(void)
 {
     return socket_path() != NULL;
 }
@@ -79,7 +80,7 @@ int ef_journal_on(void)
 static int still_ours(void)
 {
     struct stat st;
-    return sock.fd >= 0 && fstat(sock.fd, &st) == 0 && st.st_dev == sock.dev &&
+    return sock.fd >= 0 && ef_fstat(sock.fd, &st) == 0 && st.st_dev == sock.dev &&
            st.st_ino == sock.ino;
 }
 
@@ -120,7 +121,7 @@ static int connect_journal(char *why, size_t whylen)
     }
     int hi = ef_fd_take_high(fd);
     struct stat st;
-    if (hi < 0 || fstat(hi, &st) != 0) {
+    if (hi < 0 || ef_fstat(hi, &st) != 0) {
         ef_fmt(why, whylen, "cannot keep a socket to %s", path);
         if (hi >= 0) {
             ef_fd_own(hi, 0);
@@ -140,7 +141,8 @@ static int connect_journal(char *why, size_t whylen)
  * it from there (the native protocol's way for entries of any size). */
 static int send_memfd(const char *buf, size_t len, char *why, size_t whylen)
 {
-    int m = memfd_create("epollfork-journal", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int m = (int)ef_sys6(SYS_memfd_create, (long)"epollfork-journal",
+                         MFD_CLOEXEC | MFD_ALLOW_SEALING, 0, 0, 0, 0);
     if (m < 0) {
         ef_fmt(why, whylen, "an entry of %zu bytes needs a memfd, and memfd_create failed (%s)",
                len, strerror(errno));
@@ -423,7 +425,7 @@ static int journal_relocate(int fd)
 static const struct ef_log_upper journal_hooks = {journal_setup, journal_notice,
                                                   journal_relocate};
 
-void ef_journal_init(void)
+EF_INIT_TEXT void ef_journal_init(void)
 {
     if (ef_journal_on())
         ef_log_join(&journal_hooks);

@@ -56,14 +56,27 @@ static struct sink err_sink = {.fd = -1};   /* copy of the original stderr */
 static struct sink file_sink = {.fd = -1};  /* EPOLLFORK_LOG file shared by the tree */
 static struct sink own_sink = {.fd = -1};   /* per-process '%p' file */
 static struct sink sys_sink = {.fd = -1};   /* syslog datagram socket */
-static char sys_path[200];
-static pid_t own_pid;
+/* The syslog socket's path and the reason a sink could not be used: the
+ * zone's (zone.c), made when a sink is set up, or a few bytes of our own when
+ * it cannot be made (RLIMIT_AS): the messages are cut, not lost. */
+struct log_text {
+    char sys_path[200];
+    char open_error[600];
+};
+_Static_assert(sizeof(struct log_text) <= EF_Z_BYTES(LOG), "the texts fit");
+EF_HOT static struct log_text *logt;
+static struct log_text *log_text(void)
+{
+    if (!logt)
+        logt = ef_zone(EF_Z_LOG);
+    return logt;
+}
+EF_HOT static pid_t own_pid;
 enum own_state { OWN_UNTRIED = 0, OWN_OPENING, OWN_OPEN, OWN_FAILED };
-static _Atomic int own_state;               /* enum own_state: the per-process file */
-static _Atomic int setup_done;
-static _Atomic int err_copied;              /* the stderr copy was attempted */
-static pid_t sink_pid;                      /* the process these variables belong to */
-static char open_error[600];
+EF_HOT static _Atomic int own_state;               /* enum own_state: the per-process file */
+EF_HOT static _Atomic int setup_done;
+EF_HOT static _Atomic int err_copied;              /* the stderr copy was attempted */
+EF_HOT static pid_t sink_pid;                      /* the process these variables belong to */
 
 static size_t render_notice(const char *msg, char *buf, size_t len, const char **one);
 static int write_all(int fd, const char *buf, size_t len);
@@ -76,13 +89,13 @@ static int fd_limit_said_first_time(void)
 }
 
 /* Keep a close-on-exec copy of fd at a high number as sink s. */
-static int keep(int fd, struct sink *s)
+EF_INIT_TEXT static int keep(int fd, struct sink *s)
 {
     int hi = ef_fd_copy_high(fd);
     if (hi < 0)
         return -1;
     struct stat st;
-    if (fstat(hi, &st) != 0) {
+    if (ef_fstat(hi, &st) != 0) {
         ef_fd_own(hi, 0);
         ef_sys_close(hi);
         return -1;
@@ -96,31 +109,31 @@ static int keep(int fd, struct sink *s)
 static int still_ours(const struct sink *s)
 {
     struct stat st;
-    return s->fd >= 0 && fstat(s->fd, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino;
+    return s->fd >= 0 && ef_fstat(s->fd, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino;
 }
 
-static int has_pid_pattern(void)
+EF_INIT_TEXT static int has_pid_pattern(void)
 {
     return strstr(ef_opt.log, "%p") != NULL;
 }
 
-static int use_syslog(void)
+EF_INIT_TEXT static int use_syslog(void)
 {
     return !strcmp(ef_opt.log, "syslog") || !strncmp(ef_opt.log, "syslog:", 7);
 }
 
 /* journal.c's: it joins through ef_log_join(), and is not a file. */
-static int use_journal(void)
+EF_INIT_TEXT static int use_journal(void)
 {
     return !strcmp(ef_opt.log, "journal") || !strncmp(ef_opt.log, "journal:", 8);
 }
 
-static int use_file(void)
+EF_INIT_TEXT static int use_file(void)
 {
     return strcmp(ef_opt.log, "stderr") != 0 && !use_syslog() && !use_journal();
 }
 
-static const struct ef_log_upper *upper;    /* journal.c, when EPOLLFORK_LOG says so */
+EF_HOT static const struct ef_log_upper *upper;    /* journal.c, when EPOLLFORK_LOG says so */
 
 void ef_log_join(const struct ef_log_upper *u)
 {
@@ -131,7 +144,11 @@ void ef_log_join(const struct ef_log_upper *u)
  * would change the program's own syslog identity and connection. */
 static int syslog_connect(char *why, size_t whylen)
 {
-    ef_fmt(sys_path, sizeof sys_path, "%s", ef_opt.log[6] == ':' ? ef_opt.log + 7 : "/dev/log");
+    struct log_text *t = log_text();
+    if (!t)
+        return -1; /* no memory for even the path (RLIMIT_AS): stderr */
+    char *sys_path = t->sys_path;
+    ef_fmt(sys_path, sizeof t->sys_path, "%s", ef_opt.log[6] == ':' ? ef_opt.log + 7 : "/dev/log");
     int fd = ef_real.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         ef_fmt(why, whylen, "epollfork: EPOLLFORK_LOG: cannot create a syslog socket (%s); "
@@ -225,7 +242,7 @@ static int in_shared_dir(const char *path)
     else
         ef_fmt(dir, sizeof dir, "%.*s", (int)(slash - path), path);
     struct stat st;
-    return stat(dir, &st) == 0 && (st.st_mode & S_ISVTX) && (st.st_mode & S_IWOTH);
+    return ef_stat(dir, &st) == 0 && (st.st_mode & S_ISVTX) && (st.st_mode & S_IWOTH);
 }
 
 /* Open a log file for appending.  Never blocks (O_NONBLOCK: a FIFO with no
@@ -256,7 +273,7 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
     struct stat st;
     const char *bad = NULL;
     char owner[96];
-    if (!careful && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && (flags & O_CREAT)) {
+    if (!careful && ef_fstat(fd, &st) == 0 && !S_ISREG(st.st_mode) && (flags & O_CREAT)) {
         /* The user's own FIFO or device: opened read-write it would make us
          * a reader of it; write-only, it fails at once when nobody reads. */
         ef_sys_close(fd);
@@ -268,7 +285,7 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
             return -1;
         }
     }
-    if (fstat(fd, &st) != 0)
+    if (ef_fstat(fd, &st) != 0)
         bad = "it cannot be examined";
     else if (careful && !S_ISREG(st.st_mode))
         bad = "it is not a regular file";
@@ -297,7 +314,7 @@ static int open_file(const char *path, struct sink *s, char *why, size_t whylen)
  * there), and again, harmlessly, by ef_log_setup().  If fd 2 was closed at
  * start there is no stderr sink: whatever the program opens at 2 later is its
  * own, not the original stderr. */
-void ef_log_copy_stderr(void)
+EF_INIT_TEXT void ef_log_copy_stderr(void)
 {
     /* With a shared log file the copy is only a fallback: take it if the file
      * cannot be opened (ef_log_setup), and do not hold the program's stderr
@@ -309,7 +326,7 @@ void ef_log_copy_stderr(void)
         return;
     struct stat st;
     sink_pid = ef_sys_getpid();
-    if (fstat(2, &st) == 0 && keep(2, &err_sink) != 0 && fd_limit_said_first_time()) {
+    if (ef_fstat(2, &st) == 0 && keep(2, &err_sink) != 0 && fd_limit_said_first_time()) {
         /* No number left above the program's (RLIMIT_NOFILE is tiny): fd 2
          * is still the stderr the process started with at this moment, so
          * the one notice goes there; later reports have no sink. */
@@ -325,19 +342,23 @@ void ef_log_copy_stderr(void)
     }
 }
 
-void ef_log_setup(void)
+EF_INIT_TEXT void ef_log_setup(void)
 {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&setup_done, &expect, 1))
         return;
+    struct log_text *t = use_file() || use_syslog() ? log_text() : NULL;
+    char scratch[1];
+    char *why = t ? t->open_error : scratch;
+    size_t whylen = t ? sizeof t->open_error : sizeof scratch;
     if (use_file() && !has_pid_pattern()) {
-        if (open_file(ef_opt.log, &file_sink, open_error, sizeof open_error) != 0)
+        if (open_file(ef_opt.log, &file_sink, why, whylen) != 0)
             ef_log_copy_stderr();
     } else {
         ef_log_copy_stderr();
     }
     if (use_syslog())
-        syslog_connect(open_error, sizeof open_error);
+        syslog_connect(why, whylen);
     if (upper)
         upper->setup();
 }
@@ -403,7 +424,7 @@ static void end_cut_line(int fd)
 {
     struct stat st;
     char last;
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+    if (ef_fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
         pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n')
         write_all(fd, "\n", 1);
 }
@@ -420,7 +441,10 @@ static const struct sink *choose(void)
         if (atomic_compare_exchange_strong(&own_state, &st, OWN_OPENING)) {
             char path[4200];
             expand_path(path, sizeof path, me);
-            int ok = open_file(path, &own_sink, open_error, sizeof open_error) == 0;
+            struct log_text *t = log_text();
+            char scratch[1];
+            int ok = open_file(path, &own_sink, t ? t->open_error : scratch,
+                               t ? sizeof t->open_error : sizeof scratch) == 0;
             atomic_store(&own_state, ok ? OWN_OPEN : OWN_FAILED);
         }
         if (atomic_load(&own_state) == OWN_OPEN && !own_sink.failed && still_ours(&own_sink))
@@ -468,8 +492,9 @@ static _Atomic int open_error_said;
 
 void ef_log_fallback(const char *why)
 {
-    if (!atomic_load(&open_error_said))
-        ef_fmt(open_error, sizeof open_error, "%s", why);
+    struct log_text *t = log_text();
+    if (t && !atomic_load(&open_error_said))
+        ef_fmt(t->open_error, sizeof t->open_error, "%s", why);
 }
 
 static void say_open_error(const struct sink *s)
@@ -479,14 +504,16 @@ static void say_open_error(const struct sink *s)
         return;
     char line[1600];
     const char *one;
-    size_t n = render_notice(open_error, line, sizeof line, &one);
+    if (!logt)
+        return;
+    size_t n = render_notice(logt->open_error, line, sizeof line, &one);
     write_all(s->fd, line, n);
 }
 
 static void write_to_sink(const char *buf, size_t len)
 {
     const struct sink *s = choose();
-    if (s && open_error[0] && s == &err_sink)
+    if (s && logt && logt->open_error[0] && s == &err_sink)
         say_open_error(s);
     if (!s)
         return;
@@ -498,8 +525,10 @@ static void write_to_sink(const char *buf, size_t len)
      * drains): say so once, and this record and the later ones go to stderr. */
     struct sink *f = (struct sink *)s;
     f->failed = 1;
-    ef_fmt(open_error, sizeof open_error, "epollfork: EPOLLFORK_LOG: writing to log file '%s' "
-           "failed (%s); reporting to stderr from now on", f->path, strerror(errno));
+    if (log_text())
+        ef_fmt(logt->open_error, sizeof logt->open_error, "epollfork: EPOLLFORK_LOG: writing to "
+               "log file '%s' failed (%s); reporting to stderr from now on", f->path,
+               strerror(errno));
     atomic_store(&open_error_said, 0);
     if (!atomic_load(&err_copied))
         ef_log_copy_stderr();

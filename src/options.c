@@ -9,61 +9,137 @@
  * or ignore silently; a shim left on in production must do neither).  In a
  * secure-execution process (setuid, AT_SECURE) EPOLLFORK_LOG is ignored, as
  * secure_getenv() would, so a user cannot make a privileged program write a file.
+ *
+ * Every exec'd process parses the table at start-up, so the common case (no
+ * EPOLLFORK_* variable set) calls nothing in libc: each libc function the
+ * constructor calls first costs a lazy binding (~700 instructions) and often a
+ * page of libc's text (bench/RESULTS.md, start-up).  The two long values live
+ * in buffers that are touched only when they are set.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
-#include <sys/auxv.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "ef.h"
 
-/* Zero until ef_options_parse() sets every field from the table's defaults
+/* Empty and zero until ef_options_parse() sets every field from the table's defaults
  * (init.c runs it before anything reads an option). */
-struct ef_options ef_opt;
+EF_HOT struct ef_options ef_opt = {.log = "", .suppressions = ""};
+EF_HOT const char *ef_exec_leaks_env;
+/* The two path-valued options, kept in the zone (zone.c) when they are set */
+#define PATH_MAX_OPT 4096
+_Static_assert(2 * PATH_MAX_OPT <= EF_Z_BYTES(OPTS), "the paths fit");
+static char *opt_buf(int which)
+{
+    char *z = ef_zone(EF_Z_OPTS);
+    return z ? z + which * PATH_MAX_OPT : NULL;
+}
+
+/* v copied into the option's buffer (which holds it: checked by the caller),
+ * unless it is the default literal itself, which is used as it is. */
+EF_INIT_TEXT static const char *keep_value(int which, const char *v, const char *def)
+{
+    if (v == def || ef_streq(v, def))
+        return def;
+    char *buf = opt_buf(which);
+    if (!buf)
+        return def; /* no memory for it: as if unset */
+    for (size_t i = 0;; i++) {
+        __asm__("" : "+r"(i)); /* no strcpy call either */
+        if (!(buf[i] = v[i]))
+            return buf;
+    }
+}
+
+/* AT_SECURE, asked of the kernel's auxiliary vector once, when something
+ * depends on it (a path-valued option, a report): not at every start-up. */
+EF_HOT static int secure_state = -1;
+
+/* AT_SECURE from /proc/self/auxv, in raw system calls (getauxval is
+ * GLIBC_2.16: one more symbol version for every exec'd process to check);
+ * without /proc, a set-id process is a secure one. */
+static int read_secure(void)
+{
+    int e = errno;
+    int fd = (int)ef_raw6(SYS_open, (long)"/proc/self/auxv", O_RDONLY | O_CLOEXEC, 0, 0, 0, 0);
+    int secure = -1;
+    if (fd >= 0) {
+        unsigned long av[64];
+        long n;
+        while (secure < 0 && (n = ef_raw6(SYS_read, fd, (long)av, sizeof av, 0, 0, 0)) > 0) {
+            for (long i = 0; i + 1 < n / (long)sizeof av[0]; i += 2) {
+                if (av[i] == AT_SECURE) {
+                    secure = av[i + 1] != 0;
+                    break;
+                }
+                if (av[i] == AT_NULL)
+                    break;
+            }
+            if (n < (long)sizeof av)
+                break;
+        }
+        ef_sys_close(fd);
+    }
+    if (secure < 0)
+        secure = ef_raw6(SYS_getuid, 0, 0, 0, 0, 0, 0) != ef_raw6(SYS_geteuid, 0, 0, 0, 0, 0, 0) ||
+                 ef_raw6(SYS_getgid, 0, 0, 0, 0, 0, 0) != ef_raw6(SYS_getegid, 0, 0, 0, 0, 0, 0);
+    errno = e;
+    return secure;
+}
+
+int ef_secure(void)
+{
+    if (secure_state < 0)
+        secure_state = read_secure();
+    return secure_state;
+}
 
 typedef int (*ef_parse_fn)(const char *val, char *why, size_t whylen);
 
-static int parse_log(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_log(const char *v, char *why, size_t n)
 {
     if (!*v) {
         ef_fmt(why, n, "expected 'stderr' or a file path");
         return -1;
     }
-    if (strlen(v) >= sizeof ef_opt.log) {
-        ef_fmt(why, n, "path longer than %zu bytes", sizeof ef_opt.log - 1);
+    if (ef_strlen(v) >= PATH_MAX_OPT) {
+        ef_fmt(why, n, "path longer than %d bytes", PATH_MAX_OPT - 1);
         return -1;
     }
-    if (!strncmp(v, "syslog:", 7) && v[7] != '/') {
+    if (ef_strprefix(v, "syslog:") && v[7] != '/') {
         ef_fmt(why, n, "'syslog:' must be followed by an absolute socket path");
         return -1;
     }
-    if (!strncmp(v, "syslog:", 7) && strlen(v + 7) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    if (ef_strprefix(v, "syslog:") && ef_strlen(v + 7) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         ef_fmt(why, n, "the socket path is longer than a unix socket address holds (%zu bytes)",
                sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         return -1;
     }
-    if (!strncmp(v, "journal:", 8) &&
-        (v[8] != '/' || strlen(v + 8) >= sizeof((struct sockaddr_un *)0)->sun_path)) {
+    if (ef_strprefix(v, "journal:") &&
+        (v[8] != '/' || ef_strlen(v + 8) >= sizeof((struct sockaddr_un *)0)->sun_path)) {
         ef_fmt(why, n, "'journal:' must be followed by an absolute socket path of at most %zu "
                "bytes", sizeof((struct sockaddr_un *)0)->sun_path - 1);
         return -1;
     }
-    if (getauxval(AT_SECURE) && strcmp(v, "stderr") != 0 && strcmp(v, "syslog") != 0 &&
-        strcmp(v, "journal") != 0) {
+    if (!ef_streq(v, "stderr") && !ef_streq(v, "syslog") && !ef_streq(v, "journal") && ef_secure()) {
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
-    strcpy(ef_opt.log, v);
+    ef_opt.log = keep_value(0, v, "stderr");
     return 0;
 }
 
-static int parse_format(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_format(const char *v, char *why, size_t n)
 {
-    if (!strcmp(v, "text"))
+    if (ef_streq(v, "text"))
         ef_opt.format = EF_FMT_TEXT;
-    else if (!strcmp(v, "json"))
+    else if (ef_streq(v, "json"))
         ef_opt.format = EF_FMT_JSON;
     else {
         ef_fmt(why, n, "expected 'text' or 'json'");
@@ -72,11 +148,11 @@ static int parse_format(const char *v, char *why, size_t n)
     return 0;
 }
 
-static int parse_on_report(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_on_report(const char *v, char *why, size_t n)
 {
-    if (!strcmp(v, "warn"))
+    if (ef_streq(v, "warn"))
         ef_opt.on_report = EF_ON_WARN;
-    else if (!strcmp(v, "abort"))
+    else if (ef_streq(v, "abort"))
         ef_opt.on_report = EF_ON_ABORT;
     else {
         ef_fmt(why, n, "expected 'warn' or 'abort'");
@@ -85,11 +161,14 @@ static int parse_on_report(const char *v, char *why, size_t n)
     return 0;
 }
 
-static int parse_int(const char *v, long lo, long hi, long *out, char *why, size_t n)
+EF_INIT_TEXT static int parse_int(const char *v, long lo, long hi, long *out, char *why, size_t n)
 {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*v < '0' || *v > '9' || *end || x < lo || x > hi) {
+    /* digits only (strtol would take a sign and blanks), and no overflow */
+    long x = 0;
+    const char *p = v;
+    for (; *p >= '0' && *p <= '9' && x <= hi; p++)
+        x = x * 10 + (*p - '0');
+    if (*v < '0' || *v > '9' || *p || x < lo || x > hi) {
         ef_fmt(why, n, "expected a whole number from %ld to %ld", lo, hi);
         return -1;
     }
@@ -97,7 +176,7 @@ static int parse_int(const char *v, long lo, long hi, long *out, char *why, size
     return 0;
 }
 
-static int parse_depth(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_depth(const char *v, char *why, size_t n)
 {
     long x;
     if (parse_int(v, 1, EF_MAX_FRAMES, &x, why, n))
@@ -106,7 +185,7 @@ static int parse_depth(const char *v, char *why, size_t n)
     return 0;
 }
 
-static int parse_dedup(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_dedup(const char *v, char *why, size_t n)
 {
     long x;
     if (parse_int(v, 0, 1, &x, why, n))
@@ -115,21 +194,21 @@ static int parse_dedup(const char *v, char *why, size_t n)
     return 0;
 }
 
-static int parse_suppressions(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_suppressions(const char *v, char *why, size_t n)
 {
-    if (strlen(v) >= sizeof ef_opt.suppressions) {
+    if (ef_strlen(v) >= PATH_MAX_OPT) {
         ef_fmt(why, n, "expected the path of a suppressions file, or nothing");
         return -1;
     }
-    if (*v && getauxval(AT_SECURE)) {
+    if (*v && ef_secure()) {
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
-    strcpy(ef_opt.suppressions, v);
+    ef_opt.suppressions = keep_value(1, v, "");
     return 0;
 }
 
-static int parse_disable(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_disable(const char *v, char *why, size_t n)
 {
     long x;
     if (parse_int(v, 0, 1, &x, why, n))
@@ -138,7 +217,7 @@ static int parse_disable(const char *v, char *why, size_t n)
     return 0;
 }
 
-static int parse_repair(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_repair(const char *v, char *why, size_t n)
 {
     long x;
     if (parse_int(v, 0, 1, &x, why, n))
@@ -147,7 +226,7 @@ static int parse_repair(const char *v, char *why, size_t n)
     return 0;
 }
 
-static int parse_debug(const char *v, char *why, size_t n)
+EF_INIT_TEXT static int parse_debug(const char *v, char *why, size_t n)
 {
     long x;
     if (parse_int(v, 0, 1, &x, why, n))
@@ -219,38 +298,44 @@ static const char *visible(const char *v, char *buf, size_t len)
 
 /* Every option's default, through its own parser: the table is the only
  * place a default is written. */
-static void set_defaults(void)
+EF_INIT_TEXT static void set_defaults(void)
 {
     char ignored[160];
     for (size_t i = 0; i < NOPT; i++)
         options[i].parse(options[i].def, ignored, sizeof ignored);
 }
 
-void ef_options_parse(char *const *envp, char *err, size_t errlen)
+EF_INIT_TEXT void ef_options_parse(char *const *envp, char *err, size_t errlen)
 {
     if (!envp)
         envp = environ;
     if (err && errlen)
         err[0] = 0;
     set_defaults();
-    ef_opt.secure = getauxval(AT_SECURE) != 0;
+    ef_exec_leaks_env = NULL;
     if (!envp)
         return;
+    int any = 0;
     for (char *const *e = envp; *e; e++) {
         const char *kv = *e;
-        if (strncmp(kv, "EPOLLFORK_", 10) != 0)
+        if (kv[0] != 'E' || !ef_strprefix(kv, "EPOLLFORK_"))
             continue;
-        const char *eq = strchr(kv, '=');
-        if (!eq)
+        const char *eq = kv;
+        while (*eq && *eq != '=')
+            eq++;
+        if (!*eq)
             continue;
         size_t nlen = (size_t)(eq - kv);
-        if (nlen == sizeof "EPOLLFORK_EXEC_LEAKS" - 1 && !strncmp(kv, "EPOLLFORK_EXEC_LEAKS", nlen))
-            continue; /* set by the shim itself across exec (execleak.c) */
-        if (nlen == sizeof "EPOLLFORK_LIBRARY" - 1 && !strncmp(kv, "EPOLLFORK_LIBRARY", nlen))
+        if (ef_strprefix(kv, "EPOLLFORK_EXEC_LEAKS=")) {
+            ef_exec_leaks_env = eq + 1; /* set by the shim itself across exec (execleak.c) */
+            continue;
+        }
+        if (ef_strprefix(kv, "EPOLLFORK_LIBRARY="))
             continue; /* read by the launcher, not by the library */
+        any = 1;
         const struct ef_option_desc *d = NULL;
         for (size_t i = 0; i < NOPT; i++)
-            if (strlen(options[i].name) == nlen && !strncmp(options[i].name, kv, nlen))
+            if (ef_strlen(options[i].name) == nlen && ef_strprefix(kv, options[i].name))
                 d = &options[i];
         char line[600], shown[300];
         if (!d) {
@@ -280,6 +365,8 @@ void ef_options_parse(char *const *envp, char *err, size_t errlen)
             append(err, errlen, line);
         }
     }
+    if (any)
+        ef_opt.secure = ef_secure(); /* init.c: the path-valued ones are not passed on */
 }
 
 void ef_options_print_table(int fd)

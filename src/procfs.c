@@ -271,7 +271,7 @@ int ef_procfs_fd_stat(int pid, int fd, struct stat *st)
 {
     char path[64];
     fd_path(path, sizeof path, pid, fd, "fd");
-    return stat(path, st);
+    return (int)sys(SYS_newfstatat, AT_FDCWD, (long)path, (long)st, 0, 0);
 }
 
 int ef_procfs_fd_is_eventpoll(int pid, int fd)
@@ -383,7 +383,7 @@ int ef_procfs_fd_links(int pid, ef_procfs_link_cb cb, void *arg)
             int fd = parse_fd_name(d->d_name, d->d_reclen - name_off);
             if (fd < 0)
                 continue;
-            ssize_t k = readlinkat(dfd, d->d_name, link, sizeof link - 1);
+            ssize_t k = sys(SYS_readlinkat, dfd, (long)d->d_name, (long)link, sizeof link - 1, 0);
             if (k < 0 && (errno == EACCES || errno == EPERM)) {
                 /* the directory opens but the links do not: the ptrace access
                  * check refused (e.g. the process has capabilities we lack) */
@@ -411,7 +411,7 @@ static uint32_t kdev_of(uint32_t major, uint32_t minor)
 static int ident_of(const char *path, uint64_t *ino, uint32_t *kdev)
 {
     struct statx sx;
-    if (statx(AT_FDCWD, path, AT_STATX_DONT_SYNC, STATX_INO, &sx) != 0)
+    if (sys(SYS_statx, AT_FDCWD, (long)path, AT_STATX_DONT_SYNC, STATX_INO, (long)&sx) != 0)
         return -1;
     if (!(sx.stx_mask & STATX_INO)) {
         errno = ENODATA;

@@ -12,8 +12,9 @@
  *  - "Is Python here?" is decided once per process, at the first capture:
  *    dlsym(RTLD_DEFAULT, "PyGILState_GetThisThreadState"), exported by
  *    Debian's /usr/bin/python3.11 and by every shared libpython.  A program
- *    without it (any C program) pays one failed dlsym, once, and a load and
- *    a branch per capture after that.
+ *    without it (any C program) pays one look in the loaded objects' symbol
+ *    tables (ef_sym_anywhere: a failing dlsym would malloc), once, and a
+ *    load and a branch per capture after that.
  *  - The frames are read directly from memory, not through
  *    _Py_DumpTraceback(): that one writes each frame with several
  *    write() calls to an fd (0.3-1.7 ms a dump to a terminal), is not
@@ -101,7 +102,7 @@ static const struct layout layouts[] = {
 #define STR_STATE 32
 #define FRAME_OWNED_BY_GENERATOR 1
 
-_Atomic int ef_py_state;                /* enum ef_py_state */
+EF_HOT _Atomic int ef_py_state;                /* enum ef_py_state */
 static const struct layout *L;
 static void *(*get_tstate)(void);
 static int (*addr2line)(void *code, int addr);
@@ -139,12 +140,17 @@ static unsigned python_minor(void)
     return (unsigned)strtoul(v + 2, NULL, 10);
 }
 
-static void probe(void)
+EF_INIT_TEXT static void probe(void)
 {
     int expect = EF_PY_UNPROBED;
     if (!atomic_compare_exchange_strong(&ef_py_state, &expect, EF_PY_PROBING))
         return; /* another thread probes: no frames this time */
     int state = EF_PY_ABSENT;
+    /* a failing dlsym mallocs: ask the symbol tables first (real.c) */
+    if (ef_sym_anywhere("PyGILState_GetThisThreadState") == 0) {
+        atomic_store_explicit(&ef_py_state, state, memory_order_release);
+        return;
+    }
     get_tstate = (void *(*)(void))dlsym(RTLD_DEFAULT, "PyGILState_GetThisThreadState");
     unsigned minor = get_tstate ? python_minor() : 0;
     for (size_t i = 0; minor && i < sizeof layouts / sizeof layouts[0]; i++)
@@ -299,6 +305,12 @@ int ef_py_running(void)
     if (L->cf_current >= 0)
         f = ok_ptr(f) ? rd(f, (unsigned)L->cf_current) : 0;
     return ok_ptr(f);
+}
+
+EF_INIT_TEXT void ef_py_probe(void)
+{
+    if (atomic_load_explicit(&ef_py_state, memory_order_acquire) == EF_PY_UNPROBED)
+        probe();
 }
 
 int ef_py_capture(uint64_t *words, int max, uint64_t *key)

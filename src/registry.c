@@ -31,19 +31,22 @@
 #define EF_MAGIC 0x6570666f726b3032ull /* "epfork02" */
 #define PAGE 4096u
 
-struct ef_registry *ef_reg;
-char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];
+EF_HOT struct ef_registry *ef_reg;
+EF_HOT char *_Atomic ef_reg_chunk0[EF_NTABLES];
+EF_HOT char *_Atomic *_Atomic ef_reg_chunks;
+EF_HOT char *_Atomic ef_reg_nil;
+_Static_assert(EF_REG_CHUNKS * sizeof(char *) <= EF_Z_BYTES(REG_CHUNKS), "the chunk slots fit");
 struct ef_ring ef_ring_none;
 static int reg_fd = -1;                  /* the memfd: inherited by fork children */
 static pid_t reg_pid;                    /* the process that last moved reg_fd */
-static _Atomic int map_failed;           /* said once per process */
+EF_HOT static _Atomic int map_failed;           /* said once per process */
 
 static uint64_t round_page(uint64_t n)
 {
     return (n + PAGE - 1) & ~(uint64_t)(PAGE - 1);
 }
 
-uint64_t ef_reg_table_offset(enum ef_table t)
+EF_INIT_TEXT uint64_t ef_reg_table_offset(enum ef_table t)
 {
     uint64_t off = round_page(sizeof(struct ef_registry));
     for (int k = 0; k < (int)t; k++)
@@ -51,19 +54,19 @@ uint64_t ef_reg_table_offset(enum ef_table t)
     return off;
 }
 
-uint64_t ef_reg_file_size(void)
+EF_INIT_TEXT uint64_t ef_reg_file_size(void)
 {
     return ef_reg_table_offset(EF_NTABLES);
 }
 
-int ef_registry_create(void)
+EF_INIT_TEXT int ef_registry_create(void)
 {
     if (ef_reg)
         return 0;
     int fd = (int)ef_sys6(SYS_memfd_create, (long)"epollfork-registry", MFD_CLOEXEC, 0, 0, 0, 0);
     if (fd < 0)
         return -1; /* errno says why: the caller says it once (hold.c) */
-    if (ftruncate(fd, (off_t)ef_reg_file_size()) != 0) {
+    if (ef_sys_ftruncate(fd, (off_t)ef_reg_file_size()) != 0) {
         int e = errno;
         ef_sys_close(fd);
         errno = e;
@@ -75,7 +78,7 @@ int ef_registry_create(void)
         errno = EMFILE;
         return -1;
     }
-    void *m = ef_real.mmap(NULL, round_page(sizeof(struct ef_registry)), PROT_READ | PROT_WRITE,
+    void *m = ef_sys_mmap(NULL, round_page(sizeof(struct ef_registry)), PROT_READ | PROT_WRITE,
                            MAP_SHARED, hi, 0);
     if (m == MAP_FAILED) {
         int e = errno;
@@ -112,19 +115,25 @@ int ef_reg_relocate(int fd)
     return 0;
 }
 
-char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
+EF_INIT_TEXT char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
 {
     const struct ef_table_shape *sh = &ef_table_shapes[t];
     if (!ef_reg || reg_fd < 0 || chunk >= sh->count >> sh->shift)
         return NULL;
-    _Atomic(char *) *slot = &ef_reg_chunks[sh->first + chunk];
+    if (chunk && !atomic_load(&ef_reg_chunks)) {
+        char *_Atomic *c = ef_zone(EF_Z_REG_CHUNKS);
+        if (!c)
+            return NULL;
+        atomic_store(&ef_reg_chunks, c);
+    }
+    _Atomic(char *) *slot = ef_reg_chunk_slot(t, chunk);
     char *b = atomic_load(slot);
     if (b)
         return b;
     size_t bytes = (size_t)sh->elem << sh->shift;
     uint64_t off = ef_reg_table_offset(t) + (uint64_t)chunk * bytes;
     int e = errno;
-    void *m = ef_real.mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reg_fd, (off_t)off);
+    void *m = ef_sys_mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, reg_fd, (off_t)off);
     if (m == MAP_FAILED) {
         /* RLIMIT_AS, or the program closed our fd with a raw syscall: this
          * part of the tree's memory stays out of reach in this process */
@@ -136,7 +145,7 @@ char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk)
     }
     char *expect = NULL;
     if (!atomic_compare_exchange_strong(slot, &expect, (char *)m)) {
-        ef_real.munmap(m, bytes); /* another thread mapped it first */
+        ef_sys_munmap(m, bytes); /* another thread mapped it first */
         return expect;
     }
     return m;
@@ -245,7 +254,7 @@ static uint32_t free_pop(void)
     return 0;
 }
 
-static struct ef_inst *init_inst(uint32_t idx)
+EF_INIT_TEXT static struct ef_inst *init_inst(uint32_t idx)
 {
     struct ef_inst *in = ef_reg_elem(EF_T_INST, idx);
     if (!in)
@@ -266,7 +275,7 @@ static struct ef_inst *init_inst(uint32_t idx)
     return in;
 }
 
-struct ef_inst *ef_inst_alloc(uint32_t *idx)
+EF_INIT_TEXT struct ef_inst *ef_inst_alloc(uint32_t *idx)
 {
     if (!ef_reg)
         return NULL;
@@ -384,7 +393,7 @@ void ef_ring_free(uint32_t idx, uint32_t uid)
     atomic_compare_exchange_strong(&r->state, &st, EF_RING_FREE);
 }
 
-uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)
+EF_INIT_TEXT uint32_t ef_process_alloc(pid_t pid, uint32_t parent, uint32_t fork_stack, enum ef_fork_how how)
 {
     if (!ef_reg)
         return 0;

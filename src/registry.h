@@ -99,8 +99,15 @@ enum ef_create_how { EF_CREATE_EPOLL_CREATE = 0, EF_CREATE_EPOLL_CREATE1 = 1, EF
                      EF_CREATE_REPAIR = 3 /* a private copy made by repair mode */ };
 enum ef_inst_state { EF_INST_FREE = 0, EF_INST_LIVE = 1 };
 
-/* 64-byte aligned: a chunk of 64 instances is a whole number of pages. */
+/* A page each (chunks are page-aligned mappings): an instance never
+ * straddles two pages, so the first epoll instance of a process touches one
+ * page of the registry, not two (3,264 bytes at 64-byte alignment put
+ * instance 1 across a page boundary: a page fault more at every process's
+ * first epoll_create; bench/RESULTS.md).  Padded, not aligned to 4096: a
+ * page-aligned type would align the shim's whole .bss (ef_inst_none). */
 struct __attribute__((aligned(64))) ef_inst {
+  union {
+   struct {
     _Atomic uint32_t state;     /* enum ef_inst_state */
     _Atomic uint32_t uid;       /* bumped at each allocation */
     _Atomic uint32_t crossed;   /* held by a process that forked */
@@ -116,7 +123,11 @@ struct __attribute__((aligned(64))) ef_inst {
     _Atomic uint64_t gen;       /* recorded changes so far */
     _Atomic uint64_t holders[EF_HOLDERS];
     struct ef_change ring[EF_RING];
+   };
+   char page_[4096];
+  };
 };
+_Static_assert(sizeof(struct ef_inst) == 4096, "an instance is one page");
 
 /* How a process came to be, as its process record says. */
 enum ef_fork_how {
@@ -233,7 +244,20 @@ static const struct ef_table_shape ef_table_shapes[EF_NTABLES] = {
     [EF_T_RINGS] = {sizeof(struct ef_ring), EF_MAX_RINGS, 6, 393},
 };
 #define EF_REG_CHUNKS 409
-extern char *_Atomic ef_reg_chunks[EF_REG_CHUNKS];  /* this process's mappings */
+/* This process's mappings of the tables: chunk 0 of each on a page the loader
+ * wrote (EF_HOT: most processes use no other), the others in the zone
+ * (zone.c), NULL until one is mapped; ef_reg_nil is the empty slot read
+ * meanwhile. */
+extern char *_Atomic ef_reg_chunk0[EF_NTABLES];
+extern char *_Atomic *_Atomic ef_reg_chunks;       /* [EF_REG_CHUNKS] */
+extern char *_Atomic ef_reg_nil;
+static inline char *_Atomic *ef_reg_chunk_slot(enum ef_table t, uint32_t chunk)
+{
+    if (EF_LIKELY(!chunk))
+        return &ef_reg_chunk0[t];
+    char *_Atomic *c = atomic_load_explicit(&ef_reg_chunks, memory_order_acquire);
+    return c ? &c[ef_table_shapes[t].first + chunk] : &ef_reg_nil;
+}
 char *ef_reg_map_chunk(enum ef_table t, uint32_t chunk); /* NULL when it cannot be mapped */
 /* Element i of table t, mapping its chunk on first use; NULL when i is out of
  * range (an index read from shared memory) or the chunk cannot be mapped. */
@@ -242,8 +266,7 @@ static inline void *ef_reg_elem(enum ef_table t, uint32_t i)
     const struct ef_table_shape *sh = &ef_table_shapes[t];
     if (EF_UNLIKELY(i >= sh->count))
         return NULL;
-    char *b = atomic_load_explicit(&ef_reg_chunks[sh->first + (i >> sh->shift)],
-                                   memory_order_acquire);
+    char *b = atomic_load_explicit(ef_reg_chunk_slot(t, i >> sh->shift), memory_order_acquire);
     if (EF_UNLIKELY(!b) && !(b = ef_reg_map_chunk(t, i >> sh->shift)))
         return NULL;
     return b + (size_t)(i & ((1u << sh->shift) - 1)) * sh->elem;

@@ -87,7 +87,7 @@ static void frame_text(struct ef_out *o, const char *pfx, int i, uintptr_t pc, s
     ef_sym_lookup(c, pc, sy);
     /* A secure-execution process prints no absolute address (they would
      * undo its address-space randomization for whoever reads the log). */
-    if (ef_opt.secure)
+    if (ef_secure())
         ef_putf(o, "%s    #%d in %s (", pfx, i, sy->function[0] ? sy->function : "??");
     else
         ef_putf(o, "%s    #%d 0x%lx in %s (", pfx, i, (unsigned long)pc,
@@ -142,7 +142,7 @@ static void frame_json(struct ef_out *o, uintptr_t pc, struct ef_symctx *c)
 {
     struct ef_sym sy;
     ef_sym_lookup(c, pc, &sy);
-    if (ef_opt.secure)
+    if (ef_secure())
         ef_puts(o, "{\"pc\":null,\"module\":");
     else
         ef_putf(o, "{\"pc\":\"0x%lx\",\"module\":", (unsigned long)pc);
@@ -301,7 +301,7 @@ size_t ef_report_render_line(const struct ef_report *r, char *buf, size_t len)
  * parent's totals: there is no atfork child handler to reset them (init.c),
  * so the child's first event does (ef_report_after_fork_child), and an emit
  * in a process that never had one checks the pid. */
-static struct {
+EF_HOT static struct {
     _Atomic unsigned long reports, suppressed, deduped;
     pid_t pid;                  /* the process these counts belong to */
     int counted;                /* something was counted in it */
@@ -312,7 +312,7 @@ unsigned long ef_report_count(void)
     return atomic_load(&counts.reports);
 }
 
-struct ef_counts ef_report_counts(void)
+EF_INIT_TEXT struct ef_counts ef_report_counts(void)
 {
     return (struct ef_counts){atomic_load(&counts.reports), atomic_load(&counts.suppressed),
                               atomic_load(&counts.deduped)};
@@ -324,7 +324,7 @@ static uint64_t content_key(const struct ef_report *r)
     uint64_t k = ef_mix(0x44454455500000ffull /* identical-report merge */, ef_kinds[r->kind].key_tag);
     for (int i = 0; i < EF_NROLES; i++)
         if (i != EF_ST_USE)
-            k = ef_mix(k, r->stacks[i]);
+            k = ef_mix(k, ef_stack_canon(r->stacks[i]));
     return (k ^ (k >> 33)) | 1;
 }
 
@@ -402,7 +402,7 @@ void ef_report_emit(const struct ef_report *r)
     }
 }
 
-void ef_report_totals(void)
+EF_INIT_TEXT void ef_report_totals(void)
 {
     if (!counts.counted || counts.pid != ef_sys_getpid())
         return;

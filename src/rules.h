@@ -35,7 +35,7 @@ struct ef_call {
 static inline uint32_t ef_call_stack(struct ef_call *c)
 {
     if (!c->captured) {
-        c->stack = ef_stack_capture(EF_SKIP_SHIM, c->caller);
+        c->stack = ef_stack_capture_now(EF_SKIP_SHIM, c->caller);
         c->cut = ef_stack_last_cut();
         c->captured = 1;
     }
@@ -96,6 +96,9 @@ extern EF_TLS uint32_t ef_tls_fork_stack;
 extern EF_TLS int ef_tls_fork_how;
 
 int ef_track_start(void);                  /* start tracking (registry, log); 1 on */
+/* Called once tracking has started (init.c registers the atfork handler
+ * then, not at every start-up: a hook, so that no arrow climbs up). */
+extern void (*ef_track_started_hook)(void);
 static inline int ef_tracking(void)
 {
     return atomic_load_explicit(&ef_self.tracking, memory_order_acquire) == EF_TRACK_ON;
@@ -108,14 +111,14 @@ int ef_holds(uint32_t idx);                /* idx valid, held, not recycled */
 int ef_holds_any(void);                    /* does this process hold an instance? */
 /* The instance record of idx; a zeroed record of our own (free, never
  * crossed) for index 0 and for one that cannot be mapped (hold.c). */
-extern struct ef_inst ef_inst_none;
+extern struct ef_inst *ef_inst_none;
 /* ... or an io_uring ring: then a fork needs its stack (uring.c counts). */
 extern _Atomic uint32_t ef_rings_held;
 int ef_fork_matters(void);
 static inline struct ef_inst *ef_inst_at(uint32_t idx)
 {
     struct ef_inst *in = idx ? (struct ef_inst *)ef_reg_elem(EF_T_INST, idx) : NULL;
-    return EF_LIKELY(in != NULL) ? in : &ef_inst_none;
+    return EF_LIKELY(in != NULL) ? in : ef_inst_none;
 }
 /* A new instance at fd (created, or adopted when how == EF_CREATE_ADOPTED);
  * its index, 0 when not tracked.  The old alias at fd must be gone. */
@@ -208,7 +211,15 @@ void ef_stale_note_inherited(int fd);
  * checks that cannot fault. */
 char *const *ef_exec_prepare(const char *path, int search, char *const argv[],
                              char *const envp[], void *caller);
-void ef_startup_scan(void);
+/* Start-up: the fds inherited at exec.  The scan makes raw system calls only
+ * and never touches errno; it returns nonzero when there is something to
+ * judge (a candidate epoll fd, a list from the exec that started us, or /proc
+ * to read), which ef_startup_judge() does, with libc. */
+int ef_startup_scan(void);
+void ef_startup_judge(void);
+/* Each open fd below 1024, with what poll() says of it (POLLOUT asked of fds
+ * 0-2 only), in two raw system calls; -1 when fds above may be open too. */
+int ef_open_fds(void (*fn)(int fd, short revents, void *arg), void *arg);
 
 /* ---------------------------------------------------------------- events */
 /* Raised by wrap.c after the real call succeeded, or before it where the
@@ -315,6 +326,7 @@ void ef_uring_on_exit(void);
 /* ------------------------------------------------- init.c (the top layer) */
 /* Declared here for wrap.c, the only other file of the top layer. */
 extern _Atomic int ef_init_state;        /* 0 none, 1 running, 2 done */
+void ef_atfork_register(void);             /* once; init.c */
 void ef_init(void);
 static inline void ef_ensure_init(void)
 {

@@ -22,14 +22,38 @@
  * counter: two locked instructions per capture cost more than the rest of an
  * EPOLL_CTL_ADD's bookkeeping, bench/RESULTS.md.)
  *
- * The depot is an open-addressing hash set in the shared registry, so a stack id
- * means the same thing in every process of the tree.
+ * Deferred captures.  Loading libunwind and its first unwind cost a process
+ * ~2 ms here (two libraries mapped and relocated, a 256 KiB trace cache
+ * written page by page: 90 page faults), and most processes that use epoll
+ * never report anything: one that never forks, dups a registered fd or execs
+ * cannot.  So until libunwind is loaded, a capture keeps what unwinding needs
+ * instead: the callee-saved registers, the program counter and the stack
+ * above the stack pointer (a C program's is a few KiB), copied into a private
+ * buffer, and hands out an id that names the copy (EF_PENDING | owner | slot).
+ * When a report needs the stack (ef_depot_copy, ef_stack_python, and the keys
+ * that compare stacks through ef_stack_canon), libunwind is loaded and walks
+ * the copy, its pointers into the stack moved to the copy, exactly as it
+ * would have walked the stack (unw_init_local over the saved registers, the
+ * same frames unw_backtrace gives); the result goes to the depot, so the id
+ * stands for the same depot entry as an eager capture of that stack would.
+ * A fork child inherits the buffer, so either side can unwind what was
+ * captured before the fork; a multithreaded process unwinds everything
+ * before it forks (its child must not).  A stack deeper than the buffer takes
+ * (16 KiB), one not on a stack we know the top of (a signal stack, a
+ * coroutine), a process table that is full, and the 33rd capture are unwound
+ * at once, as before: libunwind is then loaded, and every later capture is
+ * eager.  bench/RESULTS.md measures it (first epoll use).
+ *
+ * Stacks are stored once, in the depot (depot.c), shared by the tree.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <link.h>
 #include <string.h>
 #include <sys/single_threaded.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <ucontext.h>
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
 
@@ -41,14 +65,17 @@
 static int (*p_backtrace)(void **, int);
 /* p_backtrace while unwinding is allowed in this process (NULL otherwise):
  * wrappers call it from their own frame (ef_capture_here in ef.h). */
-int (*ef_bt)(void **, int);
+EF_HOT int (*ef_bt)(void **, int);
 EF_TLS int ef_unwinding;
 enum uw_state { UW_UNTRIED = 0, UW_LOADING, UW_READY, UW_UNAVAILABLE };
-static _Atomic int uw_state;        /* enum uw_state */
-static uintptr_t shim_lo, shim_hi;  /* our own text, never shown */
-static int drain_failed;            /* the forking thread was (a signal handler) */
-static int unsafe_child;            /* see the paragraph on top */
-static int ever_mt;
+EF_HOT static _Atomic int uw_state;        /* enum uw_state */
+EF_HOT static uintptr_t shim_lo, shim_hi;  /* our own text, never shown */
+EF_HOT static int drain_failed;            /* the forking thread was (a signal handler) */
+static int (*p_init_local)(unw_cursor_t *, unw_context_t *);
+static int (*p_step)(unw_cursor_t *);
+static int (*p_get_reg)(unw_cursor_t *, unw_regnum_t, unw_word_t *);
+EF_HOT static int unsafe_child;            /* see the paragraph on top */
+EF_HOT static int ever_mt;
 
 struct range_arg {
     uintptr_t bias;
@@ -91,7 +118,7 @@ int ef_pc_in_shim(uintptr_t pc)
     return pc >= shim_lo && pc < shim_hi;
 }
 
-static void load_unwind(void)
+static void load_unwind(int warm)
 {
     int expect = UW_UNTRIED;
     if (!atomic_compare_exchange_strong(&uw_state, &expect, UW_LOADING)) {
@@ -114,6 +141,9 @@ static void load_unwind(void)
     int (*set_policy)(unw_addr_space_t, unw_caching_policy_t) =
         (int (*)(unw_addr_space_t, unw_caching_policy_t))dlsym(h, XSTR(unw_set_caching_policy));
     unw_addr_space_t *as = (unw_addr_space_t *)dlsym(h, XSTR(unw_local_addr_space));
+    p_init_local = (int (*)(unw_cursor_t *, unw_context_t *))dlsym(h, XSTR(unw_init_local));
+    p_step = (int (*)(unw_cursor_t *))dlsym(h, XSTR(unw_step));
+    p_get_reg = (int (*)(unw_cursor_t *, unw_regnum_t, unw_word_t *))dlsym(h, XSTR(unw_get_reg));
     /* libunwind opens a pipe on first use (address validation): the guard
      * makes our pipe2 wrapper move it out of the program's fd numbers. */
     {
@@ -121,8 +151,9 @@ static void load_unwind(void)
         if (set_policy && as)
             set_policy(*as, UNW_CACHE_PER_THREAD);
         p_backtrace = (int (*)(void **, int))bt;
-        void *warm[8];
-        p_backtrace(warm, 8); /* the first call costs ~0.2 ms: pay it here, once */
+        void *first[8];
+        if (warm)
+            p_backtrace(first, 8); /* the first call costs ~0.2 ms: pay it here, once */
     }
     if (!unsafe_child)
         ef_bt = p_backtrace;
@@ -135,7 +166,7 @@ static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, e
     if (!__libc_single_threaded)
         ever_mt = 1;
     if (atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED)
-        load_unwind();
+        load_unwind(1);
     if (unsafe_child)
         *cut = EF_CUT_UNSAFE_CHILD;
     else if (atomic_load_explicit(&uw_state, memory_order_acquire) != UW_READY)
@@ -188,7 +219,6 @@ const char *ef_cut_why(enum ef_cut cut)
 
 static EF_TLS enum ef_cut last_cut;
 
-static uint32_t depot_store(const uintptr_t *pcs, uint32_t n);
 
 /* The Python stack of the calling thread (pyframes.c), stored once; the last
  * one this thread stored is remembered by its key, so that a registration
@@ -198,12 +228,16 @@ static EF_TLS uint64_t py_key;
 static EF_TLS uint32_t py_id;
 static EF_TLS const struct ef_registry *py_reg;
 
-/* Append the marker of the thread's Python stack to pcs (room for one more
- * word); the new count. */
-static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
+/* The depot id of the calling thread's Python stack, 0 none. */
+EF_INIT_TEXT static uint32_t python_id(int max)
 {
-    if (atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_ABSENT)
-        return n; /* a program without Python: this load is all it pays */
+    int st = atomic_load_explicit(&ef_py_state, memory_order_relaxed);
+    if (EF_UNLIKELY(st == EF_PY_UNPROBED)) {
+        ef_py_probe();
+        st = atomic_load_explicit(&ef_py_state, memory_order_relaxed);
+    }
+    if (st == EF_PY_ABSENT)
+        return 0; /* a program without Python: this load is all it pays */
     uint64_t words[EF_MAX_FRAMES];
     /* key and id read together, before the walk: a signal handler that
      * captures in between replaces them, and must not pair its id with our
@@ -212,13 +246,21 @@ static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
     uint32_t id = py_id;
     int k = ef_py_capture(words, max, &key);
     if (k == 0)
-        return n;
+        return 0;
     if (k > 0) {
-        id = depot_store((const uintptr_t *)words, (uint32_t)k);
+        id = ef_depot_put_aside((const uintptr_t *)words, (uint32_t)k);
         py_id = id;
         py_key = key;
         py_reg = ef_reg;
     }
+    return id;
+}
+
+/* Append the marker of the thread's Python stack to pcs (room for one more
+ * word); the new count. */
+static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
+{
+    uint32_t id = python_id(max);
     if (id && n)
         pcs[n++] = EF_PY_MARK | id;
     return n;
@@ -242,7 +284,285 @@ uint32_t ef_stack_from_raw(void *const *raw, int n)
     return k ? ef_depot_put(pcs, k) : 0;
 }
 
-uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
+/* ------------------------------------------------- deferred captures */
+
+#define PENDING_SLOTS 32                /* captures kept before libunwind is loaded */
+#define SNAP_BYTES (96 * 1024)          /* their stack bytes, in all */
+#define SNAP_ONE_MAX (16 * 1024)        /* a deeper stack is unwound at once */
+#define SNAP_SLACK 256                  /* zeroes after each copy: libunwind may
+                                           read a word or two past the top */
+enum { R_RIP, R_RSP, R_RBP, R_RBX, R_R12, R_R13, R_R14, R_R15, R_COUNT };
+enum pend_state { PEND_FREE = 0, PEND_WRITING, PEND_READY, PEND_UNWINDING, PEND_DONE };
+struct pending {
+    _Atomic uint32_t state;             /* enum pend_state */
+    uint32_t owner;                     /* ef_stack_tag of the capturing process */
+    uint32_t skip;                      /* enum ef_skip */
+    uint32_t py;                        /* depot id of its Python words, 0 none */
+    uint64_t regs[R_COUNT];             /* at the capture */
+    uint32_t off, len;                  /* its stack bytes in snap */
+    uintptr_t caller;                   /* shown when it cannot be unwound */
+    uint32_t depot;                     /* PEND_DONE: its depot id */
+};
+/* Process-private (.bss: untouched pages cost nothing), inherited by fork
+ * children, who may unwind what their parent captured.  Each slot's record
+ * sits in the buffer just before its stack bytes, so that a first capture
+ * touches one page, not two. */
+/* 1 + where slot i's record is in snap; 0: none (yet) */
+EF_HOT static _Atomic uint32_t pend_off[PENDING_SLOTS];
+EF_HOT static _Atomic uint32_t npend;
+EF_HOT static _Atomic uint32_t snap_used;
+EF_HOT static unsigned char *snap_mem;  /* the zone's part (zone.c), made at the first copy */
+_Static_assert(SNAP_BYTES <= EF_Z_BYTES(SNAP), "the copies fit their part of the zone");
+static unsigned char *snap_base(void)
+{
+    return snap_mem;
+}
+
+static struct pending *pend_at(uint32_t i)
+{
+    uint32_t o = atomic_load_explicit(&pend_off[i], memory_order_acquire);
+    return o ? (struct pending *)(snap_base() + o - 1) : NULL;
+}
+EF_HOT static uint32_t ef_stack_tag;           /* this process's record, 0 none */
+EF_HOT static uintptr_t main_top;              /* above every frame of the main thread */
+
+EF_INIT_TEXT void ef_stack_set_main_top(uintptr_t top)
+{
+    main_top = top;
+}
+
+EF_INIT_TEXT void ef_stack_set_owner(uint32_t proc)
+{
+    ef_stack_tag = proc;
+}
+
+static int is_pending(uint32_t id)
+{
+    return (id & EF_STACK_PENDING) != 0;
+}
+
+/* The registers a caller keeps (and the caller's pc and stack pointer) as
+ * they are at the return from this function: regs[R_RIP] is its return
+ * address, regs[R_RSP] the stack pointer after the return. */
+__asm__(".text\n"
+        ".type ef_snap_regs, @function\n"
+        "ef_snap_regs:\n"
+        "    .cfi_startproc\n"
+        "    movq (%rsp), %rax\n"
+        "    movq %rax, 0(%rdi)\n"
+        "    leaq 8(%rsp), %rax\n"
+        "    movq %rax, 8(%rdi)\n"
+        "    movq %rbp, 16(%rdi)\n"
+        "    movq %rbx, 24(%rdi)\n"
+        "    movq %r12, 32(%rdi)\n"
+        "    movq %r13, 40(%rdi)\n"
+        "    movq %r14, 48(%rdi)\n"
+        "    movq %r15, 56(%rdi)\n"
+        "    ret\n"
+        "    .cfi_endproc\n"
+        ".size ef_snap_regs, .-ef_snap_regs\n");
+void ef_snap_regs(uint64_t *regs) __attribute__((visibility("hidden")));
+
+/* The top of the stack sp is on: the thread's descriptor, which glibc puts
+ * above every thread stack it runs (its own or one the program gave it), or
+ * the main thread's arguments; 0 when it is neither (a signal stack, a
+ * coroutine), or the stack is deeper than a copy takes. */
+EF_INIT_TEXT static uintptr_t stack_top(uintptr_t sp)
+{
+    uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
+    if (sp < tp && tp - sp <= SNAP_ONE_MAX)
+        return tp;
+    if (main_top && sp < main_top && main_top - sp <= SNAP_ONE_MAX)
+        return main_top;
+    return 0;
+}
+
+/* Keep what unwinding the caller's stack needs; its id, 0 when it cannot be
+ * kept (the caller unwinds at once).  Not inlined: the registers are taken
+ * in this frame, and the copy starts at its stack pointer. */
+EF_INIT_TEXT __attribute__((noinline)) static uint32_t capture_later(enum ef_skip skip, void *caller)
+{
+    uint32_t tag = ef_stack_tag;
+    if (!tag || tag > 0xffff || unsafe_child || ef_unwinding)
+        return 0;
+    if (!snap_mem && !(snap_mem = ef_zone(EF_Z_SNAP)))
+        return 0;
+    uint64_t regs[R_COUNT];
+    ef_snap_regs(regs);
+    uintptr_t sp = regs[R_RSP], top = stack_top(sp);
+    if (!top)
+        return 0;
+    uint32_t len = (uint32_t)(top - sp);
+    uint32_t i = atomic_fetch_add(&npend, 1);
+    if (i >= PENDING_SLOTS) {
+        atomic_store(&npend, PENDING_SLOTS);
+        return 0;
+    }
+    uint32_t head = (sizeof(struct pending) + 15) & ~15u;
+    uint32_t need = head + ((len + SNAP_SLACK + 15) & ~15u);
+    uint32_t at = atomic_fetch_add(&snap_used, need);
+    if (at > SNAP_BYTES - need) {
+        atomic_store(&snap_used, SNAP_BYTES);
+        return 0;
+    }
+    uint32_t off = at + head;
+    struct pending *p = (struct pending *)(snap_base() + at);
+    atomic_store_explicit(&p->state, PEND_WRITING, memory_order_relaxed);
+    /* read through the kernel: a stack shorter than we think (a signal
+     * stack right below a thread's descriptor) fails instead of faulting */
+    struct iovec to = {snap_base() + off, len}, from = {(void *)sp, len};
+    if (ef_raw6(SYS_process_vm_readv, ef_sys_getpid(), (long)&to, 1, (long)&from, 1, 0) != len)
+        return 0; /* the slot stays WRITING: never unwound */
+    p->owner = tag;
+    p->skip = (uint32_t)skip;
+    p->py = python_id(EF_MAX_FRAMES);
+    for (int r = 0; r < R_COUNT; r++)
+        p->regs[r] = regs[r];
+    p->off = off;
+    p->len = len;
+    p->caller = (uintptr_t)caller;
+    atomic_store_explicit(&p->state, PEND_READY, memory_order_release);
+    atomic_store_explicit(&pend_off[i], at + 1, memory_order_release);
+    if (last_cut != EF_CUT_NONE)
+        last_cut = EF_CUT_NONE;
+    return EF_STACK_PENDING | tag << 8 | i;
+}
+
+/* Walk the copy of slot p with libunwind: its stack pointers moved to the
+ * copy, the walk stops where a frame leaves it.  The frames unw_backtrace
+ * would give, from the capture up (the first is capture_later's own pc). */
+static int unwind_copy(struct pending *p, uintptr_t *raw, int want)
+{
+    unsigned char *copy = snap_base() + p->off;
+    uintptr_t lo = p->regs[R_RSP], hi = lo + p->len, delta = (uintptr_t)copy - lo;
+    for (uint32_t o = 0; o + 8 <= p->len; o += 8) {
+        uint64_t w;
+        memcpy(&w, copy + o, 8);
+        if (w >= lo && w < hi) {
+            w += delta;
+            memcpy(copy + o, &w, 8);
+        }
+    }
+#define MOVED(v) ((v) >= lo && (v) < hi ? (v) + delta : (v))
+    unw_context_t uc;
+    memset(&uc, 0, sizeof uc);
+    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)p->regs[R_RIP];
+    uc.uc_mcontext.gregs[REG_RSP] = (greg_t)(lo + delta);
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)MOVED(p->regs[R_RBP]);
+    uc.uc_mcontext.gregs[REG_RBX] = (greg_t)MOVED(p->regs[R_RBX]);
+    uc.uc_mcontext.gregs[REG_R12] = (greg_t)MOVED(p->regs[R_R12]);
+    uc.uc_mcontext.gregs[REG_R13] = (greg_t)MOVED(p->regs[R_R13]);
+    uc.uc_mcontext.gregs[REG_R14] = (greg_t)MOVED(p->regs[R_R14]);
+    uc.uc_mcontext.gregs[REG_R15] = (greg_t)MOVED(p->regs[R_R15]);
+#undef MOVED
+    unw_cursor_t cur;
+    int n = 0;
+    EF_GUARD_SCOPE();
+    ef_unwinding = 1;
+    if (p_init_local(&cur, &uc) == 0) {
+        raw[n++] = (uintptr_t)p->regs[R_RIP];
+        while (n < want && p_step(&cur) > 0) {
+            unw_word_t ip = 0, sp = 0;
+            if (p_get_reg(&cur, UNW_REG_SP, &sp) < 0 || sp < (uintptr_t)copy ||
+                sp > (uintptr_t)copy + p->len || p_get_reg(&cur, UNW_REG_IP, &ip) < 0 || !ip)
+                break;
+            raw[n++] = (uintptr_t)ip;
+        }
+    }
+    ef_unwinding = 0;
+    return n;
+}
+
+/* The depot id of slot i, unwinding it now if it was not yet; 0 when it is
+ * not a capture this process can see. */
+static uint32_t pending_depot(uint32_t id)
+{
+    uint32_t i = id & 0xff, tag = (id >> 8) & 0xffff;
+    if (i >= PENDING_SLOTS || i >= atomic_load(&npend))
+        return 0;
+    struct pending *p = pend_at(i);
+    if (!p)
+        return 0;
+    uint32_t st = atomic_load_explicit(&p->state, memory_order_acquire);
+    if (st == PEND_DONE)
+        return p->owner == tag ? p->depot : 0;
+    if (st != PEND_READY || p->owner != tag)
+        return 0;
+    if (!atomic_compare_exchange_strong(&p->state, &st, PEND_UNWINDING)) {
+        /* another thread is at it: wait a little for it, not for ever (we
+         * may be a signal handler that interrupted it) */
+        for (int spin = 0; spin < 100000 && st == PEND_UNWINDING; spin++) {
+            ef_cpu_relax();
+            st = atomic_load_explicit(&p->state, memory_order_acquire);
+        }
+        return st == PEND_DONE ? p->depot : 0;
+    }
+    uintptr_t pcs[EF_MAX_FRAMES + 1];
+    int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
+                                                                           : EF_MAX_FRAMES;
+    uint32_t n = 0;
+    /* Not here: in a child where unwinding may hang, or inside our own
+     * unwind (a signal handler).  The calling frame is shown, and the slot
+     * stays for a process that can.  (A vfork child unwinds, as it captured
+     * eagerly before: it shares this memory, and the result, with its
+     * parent.) */
+    int here = !unsafe_child && !ef_unwinding;
+    if (here && atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED)
+        load_unwind(0);
+    here = here && atomic_load_explicit(&uw_state, memory_order_acquire) == UW_READY;
+    if (here && p_init_local && p_step && p_get_reg) {
+        uintptr_t raw[EF_MAX_FRAMES + 16];
+        int k = unwind_copy(p, raw, max + 16);
+        int j = 0;
+        while (j < k && ef_pc_in_shim(raw[j]))
+            j++;
+        if (p->skip == EF_SKIP_SHIM_AND_ONE && j < k)
+            j++;
+        for (; j < k && (int)n < max; j++)
+            pcs[n++] = raw[j];
+    }
+    if (!n)
+        pcs[n++] = p->caller; /* as an eager capture that could not unwind */
+    if (p->py)
+        pcs[n++] = EF_PY_MARK | p->py;
+    uint32_t d = ef_depot_put(pcs, n);
+    if (!here && atomic_load(&uw_state) != UW_UNAVAILABLE) {
+        atomic_store_explicit(&p->state, PEND_READY, memory_order_release);
+        return d;
+    }
+    p->depot = d;
+    atomic_store_explicit(&p->state, PEND_DONE, memory_order_release);
+    return d;
+}
+
+uint32_t ef_stack_canon(uint32_t id)
+{
+    return is_pending(id) ? pending_depot(id) : id;
+}
+
+/* Unwind every capture this process kept (a multithreaded process about to
+ * fork: its child must not unwind). */
+static void unwind_all_pending(void)
+{
+    uint32_t n = atomic_load(&npend);
+    for (uint32_t i = 0; i < n && i < PENDING_SLOTS; i++) {
+        struct pending *p = pend_at(i);
+        if (p && atomic_load(&p->state) == PEND_READY)
+            pending_depot(EF_STACK_PENDING | p->owner << 8 | i);
+    }
+}
+
+EF_INIT_TEXT uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
+{
+    if (atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED) {
+        uint32_t id = capture_later(skip, caller);
+        if (id)
+            return id;
+    }
+    return ef_stack_capture_now(skip, caller);
+}
+
+uint32_t ef_stack_capture_now(enum ef_skip skip, void *caller)
 {
     uintptr_t pcs[EF_MAX_FRAMES + 1];
     int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
@@ -257,178 +577,33 @@ enum ef_cut ef_stack_last_cut(void)
     return last_cut;
 }
 
-static uint64_t hash_pcs(const uintptr_t *pcs, uint32_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull ^ n;
-    for (uint32_t i = 0; i < n; i++) {
-        h ^= pcs[i];
-        h *= 0x100000001b3ull;
-        h ^= h >> 29;
-    }
-    return h ? h : 1;
-}
-
-/* The last stack this thread stored, by hash: a server registers from the
- * same few call sites over and over, and the shared table's probe and compare
- * cost more than the hash (bench/RESULTS.md, connection churn). */
-static EF_TLS uint64_t last_hash;
-static EF_TLS uint32_t last_id, last_n;
-static EF_TLS const struct ef_registry *last_reg;
-
-/* Slots this process found half-written after waiting once: a writer killed
- * in the middle never finishes, and nobody waits for it twice. */
-static uint64_t stuck[EF_DEPOT_SLOTS / 64];
-
-/* A depot entry: up to EF_MAX_FRAMES frames and the Python marker. */
-#define ENTRY_MAX (EF_MAX_FRAMES + 1)
-
-static uint32_t depot_read(uint32_t id, uint64_t *pcs, uint32_t max);
-
-uint32_t ef_depot_put(const uintptr_t *pcs, uint32_t n)
-{
-    struct ef_registry *r = ef_reg;
-    if (!r || !n)
-        return 0;
-    if (n > ENTRY_MAX)
-        n = ENTRY_MAX;
-    uint64_t h = hash_pcs(pcs, n);
-    if (h == last_hash && n == last_n && r == last_reg && last_id)
-        return last_id;
-    uint32_t id = 0;
-    for (uint32_t probe = 0; probe < 64 && !id; probe++) {
-        uint32_t s = (uint32_t)(h + probe) & (EF_DEPOT_SLOTS - 1);
-        struct ef_depot_slot *d = ef_reg_elem(EF_T_DEPOT, s);
-        if (!d)
-            break;
-        uint32_t st = atomic_load_explicit(&d->state, memory_order_acquire);
-        if (st == EF_DEPOT_WRITING && (stuck[s / 64] >> (s % 64) & 1))
-            continue; /* waited for once already: its writer died */
-        for (int spin = 0; st == EF_DEPOT_WRITING && spin < 2000; spin++) {
-            ef_cpu_relax();
-            st = atomic_load_explicit(&d->state, memory_order_acquire);
-        }
-        if (st == EF_DEPOT_WRITING)
-            stuck[s / 64] |= 1ull << (s % 64);
-        if (st == EF_DEPOT_READY) {
-            uint64_t have[ENTRY_MAX];
-            if (atomic_load_explicit(&d->hash, memory_order_relaxed) == h &&
-                depot_read(s + 1, have, ENTRY_MAX) == n &&
-                !memcmp(have, pcs, n * sizeof(uint64_t)))
-                id = s + 1;
-            continue;
-        }
-        if (st != EF_DEPOT_EMPTY)
-            continue;
-        if (!atomic_compare_exchange_strong(&d->state, &st, EF_DEPOT_WRITING))
-            continue;
-        /* frames of one stack never split across chunks of the frame store */
-        uint32_t start = ef_reg_reserve(EF_T_FRAMES, &r->depot_frames_used, n);
-        uint64_t *dst = start == UINT32_MAX ? NULL : ef_reg_span(EF_T_FRAMES, start, n);
-        if (!dst) {
-            atomic_store(&d->state, EF_DEPOT_EMPTY);
-            if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
-                ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
-            return 0;
-        }
-        memcpy(dst, pcs, n * sizeof(uint64_t));
-        d->start = start;
-        d->n = n;
-        atomic_store_explicit(&d->hash, h, memory_order_relaxed);
-        atomic_store_explicit(&d->state, EF_DEPOT_READY, memory_order_release);
-        id = s + 1;
-    }
-    if (!id) {
-        if (ef_notice_once(EF_NOTICE_DEPOT_FULL))
-            ef_log_notice("epollfork: the stack depot is full; new stacks are not recorded");
-        return 0;
-    }
-    last_hash = h;
-    last_n = n;
-    last_id = id;
-    last_reg = r;
-    return id;
-}
-
-/* The words of entry id as stored (the Python marker included). */
-static uint32_t depot_read(uint32_t id, uint64_t *pcs, uint32_t max)
-{
-    if (!ef_reg || !id || id > EF_DEPOT_SLOTS)
-        return 0;
-    struct ef_depot_slot *d = ef_reg_elem(EF_T_DEPOT, id - 1);
-    if (!d || atomic_load_explicit(&d->state, memory_order_acquire) != EF_DEPOT_READY)
-        return 0;
-    /* Any process of the tree can write the slot: read each value once and
-     * check it against the frame store before using it (ef_reg_span: in
-     * range, and within one chunk). */
-    uint32_t start = *(volatile uint32_t *)&d->start, n = *(volatile uint32_t *)&d->n;
-    const uint64_t *src = n <= ENTRY_MAX ? ef_reg_span(EF_T_FRAMES, start, n) : NULL;
-    if (!src)
-        return 0;
-    if (n > max)
-        n = max;
-    memcpy(pcs, src, n * sizeof(uint64_t));
-    return n;
-}
-
-static int is_py_mark(uint64_t w)
-{
-    return (w & ~0xffffffffull) == EF_PY_MARK;
-}
-
-uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max)
-{
-    uint64_t all[ENTRY_MAX];
-    uint32_t n = depot_read(id, all, ENTRY_MAX);
-    if (n && is_py_mark(all[n - 1]))
-        n--;
-    if (n > max)
-        n = max;
-    memcpy(pcs, all, n * sizeof(uint64_t));
-    return n;
-}
-
-uint32_t ef_stack_python(uint32_t id, uint64_t *words, uint32_t max)
-{
-    uint64_t all[ENTRY_MAX];
-    uint32_t n = depot_read(id, all, ENTRY_MAX);
-    if (!n || !is_py_mark(all[n - 1]))
-        return 0;
-    uint32_t py = (uint32_t)all[n - 1];
-    if (py == id) /* a marker pointing at its own entry: damaged */
-        return 0;
-    n = depot_read(py, words, max);
-    for (uint32_t i = 0; i < n; i++)
-        if (is_py_mark(words[i])) /* a native entry where Python words should be */
-            return 0;
-    return n;
-}
-
-/* Python words go to the depot through here, so that storing them does not
- * evict the calling thread's cached native stack (ef_depot_put's). */
-static uint32_t depot_store(const uintptr_t *pcs, uint32_t n)
-{
-    uint64_t h = last_hash;
-    uint32_t id = last_id, ln = last_n;
-    const struct ef_registry *reg = last_reg;
-    uint32_t r = ef_depot_put(pcs, n);
-    last_hash = h, last_id = id, last_n = ln, last_reg = reg;
-    return r;
-}
-
 uint32_t ef_stack_store(const uintptr_t *pcs, uint32_t n, const uint64_t *words, uint32_t nw)
 {
-    uintptr_t all[ENTRY_MAX];
+    uintptr_t all[EF_DEPOT_ENTRY_MAX];
     if (n > EF_MAX_FRAMES)
         n = EF_MAX_FRAMES;
     memcpy(all, pcs, n * sizeof(uintptr_t));
-    uint32_t py = nw ? depot_store((const uintptr_t *)words, nw) : 0;
+    uint32_t py = nw ? ef_depot_put_aside((const uintptr_t *)words, nw) : 0;
     if (py && n)
         all[n++] = EF_PY_MARK | py;
     return ef_depot_put(all, n);
 }
 
-void ef_stack_before_fork(void)
+EF_INIT_TEXT void ef_stack_forking(void)
 {
+    /* What this process keeps from now on could be read by a process that
+     * does not have its copy (the child forked now, when the capture comes
+     * after the fork): captures are eager from here on.  What it kept so far,
+     * the child inherits. */
+    if (ef_stack_tag)
+        ef_stack_tag = 0;
+    if (!__libc_single_threaded && atomic_load_explicit(&npend, memory_order_relaxed))
+        unwind_all_pending();
+}
+
+EF_INIT_TEXT void ef_stack_before_fork(void)
+{
+    ef_stack_forking();
     /* written only when they change: every page written at each fork is a
      * copy-on-write fault at the next one */
     if (!__libc_single_threaded && !ever_mt)
@@ -439,6 +614,7 @@ void ef_stack_before_fork(void)
 
 void ef_stack_after_fork_child(int parent_multithreaded)
 {
+    ef_stack_tag = 0;
     if (parent_multithreaded || drain_failed) {
         unsafe_child = 1;
         ef_bt = NULL;
@@ -449,6 +625,7 @@ void ef_stack_after_fork_child(int parent_multithreaded)
 /* A fork that no handler saw (raw clone, _Fork): decide from what we knew. */
 void ef_stack_after_unseen_fork(void)
 {
+    ef_stack_tag = 0; /* its parent's: a fork child keeps nothing for later */
     if (ever_mt || !__libc_single_threaded || ef_unwinding) {
         unsafe_child = 1;
         ef_bt = NULL;
@@ -473,7 +650,17 @@ int ef_stack_unsafe(void)
     return unsafe_child;
 }
 
-int ef_stack_parent_mt(void)
+EF_INIT_TEXT int ef_stack_parent_mt(void)
 {
     return ever_mt || !__libc_single_threaded;
+}
+
+uint32_t ef_depot_copy(uint32_t id, uint64_t *pcs, uint32_t max)
+{
+    return ef_depot_native(ef_stack_canon(id), pcs, max);
+}
+
+uint32_t ef_stack_python(uint32_t id, uint64_t *words, uint32_t max)
+{
+    return ef_depot_python(ef_stack_canon(id), words, max);
 }

@@ -48,28 +48,28 @@ struct ghost {
     char target[200];
 };
 
-static struct ghost ghosts[NGHOST];
+/* [NGHOST], the zone's (zone.c), made at the first candidate */
+EF_HOT static struct ghost *ghosts;
+_Static_assert(NGHOST * sizeof(struct ghost) <= EF_Z_BYTES(GHOSTS), "the ghosts fit");
 _Atomic uint32_t ef_ghosts_pending;      /* ready ghosts in all instances (rules.h) */
-static int inherited[256];            /* fds open when the program started */
-static int ninherited;
-static int inherited_overflow;
+/* fds open when the program started: [0, 1024) exactly, and whether any
+ * number above was (then every number above counts). */
+EF_HOT static uint64_t inherited[1024 / 64];
+EF_HOT static int inherited_high;
 
-void ef_stale_note_inherited(int fd)
+EF_INIT_TEXT void ef_stale_note_inherited(int fd)
 {
-    if (ninherited < (int)(sizeof inherited / sizeof inherited[0]))
-        inherited[ninherited++] = fd;
+    if ((unsigned)fd < 1024)
+        inherited[fd / 64] |= 1ull << (fd % 64);
     else
-        inherited_overflow = 1;
+        inherited_high = 1;
 }
 
 static int was_inherited(int fd)
 {
-    if (inherited_overflow)
-        return 1;
-    for (int i = 0; i < ninherited; i++)
-        if (inherited[i] == fd)
-            return 1;
-    return 0;
+    if ((unsigned)fd < 1024)
+        return (int)(inherited[fd / 64] >> (fd % 64) & 1);
+    return inherited_high;
 }
 
 /* Can a copy of fd's open file description live on after its close?  Only
@@ -91,7 +91,9 @@ void ef_stale_on_close(int fd, struct ef_fd *e, uint32_t flags, const struct ef_
     if (EF_LIKELY(!ef_stale_copy_possible(fd, e, flags)))
         return;
     struct stat st;
-    if (fstat(fd, &st) != 0)
+    if (ef_fstat(fd, &st) != 0)
+        return;
+    if (!ghosts && !(ghosts = ef_zone(EF_Z_GHOSTS)))
         return;
     struct ghost *g = NULL;
     for (int i = 0; i < NGHOST && !g; i++) {
@@ -136,7 +138,7 @@ static void forget(struct ghost *g)
 
 void ef_stale_drop(uint32_t idx)
 {
-    for (int i = 0; i < NGHOST; i++)
+    for (int i = 0; ghosts && i < NGHOST; i++)
         if (atomic_load(&ghosts[i].state) == GHOST_READY && ghosts[i].idx == idx)
             forget(&ghosts[i]);
 }
@@ -222,7 +224,8 @@ static int find_holder(const struct ghost *g, int epfd, int *fd_out)
 static uint64_t stale_key(const struct ghost *g)
 {
     uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_STALE].key_tag, g->idx), g->uid);
-    k = ef_mix(k, g->close_stack ? g->close_stack : 0x80000000u | (uint32_t)g->fd);
+    uint32_t close = ef_stack_canon(g->close_stack);
+    k = ef_mix(k, close ? close : 0x80000000u | (uint32_t)g->fd);
     return k ^ (k >> 29);
 }
 
@@ -268,7 +271,7 @@ void ef_stale_check(uint32_t idx, int epfd, struct ef_call *call)
     struct ghost *found[NGHOST];
     struct find_arg fa[NGHOST];
     int n = 0;
-    for (int i = 0; i < NGHOST; i++) {
+    for (int i = 0; ghosts && i < NGHOST; i++) {
         struct ghost *g = &ghosts[i];
         if (atomic_load(&g->state) != GHOST_READY || g->idx != idx)
             continue;

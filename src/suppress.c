@@ -31,8 +31,10 @@ struct rule {
     char glob[224];
 };
 
-static struct rule rules[MAXRULES];
+/* [MAXRULES], the zone's (zone.c): made only when there are rules */
+static struct rule *rules;
 static int nrules;
+_Static_assert(MAXRULES * sizeof(struct rule) <= EF_Z_BYTES(RULES), "the rules fit");
 
 /* The file is read once, at start-up, whatever it is: only a regular file,
  * at most MAX_BYTES of it, and at most MAX_NOTICES lines of complaint (a
@@ -72,10 +74,12 @@ static void parse_line(char *line, int lineno, const char *path)
             why = "unknown kind (shared-epoll-ctl, stale-registration, epoll-fd-exec-leak or *)";
         else if (!*glob)
             why = "empty pattern";
-        else if (strlen(glob) >= sizeof rules[0].glob)
+        else if (strlen(glob) >= sizeof(((struct rule *)0)->glob))
             why = "pattern too long";
         else if (nrules == MAXRULES)
             why = "too many rules";
+        else if (!rules && !(rules = ef_zone(EF_Z_RULES)))
+            why = "no memory for the rules";
         else {
             rules[nrules].kind = k;
             ef_fmt(rules[nrules].glob, sizeof rules[nrules].glob, "%s", glob);
@@ -106,9 +110,9 @@ void ef_suppressions_load(const char *path)
         return;
     }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (ef_fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         ef_log_notice("epollfork: EPOLLFORK_SUPPRESSIONS='%s' is %s, not a file of rules; no "
-                      "suppressions", path, fstat(fd, &st) == 0 ? file_type(st.st_mode) : "unknown");
+                      "suppressions", path, ef_fstat(fd, &st) == 0 ? file_type(st.st_mode) : "unknown");
         ef_sys_close(fd);
         return;
     }

@@ -89,7 +89,7 @@ static int map_file(const char *path, struct elf_syms *s)
         return -1;
     struct stat st;
     void *m = MAP_FAILED;
-    if (fstat(fd, &st) == 0 && st.st_size > 0)
+    if (ef_fstat(fd, &st) == 0 && st.st_size > 0)
         m = ef_real.mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     ef_sys_close(fd);
     if (m == MAP_FAILED)

@@ -39,6 +39,7 @@
 #include <sys/epoll.h>
 #include <sys/single_threaded.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
@@ -59,7 +60,7 @@ static void drop_alias(struct ef_fd *e)
 
 /* ---------------------------------------------------------------- create */
 
-void ef_on_epoll_create(int fd, enum ef_create_how how, int flags, void *caller)
+EF_INIT_TEXT void ef_on_epoll_create(int fd, enum ef_create_how how, int flags, void *caller)
 {
     if (!ef_track_start() || !ef_enter())
         return;
@@ -145,7 +146,8 @@ static void describe_target(const struct ef_change *c, char *out, size_t len)
 static uint64_t conflict_key(uint32_t idx, uint32_t uid, const struct ef_change *c)
 {
     uint64_t k = ef_mix(ef_mix(ef_kinds[EF_KIND_SHARED_CTL].key_tag, idx), uid);
-    k = ef_mix(k, c->call_stack ? c->call_stack : ((uint64_t)c->op << 40 | (uint32_t)c->fd));
+    uint32_t call = ef_stack_canon(c->call_stack);
+    k = ef_mix(k, call ? call : ((uint64_t)c->op << 40 | (uint32_t)c->fd));
     return k ^ (k >> 31);
 }
 
@@ -188,8 +190,10 @@ static int conflict(uint32_t idx, const struct ef_change *c, int32_t other_pid,
 
 static uint64_t monotonic_ns(void)
 {
+    /* a raw call (a rare wait): clock_gettime is one more symbol version for
+     * every exec'd process to check (bench/RESULTS.md, start-up) */
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ef_sys6(SYS_clock_gettime, CLOCK_MONOTONIC, (long)&ts, 0, 0, 0, 0);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
@@ -319,7 +323,7 @@ static void record(uint32_t idx, uint32_t reg_idx, int epfd, int op, int fd,
     struct ef_inst *in = ef_inst_at(idx);
     struct ef_local *l = ef_local_at(idx);
     struct stat st;
-    int have = fstat(fd, &st) == 0;
+    int have = ef_fstat(fd, &st) == 0;
     char anon[sizeof ((struct ef_target *)0)->anon] = "";
     if (have && (st.st_mode & S_IFMT) == 0)
         ef_procfs_fd_link(0, fd, anon, sizeof anon); /* which anon inode: its kind */

@@ -30,6 +30,7 @@
 #include <linux/io_uring.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "rules.h"
@@ -41,7 +42,7 @@
 #define IORING_SETUP_NO_SQARRAY (1u << 16)
 #endif
 
-_Atomic uint32_t ef_uring_nrings;       /* rings this process knows: the wrappers' fast test */
+EF_HOT _Atomic uint32_t ef_uring_nrings;       /* rings this process knows: the wrappers' fast test */
 
 /* ------------------------------------------------------------ the rings */
 
@@ -73,7 +74,10 @@ struct ring {
     struct io_sqring_offsets sq_off;
     struct io_cqring_offsets cq_off;
 };
-static struct ring rings[NRING];
+/* [NRING], the zone's (zone.c), made at the first ring: every use below
+ * follows one (a URING fd, ef_uring_nrings) */
+EF_HOT static struct ring *rings;
+_Static_assert(NRING * sizeof(struct ring) <= EF_Z_BYTES(RINGS), "the rings fit");
 
 /* What the shim saw (EPOLLFORK_DEBUG prints it at exit). */
 static _Atomic uint64_t n_rings, n_enters, n_sqes, n_ctl[4], n_cqe, n_fdinfo, n_failed, n_before,
@@ -82,8 +86,8 @@ static _Atomic uint64_t n_rings, n_enters, n_sqes, n_ctl[4], n_cqe, n_fdinfo, n_
 /* ------------------------------------------------------------ notices */
 
 enum { N_SQPOLL = 1, N_REGISTERED = 2, N_UNSEEN = 4, N_NO_SQES = 8, N_FULL = 16, N_NO_MMAP = 32 };
-static _Atomic uint32_t noticed;
-static _Atomic int32_t noticed_pid;
+EF_HOT static _Atomic uint32_t noticed;
+EF_HOT static _Atomic int32_t noticed_pid;
 
 /* Once per process: a fork child says it again for itself. */
 static int notice_once(uint32_t bit)
@@ -106,13 +110,13 @@ static int noticed_here(uint32_t bit)
 
 /* ------------------------------------------------------------ lookup */
 
-static struct ring *ring_of_fd(int fd)
+EF_INIT_TEXT static struct ring *ring_of_fd(int fd)
 {
     struct ef_fd *e = ef_fd_peek(fd);
     if (!e || !(atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_URING))
         return NULL;
     uint32_t s = atomic_load_explicit(&e->inst, memory_order_relaxed);
-    if (s >= NRING)
+    if (s >= NRING || !rings)
         return NULL;
     struct ring *g = &rings[s];
     if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE || g->fd != fd ||
@@ -208,7 +212,9 @@ void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *c
     if (old)
         drop(old); /* a close we did not see */
     struct ring *g = NULL;
-    for (int i = 0; i < NRING && !g; i++) {
+    if (!rings)
+        rings = ef_zone(EF_Z_RINGS);
+    for (int i = 0; rings && i < NRING && !g; i++) {
         uint32_t z = SLOT_FREE;
         if (atomic_compare_exchange_strong(&rings[i].state, &z, SLOT_WRITING))
             g = &rings[i];
@@ -299,7 +305,7 @@ static int overlaps(const char *m, size_t mlen, const char *a, size_t len)
 /* The program unmaps memory: a ring's view there is gone. */
 void ef_uring_on_munmap(void *addr, size_t len)
 {
-    for (int i = 0; i < NRING; i++) {
+    for (int i = 0; rings && i < NRING; i++) {
         struct ring *g = &rings[i];
         if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE)
             continue;
@@ -349,7 +355,7 @@ void ef_uring_on_close_range(unsigned lo, unsigned hi)
 {
     if (!ef_tracking() || !ef_enter())
         return;
-    for (int i = 0; i < NRING; i++) {
+    for (int i = 0; rings && i < NRING; i++) {
         struct ring *g = &rings[i];
         if (atomic_load(&g->state) == SLOT_LIVE && (unsigned)g->fd >= lo && (unsigned)g->fd <= hi)
             drop(g);
@@ -371,7 +377,7 @@ static int unseen_ring(int fd, void *arg)
     char link[64];
     struct ef_fd *e = ef_fd_peek(fd);
     uint32_t f = e ? atomic_load_explicit(&e->flags, memory_order_relaxed) : 0;
-    if ((f & (EF_FD_OWNED | EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI)) || ring_of_fd(fd) ||
+    if ((f & (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI)) || ef_fd_owned(fd) || ring_of_fd(fd) ||
         ef_procfs_fd_link(0, fd, link, sizeof link) <= 0 || strcmp(link, "anon_inode:[io_uring]"))
         return 0;
     if (notice_once(N_UNSEEN))
@@ -381,15 +387,30 @@ static int unseen_ring(int fd, void *arg)
     return 1;
 }
 
+EF_INIT_TEXT static void unseen_candidate(int fd, short revents, void *arg)
+{
+    (void)revents;
+    if (ef_fd_owned(fd))
+        return;
+    /* every anon inode (io_uring, eventfd, epoll) has no file type bits */
+    struct stat st;
+    if (ef_fstat(fd, &st) != 0 || (st.st_mode & S_IFMT) != 0)
+        return;
+    struct ef_fd *e = ef_fd_peek(fd);
+    uint32_t f = e ? atomic_load_explicit(&e->flags, memory_order_relaxed) : 0;
+    if (!(f & (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI)) && !ring_of_fd(fd))
+        unseen_ring(fd, arg);
+}
+
 /* Before a fork (the atfork prepare handler): the rings we hold cross it;
  * and the first fork of a process looks for rings it never saw set up. */
-void ef_uring_on_fork_prepare(void)
+EF_INIT_TEXT void ef_uring_on_fork_prepare(void)
 {
-    static _Atomic int32_t scanned;
+    EF_HOT static _Atomic int32_t scanned;
     if (!ef_tracking() || !ef_enter())
         return;
     if (atomic_load(&ef_uring_nrings))
-        for (int i = 0; i < NRING; i++) {
+        for (int i = 0; rings && i < NRING; i++) {
             struct ring *g = &rings[i];
             if (atomic_load(&g->state) != SLOT_LIVE)
                 continue;
@@ -399,7 +420,10 @@ void ef_uring_on_fork_prepare(void)
         }
     if (atomic_load(&scanned) != ef_self.pid) {
         atomic_store(&scanned, ef_self.pid);
-        if (!noticed_here(N_UNSEEN))
+        /* poll() lists the open fds (two system calls, where opening
+         * /proc/self/fd and a readlink per fd cost ~100 us at every first
+         * fork); only an unknown anon inode gets its link read */
+        if (!noticed_here(N_UNSEEN) && ef_open_fds(unseen_candidate, NULL) != 0)
             ef_procfs_fds(0, unseen_ring, NULL);
     }
 }
@@ -606,6 +630,8 @@ static void judge(const struct ring *g, const struct ef_uring_token *t,
 
 void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
 {
+    if (!rings)
+        return;
     struct ring *g = &rings[t->slot < NRING && t->slot >= 0 ? t->slot : 0];
     if (atomic_load_explicit(&g->state, memory_order_acquire) != SLOT_LIVE ||
         atomic_load(&g->gen) != t->gen || g->fd != t->fd)
@@ -649,7 +675,7 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
 
 /* ------------------------------------------------------------ exit */
 
-void ef_uring_on_exit(void)
+EF_INIT_TEXT void ef_uring_on_exit(void)
 {
     if (!ef_opt.debug || !atomic_load(&n_rings))
         return;

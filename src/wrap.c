@@ -42,7 +42,7 @@ static inline int ebadf(void)
 
 /* ------------------------------------------------------------- epoll */
 
-EXPORT int epoll_create(int size)
+EXPORT EF_INIT_TEXT int epoll_create(int size)
 {
     int r = ef_real.epoll_create(size);
     if (r >= 0 && active()) {
@@ -53,7 +53,7 @@ EXPORT int epoll_create(int size)
     return r;
 }
 
-EXPORT int epoll_create1(int flags)
+EXPORT EF_INIT_TEXT int epoll_create1(int flags)
 {
     int r = ef_real.epoll_create1(flags);
     if (r >= 0 && active()) {
@@ -191,15 +191,15 @@ static inline void before_fd2_changes(int fd)
 EXPORT int close(int fd)
 {
     before_fd2_changes(fd);
+    if (EF_UNLIKELY(ef_fd_owned(fd))) {
+        if (!ef_in_shim)
+            return ebadf(); /* the program never opened it */
+        ef_fd_own(fd, 0);   /* libunwind closing its own pipe */
+    }
     struct ef_fd *d = ef_fd_peek(fd);
     if (d) {
         uint32_t f = atomic_load_explicit(&d->flags, memory_order_relaxed);
         if (EF_UNLIKELY(f)) {
-            if (f & EF_FD_OWNED) {
-                if (!ef_in_shim)
-                    return ebadf(); /* the program never opened it */
-                ef_fd_own(fd, 0);   /* libunwind closing its own pipe */
-            }
             if (active()) {
                 int e = errno;
                 if (f & EF_FD_URING)
@@ -402,9 +402,12 @@ EXPORT int fcntl64(int fd, int cmd, ...)
 
 /* ------------------------------------------------------------- forks */
 
-EXPORT pid_t fork(void)
+EXPORT EF_INIT_TEXT pid_t fork(void)
 {
-    if (!active() || !ef_tracking() || !ef_fork_matters())
+    if (!active())
+        return ef_real.fork();
+    ef_atfork_register(); /* a load and a compare once it is */
+    if (!ef_tracking() || !ef_fork_matters())
         return ef_real.fork(); /* the atfork handlers still see it */
     int e = errno;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
@@ -434,6 +437,7 @@ EXPORT pid_t _Fork(void)
     int e = errno;
     ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
     ef_tls_fork_how = EF_FORK_UNDERSCORE;
+    ef_stack_forking(); /* no handler runs for _Fork */
     errno = e;
     pid_t p = ef_real._Fork();
     if (p != 0)

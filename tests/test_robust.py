@@ -162,7 +162,7 @@ for _mode in ("dup2-high", "dup2-high-nolimit", "dup2-foreign", "dup2-foreign-ke
             check(not other, "notices other than libunwind's pipe: %r" % other)
             del_conflict(res)
             fork = [f["function"] for f in res.kinds()[0]["stacks"]["fork"]]
-            check(fork == ["child_deletes_parent_waits"], "fork stack: %r" % fork)
+            check(fork[:1] == ["child_deletes_parent_waits"], "fork stack: %r" % fork)
         case("robust/program-takes-shim-fd-numbers-%s-%s" % (_mode, _sink))(_t)
 
 

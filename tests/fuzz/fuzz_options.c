@@ -30,9 +30,15 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     ef_options_parse(envp, err, sizeof err);
     if (ef_opt.stack_depth < 1 || ef_opt.stack_depth > EF_MAX_FRAMES)
         abort();
-    if (memchr(ef_opt.log, 0, sizeof ef_opt.log) == NULL ||
-        memchr(ef_opt.suppressions, 0, sizeof ef_opt.suppressions) == NULL)
+    /* the two paths are kept in 4 KiB buffers of the parser's own (or are
+     * its default literals), never in the environment it was handed */
+    if (!ef_opt.log || !ef_opt.suppressions || strnlen(ef_opt.log, 4096) >= 4096 ||
+        strnlen(ef_opt.suppressions, 4096) >= 4096)
         abort();
+    for (int i = 0; i < n; i++)
+        if ((ef_opt.log >= envp[i] && ef_opt.log <= envp[i] + strlen(envp[i])) ||
+            (ef_opt.suppressions >= envp[i] && ef_opt.suppressions <= envp[i] + strlen(envp[i])))
+            abort();
     /* every complaint is one line, and none holds a control character */
     for (const char *p = err; *p; p++)
         if ((unsigned char)*p < 0x20 && *p != '\n')

@@ -393,6 +393,12 @@ class Box:
         """Each of pids has the shim mapped (and an epoll fd, and runs as want_uid)."""
         check(pids, "no %s process found: %s" % (who, self.describe_tree()))
         for pid in pids:
+            # a process in the middle of an exec (haproxy's master re-execs
+            # itself into wait mode once its workers run) has not mapped its
+            # libraries yet: give it a moment
+            end = time.time() + 5
+            while not has_shim(pid) and time.time() < end and alive(pid):
+                time.sleep(0.05)
             check(has_shim(pid), "%s %d (%s) has no libepollfork.so mapped" % (who, pid, comm(pid)))
             if want_epoll:      # a freshly forked worker may not have made it yet
                 end = time.time() + 10

@@ -77,8 +77,7 @@ static void g_fdtable(void)
     const size_t page = 4096 * sizeof(struct ef_fd);
     ef_fd_foreach(0, ~0u, note_pre, NULL);
     for (int i = 0; i < npre; i++)
-        CHECKF(LD(ef_fd_peek(preexisting[i])->flags) == EF_FD_OWNED, "fd %d: only the shim's own",
-               preexisting[i]);
+        CHECKF(ef_fd_owned(preexisting[i]), "fd %d: only the shim's own", preexisting[i]);
     CHECK(ef_fd_peek(70000) == NULL); /* never touched: no page */
     const int fds[] = {0, 4095, 4096, 70000, (int)EF_FD_MAX - 1};
     struct ef_fd *e[5];

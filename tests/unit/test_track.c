@@ -318,11 +318,23 @@ static void g_release(void)
     CHECK(rep_count(m, NULL) == 1);
     CHECKF(r && r->epfd == 150 && r->modifier_pid == c, "epfd is the number the modifier used");
 
-    /* 3. A normal exit (the destructor's ef_on_exit) lets go too. */
+    /* 3. A normal exit (the destructor's ef_on_exit) lets go too: of the
+     *    shared slots (an exiting process writes no private page), both for a
+     *    child that never had an event and for one that had. */
     c = t_fork();
     if (c == 0) {
         ef_on_exit();
-        CHECK(!ef_holds(idx) && LD(in->nholders) == 1);
+        CHECK(LD(in->nholders) == 1);
+        _exit(0);
+    }
+    reap(c);
+    CHECK(LD(in->nholders) == 1);
+    c = t_fork();
+    if (c == 0) {
+        CHECK(t_ctl(f.ep, EPOLL_CTL_MOD, f.p[1], EPOLLOUT, 9) != 0 || 1); /* an event: a holder */
+        CHECK(ef_holds(idx) && LD(in->nholders) == 2);
+        ef_on_exit();
+        CHECK(LD(in->nholders) == 1);
         _exit(0);
     }
     reap(c);
