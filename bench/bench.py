@@ -192,9 +192,25 @@ def empty_env():
     return env
 
 
+def child_empty_env():
+    """micro runs bare; the process it execs gets the empty library."""
+    return dict(base_env(), MICRO_CHILD_PRELOAD=EMPTY)
+
+
+def child_shim_env():
+    """micro runs bare; the process it execs gets the shim."""
+    return dict(base_env(), MICRO_CHILD_PRELOAD=SNAP or LIB)
+
+
 def disabled_env():
     env = shim_env()
     env["EPOLLFORK_DISABLE"] = "1"
+    return env
+
+
+def depth1_env():
+    env = shim_env()
+    env["EPOLLFORK_STACK_DEPTH"] = "1"
     return env
 
 
@@ -238,8 +254,11 @@ def count_startup(env, nofile):
 
 
 def startup_rows():
+    import resource
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    top = 1048576 if hard == resource.RLIM_INFINITY else min(hard, 1048576)
     rows = []
-    for nofile in (1024, 1048576):
+    for nofile in sorted({1024, top}):
         e_i, e_c = count_startup(empty_env(), nofile)
         s_i, s_c = count_startup(shim_env(), nofile)
         b_i, b_c = count_startup(base_env(), nofile)
@@ -752,7 +771,13 @@ def main():
             micro_row("3b. churn: eventfd, ADD, close (no DEL)", "churn-nodel", n(60000), C, pm,
                       1.05),
             micro_row("3c. churn: socketpair, ADD, DEL, close both", "churn-sp", n(40000), C,
-                      pm, 1.05)]),
+                      pm, 1.05),
+            # what the registration stack costs: the same churn with one frame per stack,
+            # and with nothing tracked
+            micro_row("(split) 3a with EPOLLFORK_STACK_DEPTH=1", "churn", n(60000), C, pm, None,
+                      depth1_env),
+            micro_row("(split) 3a with EPOLLFORK_DISABLE=1", "churn", n(60000), C, pm, None,
+                      disabled_env)]),
         ("wait", lambda: [
             micro_row("4a. epoll_wait(0), ready fd, never forked", "wait", n(300000), C, pm, 1.02),
             micro_row("4b. epoll_wait(0), ready fd, crossed fork", "wait-crossed", n(300000), C,
@@ -767,9 +792,10 @@ def main():
                       C, pm, None)]),
         ("first-epoll", lambda: [
             exec_row("0a. first epoll use: a process that only creates one epoll instance "
-                     "(vs empty preload)", 400, C, ps, 300, mode="exec-epoll", ref_env=empty_env),
+                     "(vs empty preload)", 400, C, ps, 300, mode="exec-epoll",
+                     env=child_shim_env, ref_env=child_empty_env),
             exec_row("0b. the same process also forks once (vs empty preload)", 400, C, ps, 300,
-                     mode="exec-epoll-fork", ref_env=empty_env)]),
+                     mode="exec-epoll-fork", env=child_shim_env, ref_env=child_empty_env)]),
         ("startup", startup_rows),
         ("shell", lambda: shell_rows(ps)),
         ("exec", lambda: [

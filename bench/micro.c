@@ -32,6 +32,8 @@
  *                             process's first epoll use: the shim's set-up)
  *   micro exec-epoll-fork N [C]  the same, and the exec'd process also forks once
  *                             (the child _exits) and waits
+ *                             (both: the exec'd process gets LD_PRELOAD from
+ *                             $MICRO_CHILD_PRELOAD when set; this one runs bare)
  *   micro copy N [C]          one EPOLL_CTL_MOD on an instance with 10,000 entries
  *                             that a freshly forked child holds (the fork and the
  *                             child's exit untimed): under EPOLLFORK_REPAIR=1 the
@@ -306,14 +308,34 @@ static int one_epoll(int do_fork)
     return 0;
 }
 
+/* The exec'd process gets LD_PRELOAD=$MICRO_CHILD_PRELOAD when that is set
+ * (this process then runs bare: only the measured process has the library). */
+static char **child_env(void)
+{
+    static char *env[512];
+    static char pre[4200];
+    const char *want = getenv("MICRO_CHILD_PRELOAD");
+    if (!want)
+        return environ;
+    size_t k = 0;
+    for (char **e = environ; *e && k < 510; e++)
+        if (strncmp(*e, "LD_PRELOAD=", 11) && strncmp(*e, "MICRO_CHILD_PRELOAD=", 20))
+            env[k++] = *e;
+    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", want);
+    env[k++] = pre;
+    env[k] = NULL;
+    return env;
+}
+
 static void exec_self(long n, char *const argv[])
 {
+    char **envp = child_env();
     for (long i = 0; i < n; i++) {
         pid_t p = fork();
         if (p < 0)
             die("fork");
         if (p == 0) {
-            execve("/proc/self/exe", argv, environ);
+            execve("/proc/self/exe", argv, envp);
             _exit(127);
         }
         int st;
