@@ -185,6 +185,19 @@ static inline int ef_streq(const char *a, const char *b)
     }
     return *a == *b;
 }
+/* The same against a string literal, unrolled: the literal's bytes become
+ * immediates, so that start-up code reads no .rodata (a page fault there
+ * costs more than all of the option parsing, bench/RESULTS.md). */
+__attribute__((always_inline)) static inline int ef_lit_cmp_(const char *v, const char *lit, size_t n)
+{
+#pragma GCC unroll 32
+    for (size_t i = 0; i < n; i++)
+        if (v[i] != lit[i])
+            return 0;
+    return 1;
+}
+#define EF_LIT_EQ(v, lit) ef_lit_cmp_((v), "" lit, sizeof(lit))
+#define EF_LIT_PREFIX(v, lit) ef_lit_cmp_((v), "" lit, sizeof(lit) - 1)
 static inline int ef_strprefix(const char *s, const char *pfx)
 {
     while (*pfx && *s == *pfx) {

@@ -46,7 +46,7 @@ static char *opt_buf(int which)
 EF_INIT_TEXT static const char *keep_value(int which, const char *v, const char *def)
 {
     if (v == def || ef_streq(v, def))
-        return def;
+        return def; /* def is the table's (EF_HOT) */
     char *buf = opt_buf(which);
     if (!buf)
         return def; /* no memory for it: as if unset */
@@ -102,6 +102,42 @@ int ef_secure(void)
 
 typedef int (*ef_parse_fn)(const char *val, char *why, size_t whylen);
 
+/* name, default (as text), parser, help */
+#define EF_OPTION_TABLE(X)                                                                     \
+    X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
+      "where reports go: 'stderr' (a private copy of the original stderr), a file path "       \
+      "(opened append-only and close-on-exec; '%p' in the path becomes the process id), or "   \
+      "'syslog' (one-line SUMMARY records to /dev/log; 'syslog:/path' for another socket), "   \
+      "or 'journal' (one native journald entry per record, its fields as EPOLLFORK_*; "        \
+      "'journal:/path' for another socket)")                                                   \
+    X("EPOLLFORK_FORMAT", "text", parse_format,                                                \
+      "'text' (==PID== lines, sanitizer-style frames) or 'json' (one JSON object per line)")   \
+    X("EPOLLFORK_ON_REPORT", "warn", parse_on_report,                                          \
+      "'warn' (report and go on) or 'abort' (report, then abort(); for CI)")                   \
+    X("EPOLLFORK_STACK_DEPTH", "24", parse_depth, "frames per stack, 1 to 64")                \
+    X("EPOLLFORK_SUPPRESSIONS", "", parse_suppressions,                                        \
+      "a file of rules 'KIND:GLOB' ('#' comments); a report whose offending frames have a "    \
+      "function or module matching GLOB is counted, not printed; KIND may be '*'")             \
+    X("EPOLLFORK_DEDUP", "1", parse_dedup,                                                     \
+      "1: an identical report (kind and stacks) is printed once per process tree and "         \
+      "repeats are counted; 0: print every one")                                               \
+    X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")     \
+    X("EPOLLFORK_REPAIR", "0", parse_repair,                                                   \
+      "1: also make the bugs harmless: a process about to change a shared epoll instance gets "\
+      "a private copy of it first, a closed fd's surviving entry is removed before the "       \
+      "process uses the instance again, and an epoll fd gets close-on-exec before an exec; "   \
+      "each is still reported, with repaired=true")                                            \
+    X("EPOLLFORK_DEBUG", "0", parse_debug,                                                     \
+      "1: at exit, a process that set up an io_uring ring says what the shim saw of its rings " \
+      "(a 'debug' notice: rings, enters, SQEs read, IORING_OP_EPOLL_CTL by op, outcomes)")
+
+/* The defaults' text in the page the loader writes anyway (EF_HOT), not in
+ * .rodata: a process that sets no EPOLLFORK_* variable reads nothing else
+ * of .rodata at start-up, and one page fault there costs more than all the
+ * parsing (bench/RESULTS.md, start-up). */
+#define EF_OPT_DEF(name, def, fn, help) EF_HOT static char def_##fn[] = def;
+EF_OPTION_TABLE(EF_OPT_DEF)
+
 EF_INIT_TEXT static int parse_log(const char *v, char *why, size_t n)
 {
     if (!*v) {
@@ -112,34 +148,34 @@ EF_INIT_TEXT static int parse_log(const char *v, char *why, size_t n)
         ef_fmt(why, n, "path longer than %d bytes", PATH_MAX_OPT - 1);
         return -1;
     }
-    if (ef_strprefix(v, "syslog:") && v[7] != '/') {
+    if (EF_LIT_PREFIX(v, "syslog:") && v[7] != '/') {
         ef_fmt(why, n, "'syslog:' must be followed by an absolute socket path");
         return -1;
     }
-    if (ef_strprefix(v, "syslog:") && ef_strlen(v + 7) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    if (EF_LIT_PREFIX(v, "syslog:") && ef_strlen(v + 7) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         ef_fmt(why, n, "the socket path is longer than a unix socket address holds (%zu bytes)",
                sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
         return -1;
     }
-    if (ef_strprefix(v, "journal:") &&
+    if (EF_LIT_PREFIX(v, "journal:") &&
         (v[8] != '/' || ef_strlen(v + 8) >= sizeof((struct sockaddr_un *)0)->sun_path)) {
         ef_fmt(why, n, "'journal:' must be followed by an absolute socket path of at most %zu "
                "bytes", sizeof((struct sockaddr_un *)0)->sun_path - 1);
         return -1;
     }
-    if (!ef_streq(v, "stderr") && !ef_streq(v, "syslog") && !ef_streq(v, "journal") && ef_secure()) {
+    if (!EF_LIT_EQ(v, "stderr") && !EF_LIT_EQ(v, "syslog") && !EF_LIT_EQ(v, "journal") && ef_secure()) {
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
-    ef_opt.log = keep_value(0, v, "stderr");
+    ef_opt.log = keep_value(0, v, def_parse_log);
     return 0;
 }
 
 EF_INIT_TEXT static int parse_format(const char *v, char *why, size_t n)
 {
-    if (ef_streq(v, "text"))
+    if (EF_LIT_EQ(v, "text"))
         ef_opt.format = EF_FMT_TEXT;
-    else if (ef_streq(v, "json"))
+    else if (EF_LIT_EQ(v, "json"))
         ef_opt.format = EF_FMT_JSON;
     else {
         ef_fmt(why, n, "expected 'text' or 'json'");
@@ -150,9 +186,9 @@ EF_INIT_TEXT static int parse_format(const char *v, char *why, size_t n)
 
 EF_INIT_TEXT static int parse_on_report(const char *v, char *why, size_t n)
 {
-    if (ef_streq(v, "warn"))
+    if (EF_LIT_EQ(v, "warn"))
         ef_opt.on_report = EF_ON_WARN;
-    else if (ef_streq(v, "abort"))
+    else if (EF_LIT_EQ(v, "abort"))
         ef_opt.on_report = EF_ON_ABORT;
     else {
         ef_fmt(why, n, "expected 'warn' or 'abort'");
@@ -204,7 +240,7 @@ EF_INIT_TEXT static int parse_suppressions(const char *v, char *why, size_t n)
         ef_fmt(why, n, "ignored in a secure-execution (setuid) process");
         return -1;
     }
-    ef_opt.suppressions = keep_value(1, v, "");
+    ef_opt.suppressions = keep_value(1, v, def_parse_suppressions);
     return 0;
 }
 
@@ -235,41 +271,12 @@ EF_INIT_TEXT static int parse_debug(const char *v, char *why, size_t n)
     return 0;
 }
 
-/* name, default (as text), parser, help */
-#define EF_OPTION_TABLE(X)                                                                     \
-    X("EPOLLFORK_LOG", "stderr", parse_log,                                                    \
-      "where reports go: 'stderr' (a private copy of the original stderr), a file path "       \
-      "(opened append-only and close-on-exec; '%p' in the path becomes the process id), or "   \
-      "'syslog' (one-line SUMMARY records to /dev/log; 'syslog:/path' for another socket), "   \
-      "or 'journal' (one native journald entry per record, its fields as EPOLLFORK_*; "        \
-      "'journal:/path' for another socket)")                                                   \
-    X("EPOLLFORK_FORMAT", "text", parse_format,                                                \
-      "'text' (==PID== lines, sanitizer-style frames) or 'json' (one JSON object per line)")   \
-    X("EPOLLFORK_ON_REPORT", "warn", parse_on_report,                                          \
-      "'warn' (report and go on) or 'abort' (report, then abort(); for CI)")                   \
-    X("EPOLLFORK_STACK_DEPTH", "24", parse_depth, "frames per stack, 1 to 64")                \
-    X("EPOLLFORK_SUPPRESSIONS", "", parse_suppressions,                                        \
-      "a file of rules 'KIND:GLOB' ('#' comments); a report whose offending frames have a "    \
-      "function or module matching GLOB is counted, not printed; KIND may be '*'")             \
-    X("EPOLLFORK_DEDUP", "1", parse_dedup,                                                     \
-      "1: an identical report (kind and stacks) is printed once per process tree and "         \
-      "repeats are counted; 0: print every one")                                               \
-    X("EPOLLFORK_DISABLE", "0", parse_disable, "1: pure pass-through, nothing is tracked")     \
-    X("EPOLLFORK_REPAIR", "0", parse_repair,                                                   \
-      "1: also make the bugs harmless: a process about to change a shared epoll instance gets "\
-      "a private copy of it first, a closed fd's surviving entry is removed before the "       \
-      "process uses the instance again, and an epoll fd gets close-on-exec before an exec; "   \
-      "each is still reported, with repaired=true")                                            \
-    X("EPOLLFORK_DEBUG", "0", parse_debug,                                                     \
-      "1: at exit, a process that set up an io_uring ring says what the shim saw of its rings " \
-      "(a 'debug' notice: rings, enters, SQEs read, IORING_OP_EPOLL_CTL by op, outcomes)")
-
 struct ef_option_desc {
     const char *name, *def;
     ef_parse_fn parse;
     const char *help;
 };
-#define EF_OPT_ROW(name, def, fn, help) {name, def, fn, help},
+#define EF_OPT_ROW(name, def, fn, help) {name, def_##fn, fn, help},
 static const struct ef_option_desc options[] = {EF_OPTION_TABLE(EF_OPT_ROW)};
 #define NOPT (sizeof options / sizeof options[0])
 

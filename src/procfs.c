@@ -52,12 +52,46 @@ static void close_fd(int fd)
     (void)sys(SYS_close, fd, 0, 0, 0, 0);
 }
 
+/* out gets s at *at, as far as it fits (one byte is kept for the NUL). */
+static void put_str(char *out, size_t len, size_t *at, const char *s)
+{
+    while (*s && *at + 1 < len)
+        out[(*at)++] = *s++;
+}
+
+static void put_num(char *out, size_t len, size_t *at, long v)
+{
+    char d[24];
+    int n = 0;
+    unsigned long u = v < 0 ? 0ul - (unsigned long)v : (unsigned long)v;
+    do
+        d[n++] = (char)('0' + u % 10);
+    while ((u /= 10) && n < 23);
+    if (v < 0)
+        d[n++] = '-';
+    while (n && *at + 1 < len)
+        out[(*at)++] = d[--n];
+}
+
+/* /proc/PID/DIR/FD (or /proc/self/...) built by hand: this runs at the start
+ * of a process that inherited an fd worth a look, where each libc function
+ * called first (snprintf is several pages of libc) costs page faults, the
+ * dearest thing at start-up (bench/RESULTS.md). */
 static void fd_path(char *out, size_t len, int pid, int fd, const char *dir)
 {
+    size_t at = 0;
+    if (!len)
+        return;
+    put_str(out, len, &at, "/proc/");
     if (pid > 0)
-        snprintf(out, len, "/proc/%d/%s/%d", pid, dir, fd);
+        put_num(out, len, &at, pid);
     else
-        snprintf(out, len, "/proc/self/%s/%d", dir, fd);
+        put_str(out, len, &at, "self");
+    put_str(out, len, &at, "/");
+    put_str(out, len, &at, dir);
+    put_str(out, len, &at, "/");
+    put_num(out, len, &at, fd);
+    out[at] = 0;
 }
 
 struct linux_dirent64 {
@@ -262,7 +296,7 @@ ssize_t ef_procfs_fd_link(int pid, int fd, char *out, size_t len)
     if (!len)
         return -1;
     fd_path(path, sizeof path, pid, fd, "fd");
-    ssize_t n = readlink(path, out, len - 1);
+    ssize_t n = sys(SYS_readlinkat, AT_FDCWD, (long)path, (long)out, (long)(len - 1), 0);
     out[n > 0 ? n : 0] = 0;
     return n > 0 ? n : -1;
 }

@@ -450,13 +450,13 @@ static void **const slots[NNAMES] = {EF_REAL_NAMES(EF_SLOT_PTR)};
 
 /* The real function of slot i, found now and kept: what dlsym(RTLD_NEXT)
  * returns, or the fallback when the name is nowhere. */
-EF_INIT_TEXT static void *resolve_slot(int i)
+EF_INIT_TEXT static void *resolve_as(int i, const char *name)
 {
     void *p = NULL;
-    enum found f = lookup_next(names[i], &p);
+    enum found f = lookup_next(name, &p);
     if (f == FOUND_ASK_DLSYM) {
         int saved = errno;
-        p = dlsym(RTLD_NEXT, names[i]);
+        p = dlsym(RTLD_NEXT, name);
         errno = saved;
     } else if (f == FOUND_NONE) {
         p = NULL;
@@ -465,6 +465,11 @@ EF_INIT_TEXT static void *resolve_slot(int i)
         p = fallbacks[i];
     __atomic_store_n(slots[i], p, __ATOMIC_RELEASE);
     return p;
+}
+
+EF_INIT_TEXT static void *resolve_slot(int i)
+{
+    return resolve_as(i, names[i]);
 }
 
 /* Each slot starts as a stub that resolves its name at its first call and
@@ -551,5 +556,9 @@ struct ef_real ef_real = {
 
 EF_INIT_TEXT void ef_real_resolve(void)
 {
-    __atomic_store_n(&ef_vfork_fn, resolve_slot(I_vfork), __ATOMIC_RELEASE);
+    /* The name on the stack, not names[]: .rodata is a page nothing else
+     * reads at start-up, and a page fault costs more than the whole lookup
+     * (bench/RESULTS.md, start-up). */
+    char name[8] = {'v', 'f', 'o', 'r', 'k', 0};
+    __atomic_store_n(&ef_vfork_fn, resolve_as(I_vfork, name), __ATOMIC_RELEASE);
 }
