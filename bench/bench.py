@@ -797,7 +797,7 @@ def main():
             exec_row("0b. the same process also forks once (vs empty preload)", 400, C, ps, 300,
                      mode="exec-epoll-fork", env=child_shim_env, ref_env=child_empty_env)]),
         ("startup", startup_rows),
-        ("shell", lambda: shell_rows(ps)),
+        ("shell", lambda: shell_rows(pm)),
         ("exec", lambda: [
             exec_row("6. fork + exec /bin/true (start-up)", 1000, C, ps, 50),
             exec_row("(floor) the same, an empty LD_PRELOAD library", 1000, C, ps, None,
