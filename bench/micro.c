@@ -265,15 +265,15 @@ static void op_fork(long n)
     }
 }
 
-static void op_exec(long n)
+/* n times: fork, exec path, wait; the program must exit 0. */
+static void spawn_n(long n, const char *path, char *const argv[], char *const envp[])
 {
-    static char *const argv[] = {"true", NULL};
     for (long i = 0; i < n; i++) {
         pid_t p = fork();
         if (p < 0)
             die("fork");
         if (p == 0) {
-            execve("/bin/true", argv, environ);
+            execve(path, argv, envp);
             _exit(127);
         }
         int st;
@@ -281,10 +281,16 @@ static void op_exec(long n)
             if (errno != EINTR)
                 die("waitpid");
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            fprintf(stderr, "micro: /bin/true failed (status %d)\n", st);
+            fprintf(stderr, "micro: %s failed (status %d)\n", argv[0], st);
             exit(2);
         }
     }
+}
+
+static void op_exec(long n)
+{
+    static char *const argv[] = {"true", NULL};
+    spawn_n(n, "/bin/true", argv, environ);
 }
 
 /* A whole short process that uses epoll once: the exec'd side of
@@ -327,38 +333,16 @@ static char **child_env(void)
     return env;
 }
 
-static void exec_self(long n, char *const argv[])
-{
-    char **envp = child_env();
-    for (long i = 0; i < n; i++) {
-        pid_t p = fork();
-        if (p < 0)
-            die("fork");
-        if (p == 0) {
-            execve("/proc/self/exe", argv, envp);
-            _exit(127);
-        }
-        int st;
-        while (waitpid(p, &st, 0) < 0)
-            if (errno != EINTR)
-                die("waitpid");
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-            fprintf(stderr, "micro: one-epoll failed (status %d)\n", st);
-            exit(2);
-        }
-    }
-}
-
 static void op_exec_epoll(long n)
 {
     static char *const argv[] = {"micro", "one-epoll", NULL};
-    exec_self(n, argv);
+    spawn_n(n, "/proc/self/exe", argv, child_env());
 }
 
 static void op_exec_epoll_fork(long n)
 {
     static char *const argv[] = {"micro", "one-epoll", "fork", NULL};
-    exec_self(n, argv);
+    spawn_n(n, "/proc/self/exe", argv, child_env());
 }
 
 static void op_copy(long n)
