@@ -325,7 +325,7 @@ EF_INIT_TEXT void ef_options_parse(char *const *envp, char *err, size_t errlen)
     int any = 0;
     for (char *const *e = envp; *e; e++) {
         const char *kv = *e;
-        if (kv[0] != 'E' || !ef_strprefix(kv, "EPOLLFORK_"))
+        if (kv[0] != 'E' || !EF_LIT_PREFIX(kv, "EPOLLFORK_"))
             continue;
         const char *eq = kv;
         while (*eq && *eq != '=')
