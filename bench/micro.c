@@ -300,17 +300,8 @@ static int one_epoll(int do_fork)
     int e = epoll_create1(EPOLL_CLOEXEC);
     if (e < 0)
         die("epoll_create1");
-    if (do_fork) {
-        pid_t p = fork();
-        if (p < 0)
-            die("fork");
-        if (p == 0)
-            _exit(0);
-        int st;
-        while (waitpid(p, &st, 0) < 0)
-            if (errno != EINTR)
-                die("waitpid");
-    }
+    if (do_fork)
+        op_fork(1);
     return 0;
 }
 

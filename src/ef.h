@@ -64,6 +64,14 @@ static inline void ef_guard_leave_(int *unused)
  * wrapper may be running in a vfork child that shares our memory. */
 extern _Atomic int ef_vfork_depth;
 extern EF_TLS uintptr_t ef_vfork_ret;     /* vfork_x86_64.S's return-address slot */
+/* The process the shim's memory belongs to, as its owners last learnt it
+ * (0: not yet): set where the log, the registry and the process's tracking
+ * ask getpid() anyway, and again in a fork child. */
+extern pid_t ef_owner_pid;
+/* Running in a vfork child, which shares that memory (and must not write
+ * to it)?  One getpid() while a vfork is in flight, nothing otherwise; while
+ * the owner is not known yet, yes whenever a vfork is in flight. */
+int ef_in_vfork_child(void);
 
 /* ------------------------------------------------------------------- real.c */
 struct ef_real {

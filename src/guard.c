@@ -17,3 +17,12 @@
 EF_TLS int ef_in_shim;
 EF_HOT _Atomic int ef_vfork_depth;
 EF_TLS uintptr_t ef_vfork_ret;
+EF_HOT pid_t ef_owner_pid;
+
+EF_INIT_TEXT int ef_in_vfork_child(void)
+{
+    /* owner not known yet: cannot tell a thread of ours from a vfork
+     * child, so leave the memory alone in both */
+    return EF_UNLIKELY(atomic_load_explicit(&ef_vfork_depth, memory_order_relaxed)) &&
+           (!ef_owner_pid || ef_sys_getpid() != ef_owner_pid);
+}

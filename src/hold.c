@@ -99,7 +99,7 @@ EF_INIT_TEXT int ef_track_start(void)
         ef_wipe->valid = 1;
     }
     if (ok) {
-        ef_self.pid = ef_sys_getpid();
+        ef_self.pid = ef_owner_pid = ef_sys_getpid();
         ef_self.proc = ef_process_alloc(ef_self.pid, 0, 0, EF_FORK_ROOT);
         ef_stack_set_owner(ef_self.proc);
         ef_log_setup();
@@ -135,8 +135,7 @@ EF_INIT_TEXT int ef_enter(void)
 {
     if (EF_UNLIKELY(!ef_wipe->valid))
         ef_on_fork_child();
-    if (EF_UNLIKELY(atomic_load_explicit(&ef_vfork_depth, memory_order_relaxed)) &&
-        ef_sys_getpid() != ef_self.pid)
+    if (ef_in_vfork_child())
         return 0;
     return 1;
 }
@@ -470,7 +469,7 @@ void ef_on_fork_child(void)
     ef_report_after_fork_child();
     atomic_store(&ef_vfork_depth, 0);
     pid_t parent = ef_self.pid;
-    ef_self.pid = ef_sys_getpid();
+    ef_self.pid = ef_owner_pid = ef_sys_getpid();
     uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
     uint32_t h = hw();
     int seen = forked_through_handlers(ef_self.pid);
@@ -542,7 +541,7 @@ EF_INIT_TEXT void ef_on_exit(void)
         }
         return;
     }
-    if (atomic_load(&ef_vfork_depth) && ef_sys_getpid() != ef_self.pid)
+    if (ef_in_vfork_child())
         return; /* a vfork child: the holds are its parent's */
     uint32_t h = hw();
     for (uint32_t i = 1; i < h; i++)

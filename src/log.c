@@ -76,7 +76,6 @@ enum own_state { OWN_UNTRIED = 0, OWN_OPENING, OWN_OPEN, OWN_FAILED };
 EF_HOT static _Atomic int own_state;               /* enum own_state: the per-process file */
 EF_HOT static _Atomic int setup_done;
 EF_HOT static _Atomic int err_copied;              /* the stderr copy was attempted */
-EF_HOT static pid_t sink_pid;                      /* the process these variables belong to */
 
 static size_t render_notice(const char *msg, char *buf, size_t len, const char **one);
 static int write_all(int fd, const char *buf, size_t len);
@@ -321,11 +320,15 @@ EF_INIT_TEXT void ef_log_copy_stderr(void)
      * open otherwise (a reader waiting for EOF on it would wait for us). */
     if (use_file() && !has_pid_pattern() && !atomic_load(&setup_done))
         return;
+    /* A vfork child has an fd table of its own: a copy taken there would be
+     * a number the parent does not hold, marked as ours in its memory. */
+    if (ef_in_vfork_child())
+        return;
     int expect = 0;
     if (!atomic_compare_exchange_strong(&err_copied, &expect, 1))
         return;
     struct stat st;
-    sink_pid = ef_sys_getpid();
+    ef_owner_pid = ef_sys_getpid();
     if (ef_fstat(2, &st) == 0 && keep(2, &err_sink) != 0 && fd_limit_said_first_time()) {
         /* No number left above the program's (RLIMIT_NOFILE is tiny): fd 2
          * is still the stderr the process started with at this moment, so
@@ -365,7 +368,7 @@ EF_INIT_TEXT void ef_log_setup(void)
 
 void ef_log_after_fork_child(void)
 {
-    sink_pid = ef_sys_getpid();
+    ef_owner_pid = ef_sys_getpid();
     /* A per-process file belongs to the parent: close our copy of it (the
      * number stays hidden until we do) and open our own on first report. */
     if (own_sink.fd >= 0) {
@@ -385,7 +388,7 @@ int ef_log_relocate(int fd)
      * would lose its sink (tests/scenarios/spawners.c vfork-dup2high).  The
      * child's fd table is its own copy and ours are close-on-exec: let its
      * dup2 replace its copy, and change nothing here. */
-    if (atomic_load(&ef_vfork_depth) && ef_sys_getpid() != sink_pid)
+    if (ef_in_vfork_child())
         return 0;
     int sink = 0;
     for (unsigned i = 0; i < 4; i++)

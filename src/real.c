@@ -521,23 +521,17 @@ EF_INIT_TEXT static void lazy_closefrom(int a)
 
 /* fcntl's third argument is an int or a pointer: passed on as a long, as the
  * fallback does. */
-EF_INIT_TEXT static int lazy_fcntl(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    long arg = va_arg(ap, long);
-    va_end(ap);
-    return ((int (*)(int, int, ...))resolve_slot(I_fcntl))(fd, cmd, arg);
-}
-
-EF_INIT_TEXT static int lazy_fcntl64(int fd, int cmd, ...)
-{
-    va_list ap;
-    va_start(ap, cmd);
-    long arg = va_arg(ap, long);
-    va_end(ap);
-    return ((int (*)(int, int, ...))resolve_slot(I_fcntl64))(fd, cmd, arg);
-}
+#define LAZY_FCNTL(name)                                                                    \
+    EF_INIT_TEXT static int lazy_##name(int fd, int cmd, ...)                              \
+    {                                                                                      \
+        va_list ap;                                                                        \
+        va_start(ap, cmd);                                                                 \
+        long arg = va_arg(ap, long);                                                       \
+        va_end(ap);                                                                        \
+        return ((int (*)(int, int, ...))resolve_slot(I_##name))(fd, cmd, arg);             \
+    }
+LAZY_FCNTL(fcntl)
+LAZY_FCNTL(fcntl64)
 
 /* vfork_x86_64.S calls this: vfork cannot go through a stub (the child would
  * return through the stub's frame, which the parent then reuses), so it is

@@ -38,7 +38,6 @@ EF_HOT char *_Atomic ef_reg_nil;
 _Static_assert(EF_REG_CHUNKS * sizeof(char *) <= EF_Z_BYTES(REG_CHUNKS), "the chunk slots fit");
 struct ef_ring ef_ring_none;
 static int reg_fd = -1;                  /* the memfd: inherited by fork children */
-static pid_t reg_pid;                    /* the process that last moved reg_fd */
 EF_HOT static _Atomic int map_failed;           /* said once per process */
 
 static uint64_t round_page(uint64_t n)
@@ -93,7 +92,7 @@ EF_INIT_TEXT int ef_registry_create(void)
     atomic_store(&r->nproc, 1);
     atomic_store(&r->depot_frames_used, 1);
     reg_fd = hi;
-    reg_pid = ef_sys_getpid();
+    ef_owner_pid = ef_sys_getpid();
     ef_reg = r;
     return 0;
 }
@@ -106,10 +105,8 @@ int ef_reg_relocate(int fd)
 {
     if (reg_fd < 0 || fd != reg_fd)
         return -1;
-    pid_t me = ef_sys_getpid();
-    if (atomic_load(&ef_vfork_depth) && me != reg_pid && reg_pid)
+    if (ef_in_vfork_child())
         return 0;
-    reg_pid = me;
     reg_fd = ef_fd_copy_away(fd);
     ef_sys_close(fd);
     return 0;

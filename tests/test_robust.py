@@ -258,6 +258,13 @@ for _mode in ("vfork-close", "vfork-dup2high"):
     case("robust/%s-child-leaves-parent-tables" % _mode)(_t)
 
 
+@case("robust/vfork-child-closing-fd2-leaves-the-parent-its-stderr")
+def _():
+    res = run([prog("spawners.c"), "vfork-close2-first"], log="stderr")
+    check(res.rc == 0 and res.stdout == "done\n", res.describe())
+    del_conflict(res)
+
+
 # ------------------------------------------------------------ 7. constructors
 
 def ctor_prog():

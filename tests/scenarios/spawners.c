@@ -20,6 +20,11 @@
  *                 1023 (where the shim keeps its own fds) before exec; the
  *                 parent's sink must be untouched, and the same conflict must
  *                 be reported once.
+ *   vfork-close2-first  before any epoll use, a vfork child closes fd 2 and
+ *                 execs; only then does the parent use epoll and meet the
+ *                 conflict.  The child's close must not leave the parent a
+ *                 stderr copy made in the child's fd table: the report must
+ *                 reach the parent's stderr.
  * Every mode prints "done".
  */
 #include "scen.h"
@@ -56,6 +61,24 @@ static void vfork_child_closes(int high)
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "posix_spawn";
+    if (!strcmp(mode, "vfork-close2-first")) {
+        pid_t c = vfork();
+        if (c == 0) {
+            close(2);
+            execve("/bin/true", true_argv, environ);
+            _exit(127);
+        }
+        CHECK(c > 0);
+        int st = reap(c);
+        CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        CHECK(pipe(p) == 0);
+        ep = epoll_create1(EPOLL_CLOEXEC);
+        CHECK(ep >= 0);
+        add_fd(ep, p[0], EPOLLIN);
+        child_deletes_parent_waits(ep, p[0]);
+        printf("done\n");
+        return 0;
+    }
     CHECK(pipe(p) == 0 && pipe(q) == 0);
     ep = epoll_create1(EPOLL_CLOEXEC);
     CHECK(ep >= 0);
