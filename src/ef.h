@@ -110,6 +110,7 @@ struct ef_real {
     void *(*mmap)(void *, size_t, int, int, int, off_t);
     void *(*mmap64)(void *, size_t, int, int, int, off_t);
     int (*munmap)(void *, size_t);
+    int (*dlclose)(void *); /* cfi.c's rules are per loaded code */
 };
 extern struct ef_real ef_real;
 void ef_real_resolve(void);
@@ -396,6 +397,27 @@ uint32_t ef_depot_read(uint32_t id, uint64_t *pcs, uint32_t max);
 uint32_t ef_depot_native(uint32_t id, uint64_t *pcs, uint32_t max); /* without the marker */
 uint32_t ef_depot_python(uint32_t id, uint64_t *words, uint32_t max); /* its Python words */
 
+/* ------------------------------------------------------------------- cfi.c */
+/* The registers ef_snap_regs() keeps: its return address, the stack pointer
+ * after the return, and the callee-saved registers. */
+enum { EF_R_RIP, EF_R_RSP, EF_R_RBP, EF_R_RBX, EF_R_R12, EF_R_R13, EF_R_R14, EF_R_R15, EF_R_COUNT };
+void ef_snap_regs(uint64_t *regs) __attribute__((visibility("hidden")));
+void ef_stack_set_main_top(uintptr_t top); /* init.c: the main thread's arguments */
+/* The top of the stack sp is on, if it is at most span bytes above it: the
+ * thread's descriptor, which glibc puts above every thread stack it runs (its
+ * own or one the program gave it), or the main thread's arguments; 0 when it
+ * is neither (a signal stack, a coroutine). */
+uintptr_t ef_stack_top(uintptr_t sp, uintptr_t span);
+/* The calling stack from the unwind tables, as unw_backtrace(out, max) would
+ * give it from here (the first frame is this function's caller's own pc),
+ * without libunwind; -1 when a frame's rules are not the simple ones (then
+ * only libunwind knows).  *serial: nonzero when the frames are kept as the
+ * thread's last walk; the same serial again means the same frames again. */
+int ef_cfi_backtrace(void **out, int max, uint32_t *serial);
+int ef_cfi_walk(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, int skip, void **out,
+                int max);
+void ef_cfi_code_unloaded(void); /* wrap.c: dlclose() */
+
 /* ------------------------------------------------------------------ stack.c */
 enum ef_skip { EF_SKIP_SHIM = 0, EF_SKIP_SHIM_AND_ONE = 1 };
 /* Why a stack holds only the calling frame. */
@@ -419,27 +441,37 @@ uint32_t ef_stack_canon(uint32_t id);
 /* hold.c: the process record of the process capturing (a kept capture is
  * named by it; record 0, none: no capture is kept) */
 void ef_stack_set_owner(uint32_t proc);
-void ef_stack_set_main_top(uintptr_t top); /* init.c: the main thread's arguments */
 enum ef_cut ef_stack_last_cut(void); /* why this thread's last capture stopped at one frame */
-uint32_t ef_stack_from_raw(void *const *raw, int n);
+/* serial: cfi.c's for the walk that gave raw (0 none): the same walk again
+ * is the same id again, without storing. */
+uint32_t ef_stack_from_raw(void *const *raw, int n, uint32_t serial);
 extern int (*ef_bt)(void **, int);  /* libunwind's unw_backtrace, when usable here */
+extern int ef_walk_ok;              /* cfi.c's walk may run in this process */
 extern EF_TLS int ef_unwinding;     /* this thread is inside unw_backtrace */
-/* Unwind from the caller's own frame (a wrapper): every frame of ours that
- * libunwind walks costs ~100 instructions, so a wrapper that captures a
- * stack itself saves the frames of the rules and of stack.c.  0 when unwinding
- * is not available here (then the events capture, with the usual fallbacks). */
+/* Unwind from the caller's own frame (a wrapper), from the unwind tables
+ * (cfi.c) or, for a stack they cannot walk, with libunwind when it is loaded:
+ * every frame of ours walked costs, so a wrapper that captures a stack itself
+ * saves the frames of the rules and of stack.c.  0 when unwinding is not
+ * available here (then the events capture, with the usual fallbacks). */
 #define EF_RAW_FRAMES (EF_MAX_FRAMES + 8)
-static inline int ef_capture_here(void **raw, int depth)
+static inline int ef_capture_here(void **raw, int depth, uint32_t *serial)
 {
-    int (*bt)(void **, int) = ef_bt;
-    if (!bt || ef_unwinding || ef_in_shim)
+    *serial = 0;
+    if (!ef_walk_ok || ef_unwinding || ef_in_shim)
         return 0;
     if (depth > EF_PY_NATIVE_DEPTH &&
         atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_READY && ef_py_running())
         depth = EF_PY_NATIVE_DEPTH;
+    int want = depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES;
+    int n = ef_cfi_backtrace(raw, want, serial);
+    if (n > 0)
+        return n;
+    int (*bt)(void **, int) = ef_bt;
+    if (!bt)
+        return 0;
     EF_GUARD_SCOPE();
     ef_unwinding = 1;
-    int n = bt(raw, depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES);
+    n = bt(raw, want);
     ef_unwinding = 0;
     return n > 0 ? n : 0;
 }

@@ -213,6 +213,9 @@ static void *fb_mmap(void *a, size_t len, int prot, int flags, int fd, off_t off
     return (void *)ef_sys6(SYS_mmap, (long)a, (long)len, prot, flags, fd, (long)off);
 }
 static int fb_munmap(void *a, size_t len) { return (int)fb_ret(sys(SYS_munmap, a, len)); }
+/* No object defines dlclose (so the program could not have called it): fail
+ * as dlclose fails. */
+static int fb_dlclose(void *h) { (void)h; return -1; }
 
 /* ------------------------------------------------ one pass over the symbol tables */
 
@@ -318,7 +321,7 @@ EF_INIT_TEXT static enum found lookup(const struct link_map *l, const struct sym
     X(_Fork) X(vfork) X(epoll_create) X(epoll_create1) X(epoll_ctl) X(epoll_wait)              \
     X(epoll_pwait) X(epoll_pwait2) X(socket) X(socketpair) X(accept) X(accept4) X(pipe)        \
     X(pipe2) X(eventfd) X(timerfd_create) X(execve) X(execvpe) X(fexecve) X(syscall) X(mmap)   \
-    X(mmap64) X(munmap)
+    X(mmap64) X(munmap) X(dlclose)
 #define EF_NAME_STR(n) #n,
 #define EF_NAME_IDX(n) I_##n,
 enum { EF_REAL_NAMES(EF_NAME_IDX) NNAMES };
@@ -443,6 +446,7 @@ static void *const fallbacks[NNAMES] = {
     [I_mmap] = (void *)fb_mmap,
     [I_mmap64] = (void *)fb_mmap,
     [I_munmap] = (void *)fb_munmap,
+    [I_dlclose] = (void *)fb_dlclose,
 };
 
 #define EF_SLOT_PTR(n) [I_##n] = (void **)&ef_real.n,
@@ -475,7 +479,7 @@ EF_INIT_TEXT static void *resolve_slot(int i)
 /* Each slot starts as a stub that resolves its name at its first call and
  * tail-calls the result: the first call of each wrapper pays one lookup
  * (~150 instructions), and a process pays for the names it uses, not for all
- * 32 at start-up.  The lookup takes no lock and allocates nothing (it reads
+ * 33 at start-up.  The lookup takes no lock and allocates nothing (it reads
  * the loader's list and the tables of objects loaded at start-up), so a first
  * call from a signal handler or a vfork child is safe; only an object without
  * a GNU hash table before libc sends it to dlsym, as at start-up before. */
@@ -513,6 +517,7 @@ LAZY(syscall, long, (long a, long b, long c, long d, long e, long f, long g),
 LAZY(mmap, void *, (void *a, size_t b, int c, int d, int e, off_t f), (a, b, c, d, e, f))
 LAZY(mmap64, void *, (void *a, size_t b, int c, int d, int e, off_t f), (a, b, c, d, e, f))
 LAZY(munmap, int, (void *a, size_t b), (a, b))
+LAZY(dlclose, int, (void *a), (a))
 
 EF_INIT_TEXT static void lazy_closefrom(int a)
 {

@@ -237,7 +237,8 @@ void ef_on_ctl_from_ring(int ring_fd, int epfd, int op, int fd, const void *ev, 
                          struct ef_call *call);
 /* After a successful ADD or DEL on a quiet instance (ef_epoll_quiet), with
  * the ADD's stack already captured by the wrapper. */
-void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, void *caller);
+void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, uint32_t serial,
+                     void *caller);
 void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *t, void *caller);
 void ef_on_wait_exit(int epfd, const struct ef_wait_token *t, int result);
 void ef_on_close(int fd, void *caller);         /* before the real close */

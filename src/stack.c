@@ -66,6 +66,9 @@ static int (*p_backtrace)(void **, int);
 /* p_backtrace while unwinding is allowed in this process (NULL otherwise):
  * wrappers call it from their own frame (ef_capture_here in ef.h). */
 EF_HOT int (*ef_bt)(void **, int);
+/* cfi.c's walk may run here: not in a child where _dl_find_object's state
+ * may have been copied in the middle of another thread's dlopen. */
+EF_HOT int ef_walk_ok = 1;
 EF_TLS int ef_unwinding;
 enum uw_state { UW_UNTRIED = 0, UW_LOADING, UW_READY, UW_UNAVAILABLE };
 EF_HOT static _Atomic int uw_state;        /* enum uw_state */
@@ -77,44 +80,20 @@ static int (*p_get_reg)(unw_cursor_t *, unw_regnum_t, unw_word_t *);
 EF_HOT static int unsafe_child;            /* see the paragraph on top */
 EF_HOT static int ever_mt;
 
-struct range_arg {
-    uintptr_t bias;
-    uintptr_t lo, hi;
-};
-
-static int find_self(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    (void)size;
-    struct range_arg *a = arg;
-    if (info->dlpi_addr != a->bias)
-        return 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type != PT_LOAD)
-            continue;
-        uintptr_t lo = a->bias + ph->p_vaddr, hi = lo + ph->p_memsz;
-        if (!a->lo || lo < a->lo)
-            a->lo = lo;
-        if (hi > a->hi)
-            a->hi = hi;
-    }
-    return 1;
-}
-
+/* Our own object's mapping (_dl_find_object takes no lock). */
 static void find_shim_range(void)
 {
-    Dl_info info;
-    struct link_map *lm = NULL;
-    if (!dladdr1((void *)&find_shim_range, &info, (void **)&lm, RTLD_DL_LINKMAP) || !lm)
+    struct dl_find_object fo;
+    if (_dl_find_object((void *)&find_shim_range, &fo) != 0)
         return;
-    struct range_arg a = {lm->l_addr, 0, 0};
-    dl_iterate_phdr(find_self, &a);
-    shim_lo = a.lo;
-    shim_hi = a.hi;
+    shim_lo = (uintptr_t)fo.dlfo_map_start;
+    shim_hi = (uintptr_t)fo.dlfo_map_end;
 }
 
 int ef_pc_in_shim(uintptr_t pc)
 {
+    if (EF_UNLIKELY(!shim_hi))
+        find_shim_range();
     return pc >= shim_lo && pc < shim_hi;
 }
 
@@ -126,7 +105,6 @@ static void load_unwind(int warm)
          * signal handler that interrupted it). */
         return;
     }
-    find_shim_range();
     void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
     if (!h)
         h = dlopen("libunwind.so", RTLD_NOW | RTLD_LOCAL);
@@ -160,11 +138,34 @@ static void load_unwind(int warm)
     atomic_store(&uw_state, UW_READY);
 }
 
+/* Frames a stack keeps (EPOLLFORK_STACK_DEPTH). */
+static int stack_max(void)
+{
+    return ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
+                                                                        : EF_MAX_FRAMES;
+}
+
+/* Keep the frames raw[0..n) that are not the shim's (and one more for
+ * EF_SKIP_SHIM_AND_ONE), at most max; their count. */
+static uint32_t keep(uintptr_t *pcs, int max, enum ef_skip skip, void *const *raw, int n)
+{
+    int i = 0;
+    while (i < n && ef_pc_in_shim((uintptr_t)raw[i]))
+        i++;
+    if (skip == EF_SKIP_SHIM_AND_ONE && i < n)
+        i++;
+    uint32_t k = 0;
+    for (; i < n && (int)k < max; i++)
+        pcs[k++] = (uintptr_t)raw[i];
+    return k;
+}
+
 static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, enum ef_cut *cut)
 {
     *cut = EF_CUT_NONE;
     if (!__libc_single_threaded)
         ever_mt = 1;
+    uint32_t k;
     if (atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED)
         load_unwind(1);
     if (unsafe_child)
@@ -188,14 +189,7 @@ static uint32_t take(uintptr_t *pcs, int max, enum ef_skip skip, void *caller, e
         n = p_backtrace(raw, want);
         ef_unwinding = 0;
     }
-    int i = 0;
-    while (i < n && ef_pc_in_shim((uintptr_t)raw[i]))
-        i++;
-    if (skip == EF_SKIP_SHIM_AND_ONE && i < n)
-        i++;
-    uint32_t k = 0;
-    for (; i < n && (int)k < max; i++)
-        pcs[k++] = (uintptr_t)raw[i];
+    k = keep(pcs, max, skip, raw, n);
     if (!k) {
         pcs[0] = (uintptr_t)caller;
         k = 1;
@@ -266,22 +260,57 @@ static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
     return n;
 }
 
+/* The depot id of the thread's last walk from the unwind tables, by cfi.c's
+ * serial: the same walk again (checked there) with the same skip and depth
+ * is the same frames again, so the same id, without hashing and storing
+ * them (bench/RESULTS.md, churn).  Not with Python frames: those are the
+ * thread's Python stack's, which this does not know. */
+static EF_TLS struct walk_id {
+    uint32_t serial, id;
+    int skip, max;
+    const struct ef_registry *reg;
+} last_walk;
+static EF_TLS int walk_nest; /* a signal handler's capture leaves it alone */
+
+static uint32_t store_walk(void *const *raw, int n, uint32_t serial, enum ef_skip skip, int max)
+{
+    int cache = serial && !walk_nest &&
+                atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_ABSENT;
+    if (cache && last_walk.serial == serial && last_walk.skip == (int)skip &&
+        last_walk.max == max && last_walk.reg == ef_reg && last_walk.id)
+        return last_walk.id;
+    walk_nest++;
+    uintptr_t pcs[EF_MAX_FRAMES + 1];
+    uint32_t k = keep(pcs, max, skip, raw, n);
+    if (k)
+        k = with_python(pcs, k, EF_MAX_FRAMES);
+    uint32_t id = k ? ef_depot_put(pcs, k) : 0;
+    if (cache && id)
+        last_walk = (struct walk_id){serial, id, (int)skip, max, ef_reg};
+    walk_nest--;
+    return id;
+}
+
+/* The stack from the unwind tables (cfi.c): no libunwind, no lock, so it is
+ * tried first wherever libunwind could run; 0 when a frame needs libunwind. */
+static uint32_t capture_cfi(enum ef_skip skip, int max)
+{
+    if (!ef_walk_ok)
+        return 0;
+    void *raw[EF_MAX_FRAMES + 16];
+    uint32_t serial;
+    int want = max + 16 < (int)(sizeof raw / sizeof raw[0]) ? max + 16 : (int)(sizeof raw / sizeof raw[0]);
+    int n = ef_cfi_backtrace(raw, want, &serial);
+    return n > 0 ? store_walk(raw, n, serial, skip, max) : 0;
+}
+
 /* Frames a wrapper captured itself (ef_capture_here): drop the wrapper's own
  * frame(s), keep the configured depth, store them once. */
-uint32_t ef_stack_from_raw(void *const *raw, int n)
+uint32_t ef_stack_from_raw(void *const *raw, int n, uint32_t serial)
 {
-    uintptr_t pcs[EF_MAX_FRAMES + 1];
-    int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
-                                                                           : EF_MAX_FRAMES;
-    int i = 0;
-    while (i < n && ef_pc_in_shim((uintptr_t)raw[i]))
-        i++;
-    uint32_t k = 0;
-    for (; i < n && (int)k < max; i++)
-        pcs[k++] = (uintptr_t)raw[i];
-    last_cut = EF_CUT_NONE;
-    k = with_python(pcs, k, EF_MAX_FRAMES);
-    return k ? ef_depot_put(pcs, k) : 0;
+    if (last_cut != EF_CUT_NONE)
+        last_cut = EF_CUT_NONE;
+    return store_walk(raw, n, serial, EF_SKIP_SHIM, stack_max());
 }
 
 /* ------------------------------------------------- deferred captures */
@@ -291,14 +320,13 @@ uint32_t ef_stack_from_raw(void *const *raw, int n)
 #define SNAP_ONE_MAX (16 * 1024)        /* a deeper stack is unwound at once */
 #define SNAP_SLACK 256                  /* zeroes after each copy: libunwind may
                                            read a word or two past the top */
-enum { R_RIP, R_RSP, R_RBP, R_RBX, R_R12, R_R13, R_R14, R_R15, R_COUNT };
 enum pend_state { PEND_FREE = 0, PEND_WRITING, PEND_READY, PEND_UNWINDING, PEND_DONE };
 struct pending {
     _Atomic uint32_t state;             /* enum pend_state */
     uint32_t owner;                     /* ef_stack_tag of the capturing process */
     uint32_t skip;                      /* enum ef_skip */
     uint32_t py;                        /* depot id of its Python words, 0 none */
-    uint64_t regs[R_COUNT];             /* at the capture */
+    uint64_t regs[EF_R_COUNT];             /* at the capture */
     uint32_t off, len;                  /* its stack bytes in snap */
     uintptr_t caller;                   /* shown when it cannot be unwound */
     uint32_t depot;                     /* PEND_DONE: its depot id */
@@ -324,13 +352,6 @@ static struct pending *pend_at(uint32_t i)
     return o ? (struct pending *)(snap_base() + o - 1) : NULL;
 }
 EF_HOT static uint32_t ef_stack_tag;           /* this process's record, 0 none */
-EF_HOT static uintptr_t main_top;              /* above every frame of the main thread */
-
-EF_INIT_TEXT void ef_stack_set_main_top(uintptr_t top)
-{
-    main_top = top;
-}
-
 EF_INIT_TEXT void ef_stack_set_owner(uint32_t proc)
 {
     ef_stack_tag = proc;
@@ -339,42 +360,6 @@ EF_INIT_TEXT void ef_stack_set_owner(uint32_t proc)
 static int is_pending(uint32_t id)
 {
     return (id & EF_STACK_PENDING) != 0;
-}
-
-/* The registers a caller keeps (and the caller's pc and stack pointer) as
- * they are at the return from this function: regs[R_RIP] is its return
- * address, regs[R_RSP] the stack pointer after the return. */
-__asm__(".text\n"
-        ".type ef_snap_regs, @function\n"
-        "ef_snap_regs:\n"
-        "    .cfi_startproc\n"
-        "    movq (%rsp), %rax\n"
-        "    movq %rax, 0(%rdi)\n"
-        "    leaq 8(%rsp), %rax\n"
-        "    movq %rax, 8(%rdi)\n"
-        "    movq %rbp, 16(%rdi)\n"
-        "    movq %rbx, 24(%rdi)\n"
-        "    movq %r12, 32(%rdi)\n"
-        "    movq %r13, 40(%rdi)\n"
-        "    movq %r14, 48(%rdi)\n"
-        "    movq %r15, 56(%rdi)\n"
-        "    ret\n"
-        "    .cfi_endproc\n"
-        ".size ef_snap_regs, .-ef_snap_regs\n");
-void ef_snap_regs(uint64_t *regs) __attribute__((visibility("hidden")));
-
-/* The top of the stack sp is on: the thread's descriptor, which glibc puts
- * above every thread stack it runs (its own or one the program gave it), or
- * the main thread's arguments; 0 when it is neither (a signal stack, a
- * coroutine), or the stack is deeper than a copy takes. */
-EF_INIT_TEXT static uintptr_t stack_top(uintptr_t sp)
-{
-    uintptr_t tp = (uintptr_t)__builtin_thread_pointer();
-    if (sp < tp && tp - sp <= SNAP_ONE_MAX)
-        return tp;
-    if (main_top && sp < main_top && main_top - sp <= SNAP_ONE_MAX)
-        return main_top;
-    return 0;
 }
 
 /* Keep what unwinding the caller's stack needs; its id, 0 when it cannot be
@@ -387,9 +372,9 @@ EF_INIT_TEXT __attribute__((noinline)) static uint32_t capture_later(enum ef_ski
         return 0;
     if (!snap_mem && !(snap_mem = ef_zone(EF_Z_SNAP)))
         return 0;
-    uint64_t regs[R_COUNT];
+    uint64_t regs[EF_R_COUNT];
     ef_snap_regs(regs);
-    uintptr_t sp = regs[R_RSP], top = stack_top(sp);
+    uintptr_t sp = regs[EF_R_RSP], top = ef_stack_top(sp, SNAP_ONE_MAX);
     if (!top)
         return 0;
     uint32_t len = (uint32_t)(top - sp);
@@ -416,7 +401,7 @@ EF_INIT_TEXT __attribute__((noinline)) static uint32_t capture_later(enum ef_ski
     p->owner = tag;
     p->skip = (uint32_t)skip;
     p->py = python_id(EF_MAX_FRAMES);
-    for (int r = 0; r < R_COUNT; r++)
+    for (int r = 0; r < EF_R_COUNT; r++)
         p->regs[r] = regs[r];
     p->off = off;
     p->len = len;
@@ -434,7 +419,7 @@ EF_INIT_TEXT __attribute__((noinline)) static uint32_t capture_later(enum ef_ski
 static int unwind_copy(struct pending *p, uintptr_t *raw, int want)
 {
     unsigned char *copy = snap_base() + p->off;
-    uintptr_t lo = p->regs[R_RSP], hi = lo + p->len, delta = (uintptr_t)copy - lo;
+    uintptr_t lo = p->regs[EF_R_RSP], hi = lo + p->len, delta = (uintptr_t)copy - lo;
     for (uint32_t o = 0; o + 8 <= p->len; o += 8) {
         uint64_t w;
         memcpy(&w, copy + o, 8);
@@ -446,21 +431,21 @@ static int unwind_copy(struct pending *p, uintptr_t *raw, int want)
 #define MOVED(v) ((v) >= lo && (v) < hi ? (v) + delta : (v))
     unw_context_t uc;
     memset(&uc, 0, sizeof uc);
-    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)p->regs[R_RIP];
+    uc.uc_mcontext.gregs[REG_RIP] = (greg_t)p->regs[EF_R_RIP];
     uc.uc_mcontext.gregs[REG_RSP] = (greg_t)(lo + delta);
-    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)MOVED(p->regs[R_RBP]);
-    uc.uc_mcontext.gregs[REG_RBX] = (greg_t)MOVED(p->regs[R_RBX]);
-    uc.uc_mcontext.gregs[REG_R12] = (greg_t)MOVED(p->regs[R_R12]);
-    uc.uc_mcontext.gregs[REG_R13] = (greg_t)MOVED(p->regs[R_R13]);
-    uc.uc_mcontext.gregs[REG_R14] = (greg_t)MOVED(p->regs[R_R14]);
-    uc.uc_mcontext.gregs[REG_R15] = (greg_t)MOVED(p->regs[R_R15]);
+    uc.uc_mcontext.gregs[REG_RBP] = (greg_t)MOVED(p->regs[EF_R_RBP]);
+    uc.uc_mcontext.gregs[REG_RBX] = (greg_t)MOVED(p->regs[EF_R_RBX]);
+    uc.uc_mcontext.gregs[REG_R12] = (greg_t)MOVED(p->regs[EF_R_R12]);
+    uc.uc_mcontext.gregs[REG_R13] = (greg_t)MOVED(p->regs[EF_R_R13]);
+    uc.uc_mcontext.gregs[REG_R14] = (greg_t)MOVED(p->regs[EF_R_R14]);
+    uc.uc_mcontext.gregs[REG_R15] = (greg_t)MOVED(p->regs[EF_R_R15]);
 #undef MOVED
     unw_cursor_t cur;
     int n = 0;
     EF_GUARD_SCOPE();
     ef_unwinding = 1;
     if (p_init_local(&cur, &uc) == 0) {
-        raw[n++] = (uintptr_t)p->regs[R_RIP];
+        raw[n++] = (uintptr_t)p->regs[EF_R_RIP];
         while (n < want && p_step(&cur) > 0) {
             unw_word_t ip = 0, sp = 0;
             if (p_get_reg(&cur, UNW_REG_SP, &sp) < 0 || sp < (uintptr_t)copy ||
@@ -552,17 +537,8 @@ static void unwind_all_pending(void)
     }
 }
 
-EF_INIT_TEXT uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
-{
-    if (atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED) {
-        uint32_t id = capture_later(skip, caller);
-        if (id)
-            return id;
-    }
-    return ef_stack_capture_now(skip, caller);
-}
-
-uint32_t ef_stack_capture_now(enum ef_skip skip, void *caller)
+/* Unwound now by libunwind (or the calling frame, with the reason). */
+static uint32_t capture_unwound(enum ef_skip skip, void *caller)
 {
     uintptr_t pcs[EF_MAX_FRAMES + 1];
     int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
@@ -570,6 +546,34 @@ uint32_t ef_stack_capture_now(enum ef_skip skip, void *caller)
     uint32_t n = take(pcs, max, skip, caller, &last_cut);
     n = with_python(pcs, n, EF_MAX_FRAMES);
     return ef_depot_put(pcs, n);
+}
+
+EF_INIT_TEXT uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
+{
+    uint32_t id = capture_cfi(skip, stack_max());
+    if (id) {
+        if (last_cut != EF_CUT_NONE)
+            last_cut = EF_CUT_NONE;
+        return id;
+    }
+    if (atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED) {
+        id = capture_later(skip, caller);
+        if (id)
+            return id;
+    }
+    return capture_unwound(skip, caller);
+}
+
+
+uint32_t ef_stack_capture_now(enum ef_skip skip, void *caller)
+{
+    uint32_t id = capture_cfi(skip, stack_max());
+    if (id) {
+        if (last_cut != EF_CUT_NONE)
+            last_cut = EF_CUT_NONE;
+        return id;
+    }
+    return capture_unwound(skip, caller);
 }
 
 enum ef_cut ef_stack_last_cut(void)
@@ -618,6 +622,7 @@ void ef_stack_after_fork_child(int parent_multithreaded)
     if (parent_multithreaded || drain_failed) {
         unsafe_child = 1;
         ef_bt = NULL;
+        ef_walk_ok = 0;
     }
     ef_unwinding = 0;
 }
@@ -629,6 +634,7 @@ void ef_stack_after_unseen_fork(void)
     if (ever_mt || !__libc_single_threaded || ef_unwinding) {
         unsafe_child = 1;
         ef_bt = NULL;
+        ef_walk_ok = 0;
     }
     ef_unwinding = 0;
 }

@@ -74,8 +74,9 @@ __attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd, struct 
     if (r == 0) {
         int e = errno;
         void *raw[EF_RAW_FRAMES];
-        int n = op == EPOLL_CTL_ADD ? ef_capture_here(raw, ef_opt.stack_depth) : 0;
-        ef_on_ctl_quiet(epfd, op, fd, raw, n, caller);
+        uint32_t serial = 0;
+        int n = op == EPOLL_CTL_ADD ? ef_capture_here(raw, ef_opt.stack_depth, &serial) : 0;
+        ef_on_ctl_quiet(epfd, op, fd, raw, n, serial, caller);
         errno = e;
     }
     return r;
@@ -637,4 +638,15 @@ EXPORT int execle(const char *path, const char *arg, ...)
     char *const *envp_;
     GATHER(arg, envp_ = va_arg(ap_, char *const *));
     return do_exec(X_EXECVE, path, -1, argv_, envp_, CALLER);
+}
+
+/* ------------------------------------------------------------- dlclose */
+
+/* Code may leave the address space: the unwind rules cfi.c kept for it must
+ * not serve another object loaded at the same address. */
+EXPORT int dlclose(void *handle)
+{
+    int r = ef_real.dlclose(handle);
+    ef_cfi_code_unloaded();
+    return r;
 }
