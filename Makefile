@@ -24,7 +24,7 @@ LDFLAGS_LIB := -shared -Wl,--version-script=src/exports.map -Wl,-z,defs -Wl,--as
 # The layers, bottom up (docs/DESIGN.md; tests/test_static.py checks the order).
 GROUND_SRCS := src/util.c src/emit.c src/real.c src/zone.c src/guard.c src/options.c src/procfs.c \
                src/fdtable.c src/log.c src/registry.c src/symbolize.c src/pyframes.c src/depot.c \
-               src/cfi.c src/stack.c \
+               src/ehframe.c src/cfi.c src/stack.c \
                src/record.c src/suppress.c src/journal.c src/report.c
 RULES_SRCS := src/hold.c src/interest.c src/copy.c src/repair.c src/stale.c src/execleak.c \
               src/track.c src/ringshare.c src/uring.c

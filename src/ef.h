@@ -238,7 +238,9 @@ struct ef_options {
      * EPOLLFORK_* variable is set: read it through ef_secure() */
     int secure;
     int repair;              /* EPOLLFORK_REPAIR: make the bugs harmless too (repair.c) */
+    int unwind;              /* EPOLLFORK_UNWIND: enum ef_unwind */
 };
+enum ef_unwind { EF_UNWIND_TABLES = 0, EF_UNWIND_LIBUNWIND = 1 };
 extern struct ef_options ef_opt;
 /* Set every option to its default, then parse EPOLLFORK_* from envp (NULL:
  * the process environment).  Complaints are appended to err, one line each,
@@ -397,6 +399,23 @@ uint32_t ef_depot_read(uint32_t id, uint64_t *pcs, uint32_t max);
 uint32_t ef_depot_native(uint32_t id, uint64_t *pcs, uint32_t max); /* without the marker */
 uint32_t ef_depot_python(uint32_t id, uint64_t *words, uint32_t max); /* its Python words */
 
+/* --------------------------------------------------------------- ehframe.c */
+/* The unwind rule at a return address, from its object's .eh_frame, in one
+ * word: off (32 bits, signed), rbp_off (16, signed), flags (EF_RULE_*).
+ * Flags 0 (EF_RULE_BAD): not a frame cfi.c walks. */
+enum {
+    EF_RULE_KNOWN = 1,     /* the word holds a rule (else: give up) */
+    EF_RULE_CFA_RBP = 2,   /* CFA = rbp + off (else rsp + off) */
+    EF_RULE_RBP_SAVED = 4, /* rbp saved at CFA + rbp_off */
+    EF_RULE_LAST = 8,      /* the return address is undefined: the outermost frame */
+};
+#define EF_RULE_OFF(r) ((int32_t)(uint32_t)(r))
+#define EF_RULE_RBP_OFF(r) ((int16_t)(uint16_t)((r) >> 32))
+#define EF_RULE_FLAGS(r) ((unsigned)((r) >> 48))
+#define EF_RULE_BAD ((uint64_t)0)
+/* The rule of the call instruction at pc (a return address minus one). */
+uint64_t ef_eh_rule_at(uintptr_t pc);
+
 /* ------------------------------------------------------------------- cfi.c */
 /* The registers ef_snap_regs() keeps: its return address, the stack pointer
  * after the return, and the callee-saved registers. */
@@ -457,13 +476,14 @@ extern EF_TLS int ef_unwinding;     /* this thread is inside unw_backtrace */
 static inline int ef_capture_here(void **raw, int depth, uint32_t *serial)
 {
     *serial = 0;
-    if (!ef_walk_ok || ef_unwinding || ef_in_shim)
+    if (ef_unwinding || ef_in_shim)
         return 0;
     if (depth > EF_PY_NATIVE_DEPTH &&
         atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_READY && ef_py_running())
         depth = EF_PY_NATIVE_DEPTH;
     int want = depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES;
-    int n = ef_cfi_backtrace(raw, want, serial);
+    int n = ef_walk_ok && ef_opt.unwind == EF_UNWIND_TABLES ? ef_cfi_backtrace(raw, want, serial)
+                                                            : -1;
     if (n > 0)
         return n;
     int (*bt)(void **, int) = ef_bt;

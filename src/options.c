@@ -127,6 +127,10 @@ typedef int (*ef_parse_fn)(const char *val, char *why, size_t whylen);
       "a private copy of it first, a closed fd's surviving entry is removed before the "       \
       "process uses the instance again, and an epoll fd gets close-on-exec before an exec; "   \
       "each is still reported, with repaired=true")                                            \
+    X("EPOLLFORK_UNWIND", "tables", parse_unwind,                                              \
+      "'tables': stacks are walked from the unwind tables (.eh_frame) where every frame's "   \
+      "rules are the simple ones, by libunwind otherwise; 'libunwind': every stack by "       \
+      "libunwind (slower; to compare, or when a stack looks wrong)")                          \
     X("EPOLLFORK_DEBUG", "0", parse_debug,                                                     \
       "1: at exit, a process that set up an io_uring ring says what the shim saw of its rings " \
       "(a 'debug' notice: rings, enters, SQEs read, IORING_OP_EPOLL_CTL by op, outcomes)")
@@ -259,6 +263,19 @@ EF_INIT_TEXT static int parse_repair(const char *v, char *why, size_t n)
     if (parse_int(v, 0, 1, &x, why, n))
         return -1;
     ef_opt.repair = (int)x;
+    return 0;
+}
+
+EF_INIT_TEXT static int parse_unwind(const char *v, char *why, size_t n)
+{
+    if (EF_LIT_EQ(v, "tables"))
+        ef_opt.unwind = EF_UNWIND_TABLES;
+    else if (EF_LIT_EQ(v, "libunwind"))
+        ef_opt.unwind = EF_UNWIND_LIBUNWIND;
+    else {
+        ef_fmt(why, n, "expected 'tables' or 'libunwind'");
+        return -1;
+    }
     return 0;
 }
 

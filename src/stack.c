@@ -295,7 +295,7 @@ static uint32_t store_walk(void *const *raw, int n, uint32_t serial, enum ef_ski
  * tried first wherever libunwind could run; 0 when a frame needs libunwind. */
 static uint32_t capture_cfi(enum ef_skip skip, int max)
 {
-    if (!ef_walk_ok)
+    if (!ef_walk_ok || ef_opt.unwind != EF_UNWIND_TABLES)
         return 0;
     void *raw[EF_MAX_FRAMES + 16];
     uint32_t serial;

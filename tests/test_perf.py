@@ -3,22 +3,25 @@
 Speed itself is measured by `make bench` (never by a timed test); these cases
 check the mechanisms the benchmark's figures rest on, by counting, not timing:
 
-- a process that uses epoll but never reports never loads libunwind (loading
-  it and liblzma is ~2 ms: src/stack.c keeps a copy of the stack instead);
-- a stack kept as a copy and unwound later gives exactly the frames an
-  unwind at the time gives (same call sites, pc for pc);
+- a process that uses epoll never loads libunwind (loading it and liblzma is
+  ~2 ms) while its stacks walk from the unwind tables (src/cfi.c), and the
+  walk gives exactly libunwind's frames or gives up (cfi-*);
+- with EPOLLFORK_UNWIND=libunwind, a stack kept as a copy and unwound later
+  gives exactly the frames an unwind at the time gives (same call sites, pc
+  for pc);
 - a stack too deep to copy is unwound at once and still complete;
 - /bin/true under the shim makes at most three system calls more than under
   an empty preloaded library, and takes no more page faults (within two:
   the kernel's fault-around depends on where the libraries land).
 """
+import json
 import os
 import resource
 import statistics
 import subprocess
 import tempfile
 
-from harness import BUILD, LIB, case, check, build, run, expect_one, expect_silent, functions
+from harness import BUILD, LIB, ROOT, case, check, build, run, expect_one, expect_silent, functions
 
 prog = build
 
@@ -48,23 +51,33 @@ def _():
     expect_silent(res, "a fork whose child only exits")
     check("libunwind: 0" in res.stdout,
           "libunwind was loaded by a process with nothing to report:\n" + res.describe())
-    # the same program, once a report needs a stack, does load it
+    # nor by one that reports: every stack of it walks from the unwind tables
     res = run([prog("lazy_unwind.c"), "rounds"])
+    check(res.rc == 0 and "libunwind: 0" in res.stdout, res.describe())
+    check(len(res.kinds("shared-epoll-ctl")) == 1, res.describe())
+    # with EPOLLFORK_UNWIND=libunwind, the same report does load it
+    res = run([prog("lazy_unwind.c"), "rounds"], env={"EPOLLFORK_UNWIND": "libunwind"})
     check(res.rc == 0 and "libunwind: 1" in res.stdout, res.describe())
+
+
+def rounds(unwind):
+    res = run([prog("lazy_unwind.c"), "rounds"],
+              env={"EPOLLFORK_DEDUP": "0", "EPOLLFORK_UNWIND": unwind})
+    check(res.rc == 0, res.describe())
+    reps = res.kinds("shared-epoll-ctl")
+    check(len(reps) == 2, "expected one report per round, got %d\n%s" % (len(reps), res.describe()))
+    return reps
 
 
 @case("perf/kept-stack-unwinds-to-the-same-frames")
 def _():
-    res = run([prog("lazy_unwind.c"), "rounds"], env={"EPOLLFORK_DEDUP": "0"})
-    check(res.rc == 0, res.describe())
-    reps = res.kinds("shared-epoll-ctl")
-    check(len(reps) == 2, "expected one report per round, got %d\n%s" % (len(reps), res.describe()))
-    first, second = reps
+    # EPOLLFORK_UNWIND=libunwind: round 1's stacks are kept as copies of the
+    # stack (libunwind is not loaded yet) and unwound at the report, round
+    # 2's are unwound at once
+    first, second = rounds("libunwind")
     for role in ("create", "add", "fork"):
         a, b = first["stacks"].get(role), second["stacks"].get(role)
         check(a and b, "%s stack missing: %r / %r" % (role, a, b))
-        # round 1 was captured before libunwind was loaded (kept, unwound at
-        # the report), round 2 after: the same call sites, so the same pcs
         check([f["pc"] for f in a] == [f["pc"] for f in b],
               "%s stack: kept copy %r, unwound at once %r" % (role, functions(a), functions(b)))
     want = {"create": ["make_instance", "one_round", "main"],
@@ -75,14 +88,71 @@ def _():
               "%s stack of the kept copy: %r" % (role, got))
 
 
+@case("perf/unwind-tables-and-libunwind-give-the-same-frames")
+def _():
+    # the same program, stacks from the unwind tables (default) and from
+    # libunwind: the same frames (function and offset in its module), every
+    # stack of both reports
+    def frames(stack):
+        return [(f.get("function"), f.get("module"), f.get("offset")) for f in stack]
+    tables, lib = rounds("tables"), rounds("libunwind")
+    for t, l in zip(tables, lib):
+        for role in ("create", "add", "fork", "call"):
+            a, b = t["stacks"].get(role), l["stacks"].get(role)
+            check(a and b and frames(a) == frames(b),
+                  "%s stack: tables %r, libunwind %r" % (role, frames(a or []), frames(b or [])))
+        check(not t.get("stack_notes"), t.get("stack_notes"))
+
+
 @case("perf/deep-stack-unwound-at-once")
 def _():
-    res = run([prog("lazy_unwind.c"), "deep"])
-    check(res.rc == 0, res.describe())
-    r = expect_one(res, op="EPOLL_CTL_DEL")
-    got = functions(r["stacks"]["add"])
-    check(got[:4] == ["register_here", "register_deep", "one_round", "main"],
-          "registration stack from a 20 KiB frame: %r" % got)
+    for unwind in ("tables", "libunwind"):
+        res = run([prog("lazy_unwind.c"), "deep"], env={"EPOLLFORK_UNWIND": unwind})
+        check(res.rc == 0, res.describe())
+        r = expect_one(res, op="EPOLL_CTL_DEL")
+        got = functions(r["stacks"]["add"])
+        check(got[:4] == ["register_here", "register_deep", "one_round", "main"],
+              "%s: registration stack from a 20 KiB frame: %r" % (unwind, got))
+
+
+def cfi_check(opt):
+    """tests/scenarios/cfi_check.c built with opt and src/cfi.c: its JSON lines."""
+    src = os.path.join(ROOT, "src")
+    exe = build("cfi_check.c", out="cfi_check" + opt.replace(" ", "").replace("-", "_"),
+                flags=opt.split() + ["-I" + src, os.path.join(src, "cfi.c"),
+                                     os.path.join(src, "ehframe.c")],
+                libs=["-ldl", "-lpthread"])
+    r = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+    check(r.returncode == 0, "cfi_check %s failed:\n%s%s" % (opt, r.stdout, r.stderr))
+    return {o["scenario"]: o for o in map(json.loads, r.stdout.splitlines())}
+
+
+# Scenarios whose every frame has the simple rules (the walk must give them),
+# and those with a signal frame (the walk must give up: libunwind's).
+SIMPLE = ["recursion", "big-frames", "alloca", "saved-registers", "mixed", "same-site-again",
+          "same-depth-other-callers", "truncated", "through-libc", "thread", "after-dlclose"]
+SIGNAL = ["signal-handler", "alternate-signal-stack"]
+
+for _opt in ("-O0", "-O2", "-O2 -fno-omit-frame-pointer"):
+    def _t(opt=_opt):
+        """src/cfi.c's walk against unw_backtrace, frame for frame: it gives
+        the same frames or gives up, never others."""
+        got = cfi_check(opt)
+        check(set(SIMPLE + SIGNAL) <= set(got), "scenarios: %r" % sorted(got))
+        bad = {k: v["first_mismatch"] for k, v in got.items() if v["mismatched"]}
+        check(not bad, "frames that differ from libunwind's: %r" % bad)
+        for k in SIMPLE:
+            check(got[k]["probes"] > 0 and got[k]["matched"] == got[k]["probes"],
+                  "%s: %r" % (k, got[k]))
+        for k in SIGNAL:
+            check(got[k]["probes"] > 0 and got[k]["gave_up"] == got[k]["probes"],
+                  "%s: the walk crossed a signal frame: %r" % (k, got[k]))
+        # the same call site again is checked, not walked again; the same
+        # depth through other callers is walked again (and matched above)
+        check(got["same-site-again"]["repeats"] >= got["same-site-again"]["probes"] - 1,
+              "the last walk was not reused: %r" % got["same-site-again"])
+        check(got["same-depth-other-callers"]["repeats"] == 0, got["same-depth-other-callers"])
+    case("perf/cfi-walk-matches-libunwind%s" % _opt.replace(" ", "").replace("-fno", "-no"))(_t)
 
 
 def syscalls(env):

@@ -1,7 +1,7 @@
 /* cfi_check.c - src/cfi.c's walk against libunwind's unw_backtrace, frame for
  * frame, on stacks of every kind (tests/test_perf.py, cfi-*).
  *
- * Linked with src/cfi.c itself (no preload).  At each probe the two walks are
+ * Linked with src/cfi.c and src/ehframe.c themselves (no preload).  At each probe the two walks are
  * taken from the same function, one after the other: their first frame is
  * that function's own pc at each call (two call sites), every later one
  * must be the same.  A walk of cfi.c either matches or gives up (-1: the

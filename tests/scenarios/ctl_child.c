@@ -7,6 +7,8 @@
  *   rawfork-del, underscore-del the same through syscall(SYS_fork) / _Fork()
  *   pwait-del, pwait2-del        the parent's use is epoll_pwait / epoll_pwait2
  *   ctl-del                      the parent's use is an epoll_ctl
+ *   signal-del    the child deletes from a signal handler (a stack that only
+ *                 libunwind walks: the signal frame)
  *   reaped-del    first 100 children that _exit() at once (their holder slots
  *                 must come back), then one that deletes
  * Silent:
@@ -48,9 +50,20 @@ static void own_loop(void)
     CHECK(epoll_ctl(mine, EPOLL_CTL_DEL, q[0], NULL) == 0);
 }
 
+static void on_usr1(int sig)
+{
+    (void)sig;
+    child_change("del");
+}
+
 static void child(const char *mode)
 {
-    if (!strcmp(mode, "closeonly")) {
+    if (!strcmp(mode, "signal-del")) {
+        /* the DEL made in a signal handler: its stack crosses the signal
+         * frame, which only libunwind walks */
+        signal(SIGUSR1, on_usr1);
+        raise(SIGUSR1);
+    } else if (!strcmp(mode, "closeonly")) {
         CHECK(close(ep) == 0);
     } else if (!strcmp(mode, "newepoll")) {
         int old = ep;
