@@ -117,45 +117,6 @@ static uint64_t rule_for(uintptr_t ret, uint32_t gen)
     return r;
 }
 
-/* Walk from the frame (pc, sp, rbp) up, the first skip frames unrecorded;
- * pcs as unw_backtrace gives them (each frame's return address), or -1 when
- * a frame is not one we walk. */
-int ef_cfi_walk(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, int skip, void **out,
-                int max)
-{
-    uint32_t gen = atomic_load_explicit(&generation, memory_order_acquire);
-    int n = 0;
-    if (pc >> 47 || !top)
-        return -1;
-    while (n < max) {
-        if (skip > 0)
-            skip--;
-        else if ((out[n++] = (void *)pc), n == max)
-            break; /* no step past the last frame asked for */
-        uint64_t r = rule_for(pc, gen);
-        unsigned f = EF_RULE_FLAGS(r);
-        if (!(f & EF_RULE_KNOWN))
-            return -1;
-        if (f & EF_RULE_LAST)
-            break;
-        uintptr_t cfa = ((f & EF_RULE_CFA_RBP) ? rbp : sp) + (uintptr_t)(intptr_t)EF_RULE_OFF(r);
-        if (cfa <= sp || cfa > top || (cfa & 7))
-            return -1;
-        uintptr_t ra = *(const uintptr_t *)(cfa - 8);
-        if (f & EF_RULE_RBP_SAVED) {
-            uintptr_t at = cfa + (uintptr_t)(intptr_t)EF_RULE_RBP_OFF(r);
-            if (at < sp || at + 8 > top)
-                return -1;
-            rbp = *(const uintptr_t *)at;
-        }
-        sp = cfa;
-        pc = ra;
-        if (!pc || pc >> 47)
-            return -1; /* where libunwind would stop or fail: let it say */
-    }
-    return n;
-}
-
 /* How far above the stack pointer a walk may read: the stack it is on, as
  * the thread's descriptor or the main thread's arguments bound it. */
 #define WALK_SPAN (8u << 20)
@@ -184,7 +145,12 @@ struct memo {
     uintptr_t pcs[MEMO_FRAMES];
 };
 static EF_TLS struct memo memo;
-static EF_TLS int memo_busy;     /* a signal handler's walk leaves it alone */
+/* Odd while a walk writes memo; a walk that finds it odd is a signal
+ * handler's inside ours, and gives up.  Read before and after a use of memo:
+ * a change means a signal handler's walk rewrote it meanwhile.  Nothing is
+ * written when the last walk holds (a private page written after a fork is
+ * a copy-on-write fault at the next: bench/RESULTS.md, fork). */
+static EF_TLS uint32_t memo_writes;
 static EF_TLS uint32_t memo_serials;
 
 static void memo_read(uintptr_t sp0, uintptr_t at, uintptr_t v, int *count, int base, int *keep)
@@ -197,10 +163,12 @@ static void memo_read(uintptr_t sp0, uintptr_t at, uintptr_t v, int *count, int 
     }
 }
 
-/* The walk that keeps what checking it needs; -1 as ef_cfi_walk. */
-static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, void **out,
-                     int max, uint32_t gen)
+/* Walk from the frame (pc, sp, rbp) up, its own frame unrecorded, the frames
+ * into memo.pcs (each frame's return address, as unw_backtrace gives them),
+ * and keep what checking it again needs; -1 when a frame is not one we walk. */
+static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, int max, uint32_t gen)
 {
+    uintptr_t *out = memo.pcs;
     uintptr_t sp0 = sp, rbp0 = rbp;
     int n = 0, keep = 1, skip = 1, uses_rbp = 0;
     memo.serial = 0;
@@ -208,8 +176,8 @@ static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, v
     while (n < max) {
         if (skip)
             skip = 0;
-        else if ((out[n++] = (void *)pc), n == max)
-            break;
+        else if ((out[n++] = pc), n == max)
+            break; /* no step past the last frame asked for */
         uint64_t r = rule_for(pc, gen);
         unsigned f = EF_RULE_FLAGS(r);
         if (!(f & EF_RULE_KNOWN))
@@ -236,7 +204,6 @@ static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, v
             return -1; /* where libunwind would stop or fail: let it say */
     }
     if (keep) {
-        memcpy(memo.pcs, out, (size_t)n * sizeof(uintptr_t));
         memo.sp0 = sp0;
         memo.top = top;
         memo.rbp0 = rbp0;
@@ -273,27 +240,37 @@ static int memo_holds(uintptr_t sp0, uintptr_t rbp, uintptr_t top, int max, uint
     return 1;
 }
 
-__attribute__((noinline)) int ef_cfi_backtrace(void **out, int max, uint32_t *serial)
+__attribute__((noinline)) int ef_cfi_backtrace(int max, struct ef_walk *w)
 {
     uint64_t regs[EF_R_COUNT];
     ef_snap_regs(regs);
     uintptr_t sp = regs[EF_R_RSP], top = ef_stack_top(sp, WALK_SPAN);
     uint32_t gen = atomic_load_explicit(&generation, memory_order_acquire);
-    *serial = 0;
-    if (max > MEMO_FRAMES || memo_busy) /* our own frame is not one unw_backtrace shows */
-        return ef_cfi_walk(regs[EF_R_RIP], sp, regs[EF_R_RBP], top, 1, out, max);
-    memo_busy = 1;
+    uint32_t stamp = memo_writes;
+    w->n = 0;
+    if (max > MEMO_FRAMES || (stamp & 1))
+        return -1;
     int n;
     if (memo_holds(sp, regs[EF_R_RBP], top, max, gen)) {
         n = memo.n;
-        memcpy(out, memo.pcs, (size_t)n * sizeof(uintptr_t));
     } else {
-        n = walk_kept(regs[EF_R_RIP], sp, regs[EF_R_RBP], top, out, max, gen);
+        memo_writes = stamp + 1;
+        n = walk_kept(regs[EF_R_RIP], sp, regs[EF_R_RBP], top, max, gen);
+        memo_writes = stamp += 2;
     }
-    if (n > 0)
-        *serial = memo.serial;
-    memo_busy = 0;
-    return n;
+    if (n <= 0)
+        return -1;
+    w->pcs = memo.pcs;
+    w->n = n;
+    w->serial = memo.serial;
+    w->stamp = stamp;
+    /* a signal handler's walk in between: not ours to give */
+    return memo_writes == stamp ? n : (w->n = 0, -1);
+}
+
+int ef_cfi_still(const struct ef_walk *w)
+{
+    return memo_writes == w->stamp;
 }
 
 #else /* not x86-64: libunwind walks every stack */
@@ -302,17 +279,16 @@ void ef_cfi_code_unloaded(void)
 {
 }
 
-int ef_cfi_walk(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, int skip, void **out,
-                int max)
+int ef_cfi_backtrace(int max, struct ef_walk *w)
 {
-    (void)pc, (void)sp, (void)rbp, (void)top, (void)skip, (void)out, (void)max;
+    (void)max;
+    w->n = 0;
     return -1;
 }
 
-int ef_cfi_backtrace(void **out, int max, uint32_t *serial)
+int ef_cfi_still(const struct ef_walk *w)
 {
-    (void)out, (void)max;
-    *serial = 0;
-    return -1;
+    (void)w;
+    return 0;
 }
 #endif

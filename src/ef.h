@@ -399,42 +399,42 @@ uint32_t ef_depot_read(uint32_t id, uint64_t *pcs, uint32_t max);
 uint32_t ef_depot_native(uint32_t id, uint64_t *pcs, uint32_t max); /* without the marker */
 uint32_t ef_depot_python(uint32_t id, uint64_t *words, uint32_t max); /* its Python words */
 
-/* --------------------------------------------------------------- ehframe.c */
-/* The unwind rule at a return address, from its object's .eh_frame, in one
- * word: off (32 bits, signed), rbp_off (16, signed), flags (EF_RULE_*).
- * Flags 0 (EF_RULE_BAD): not a frame cfi.c walks. */
-enum {
-    EF_RULE_KNOWN = 1,     /* the word holds a rule (else: give up) */
-    EF_RULE_CFA_RBP = 2,   /* CFA = rbp + off (else rsp + off) */
-    EF_RULE_RBP_SAVED = 4, /* rbp saved at CFA + rbp_off */
-    EF_RULE_LAST = 8,      /* the return address is undefined: the outermost frame */
-};
+/* ---------------------------------------------------------- ehframe.c, cfi.c */
+/* The unwind rule of the call at pc (a return address - 1), from .eh_frame,
+ * in one word: off (32 bits, signed), rbp_off (16, signed), flags; 0: not a
+ * frame cfi.c walks.  CFA = (rbp if CFA_RBP, else rsp) + off; the return
+ * address at CFA - 8; rbp saved at CFA + rbp_off if RBP_SAVED; LAST: the
+ * return address is undefined (the outermost frame). */
+enum { EF_RULE_KNOWN = 1, EF_RULE_CFA_RBP = 2, EF_RULE_RBP_SAVED = 4, EF_RULE_LAST = 8 };
 #define EF_RULE_OFF(r) ((int32_t)(uint32_t)(r))
 #define EF_RULE_RBP_OFF(r) ((int16_t)(uint16_t)((r) >> 32))
 #define EF_RULE_FLAGS(r) ((unsigned)((r) >> 48))
 #define EF_RULE_BAD ((uint64_t)0)
-/* The rule of the call instruction at pc (a return address minus one). */
 uint64_t ef_eh_rule_at(uintptr_t pc);
-
-/* ------------------------------------------------------------------- cfi.c */
-/* The registers ef_snap_regs() keeps: its return address, the stack pointer
- * after the return, and the callee-saved registers. */
+/* ef_snap_regs() keeps its return address, the stack pointer after the
+ * return, and the callee-saved registers. */
 enum { EF_R_RIP, EF_R_RSP, EF_R_RBP, EF_R_RBX, EF_R_R12, EF_R_R13, EF_R_R14, EF_R_R15, EF_R_COUNT };
 void ef_snap_regs(uint64_t *regs) __attribute__((visibility("hidden")));
 void ef_stack_set_main_top(uintptr_t top); /* init.c: the main thread's arguments */
-/* The top of the stack sp is on, if it is at most span bytes above it: the
- * thread's descriptor, which glibc puts above every thread stack it runs (its
- * own or one the program gave it), or the main thread's arguments; 0 when it
- * is neither (a signal stack, a coroutine). */
+/* The top of the stack sp is on, if at most span bytes above it: the thread's
+ * descriptor (glibc puts it above every thread stack it runs) or the main
+ * thread's arguments; 0 when it is neither (a signal stack, a coroutine). */
 uintptr_t ef_stack_top(uintptr_t sp, uintptr_t span);
-/* The calling stack from the unwind tables, as unw_backtrace(out, max) would
+/* A walk of the calling stack: n frames at pcs (each frame's return address,
+ * as unw_backtrace gives them).  From cfi.c, pcs is the thread's last walk
+ * (stamp: ef_cfi_still() says whether it still is), and serial, nonzero,
+ * names those frames: the same serial again is the same frames again. */
+struct ef_walk {
+    const uintptr_t *pcs;
+    int n;
+    uint32_t serial, stamp;
+};
+/* The calling stack from the unwind tables, as unw_backtrace(.., max) would
  * give it from here (the first frame is this function's caller's own pc),
  * without libunwind; -1 when a frame's rules are not the simple ones (then
- * only libunwind knows).  *serial: nonzero when the frames are kept as the
- * thread's last walk; the same serial again means the same frames again. */
-int ef_cfi_backtrace(void **out, int max, uint32_t *serial);
-int ef_cfi_walk(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, int skip, void **out,
-                int max);
+ * only libunwind knows), or in a signal handler that interrupted a walk. */
+int ef_cfi_backtrace(int max, struct ef_walk *w);
+int ef_cfi_still(const struct ef_walk *w);  /* w's frames are still at w->pcs */
 void ef_cfi_code_unloaded(void); /* wrap.c: dlclose() */
 
 /* ------------------------------------------------------------------ stack.c */
@@ -461,9 +461,10 @@ uint32_t ef_stack_canon(uint32_t id);
  * named by it; record 0, none: no capture is kept) */
 void ef_stack_set_owner(uint32_t proc);
 enum ef_cut ef_stack_last_cut(void); /* why this thread's last capture stopped at one frame */
-/* serial: cfi.c's for the walk that gave raw (0 none): the same walk again
- * is the same id again, without storing. */
-uint32_t ef_stack_from_raw(void *const *raw, int n, uint32_t serial);
+/* The stack of a walk a wrapper made itself (ef_capture_here), its own
+ * frame dropped, stored once; 0 when it must be captured again (a signal
+ * handler's walk replaced the frames meanwhile). */
+uint32_t ef_stack_from_walk(const struct ef_walk *w);
 extern int (*ef_bt)(void **, int);  /* libunwind's unw_backtrace, when usable here */
 extern int ef_walk_ok;              /* cfi.c's walk may run in this process */
 extern EF_TLS int ef_unwinding;     /* this thread is inside unw_backtrace */
@@ -473,27 +474,29 @@ extern EF_TLS int ef_unwinding;     /* this thread is inside unw_backtrace */
  * saves the frames of the rules and of stack.c.  0 when unwinding is not
  * available here (then the events capture, with the usual fallbacks). */
 #define EF_RAW_FRAMES (EF_MAX_FRAMES + 8)
-static inline int ef_capture_here(void **raw, int depth, uint32_t *serial)
+static inline int ef_capture_here(void **raw, int depth, struct ef_walk *w)
 {
-    *serial = 0;
+    w->n = 0;
+    w->serial = w->stamp = 0;
     if (ef_unwinding || ef_in_shim)
         return 0;
     if (depth > EF_PY_NATIVE_DEPTH &&
         atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_READY && ef_py_running())
         depth = EF_PY_NATIVE_DEPTH;
     int want = depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES;
-    int n = ef_walk_ok && ef_opt.unwind == EF_UNWIND_TABLES ? ef_cfi_backtrace(raw, want, serial)
-                                                            : -1;
-    if (n > 0)
-        return n;
+    if (ef_walk_ok && ef_opt.unwind == EF_UNWIND_TABLES && ef_cfi_backtrace(want, w) > 0)
+        return w->n;
+    w->serial = w->stamp = 0;
     int (*bt)(void **, int) = ef_bt;
     if (!bt)
         return 0;
     EF_GUARD_SCOPE();
     ef_unwinding = 1;
-    n = bt(raw, want);
+    int n = bt(raw, want);
     ef_unwinding = 0;
-    return n > 0 ? n : 0;
+    w->pcs = (const uintptr_t *)raw;
+    w->n = n > 0 ? n : 0;
+    return w->n;
 }
 /* The native frames of stack id (a depot id, or one of a capture not yet
  * unwound: it is unwound now) into pcs, at most max; their count, 0 when the

@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <linux/magic.h>
@@ -399,6 +400,28 @@ EF_INIT_TEXT static int forked_through_handlers(pid_t me)
     return pid == 0 || pid == me;
 }
 
+EF_INIT_TEXT int ef_fork_hand_over(uint32_t stack, int how)
+{
+    uintptr_t none = 0, self = (uintptr_t)pthread_self();
+    if (atomic_compare_exchange_strong(&ef_fork.handed_owner, &none, self)) {
+        ef_fork.handed_stack = stack;
+        ef_fork.handed_how = how;
+        return 1;
+    }
+    ef_tls_fork_stack = stack; /* another thread is forking: its own slot */
+    ef_tls_fork_how = how;
+    return 0;
+}
+
+EF_INIT_TEXT void ef_fork_take_back(void)
+{
+    uintptr_t self = (uintptr_t)pthread_self();
+    if (atomic_load_explicit(&ef_fork.handed_owner, memory_order_relaxed) == self)
+        atomic_store_explicit(&ef_fork.handed_owner, 0, memory_order_release);
+    if (ef_tls_fork_stack)
+        ef_tls_fork_stack = 0;
+}
+
 EF_INIT_TEXT void ef_on_fork_prepare(void)
 {
     atomic_fetch_add(&ef_fork.epoch, 1); /* every fd open now gets a copy */
@@ -413,10 +436,18 @@ EF_INIT_TEXT void ef_on_fork_prepare(void)
     }
     if (!ef_enter())
         return;
+    /* TLS first: a wrapper's stack is there when the slot in ef_fork was
+     * taken, by another thread or by this one's fork that a signal handler's
+     * fork interrupted (the handler's is the fork being made) */
     if (ef_tls_fork_stack) {
         ef_fork.stack = ef_tls_fork_stack;
         ef_fork.how = ef_tls_fork_how;
         ef_tls_fork_stack = 0;
+    } else if (atomic_load_explicit(&ef_fork.handed_owner, memory_order_acquire) ==
+               (uintptr_t)pthread_self()) {
+        ef_fork.stack = ef_fork.handed_stack;
+        ef_fork.how = ef_fork.handed_how;
+        atomic_store_explicit(&ef_fork.handed_owner, 0, memory_order_release);
     } else if (ef_fork_matters()) {
         /* daemon(), forkpty(): skip our frames and glibc's handler runner. */
         ef_fork.stack = ef_stack_capture(EF_SKIP_SHIM_AND_ONE, __builtin_return_address(0));

@@ -79,6 +79,12 @@ struct ef_local {
 #define EF_FORK_RESV 64
 struct ef_fork_state {
     _Atomic uint32_t epoch;     /* forks this process took part in (parent or child) */
+    /* the fork wrapper's stack for the prepare handler of the same thread
+     * (owner: its pthread_self(); 0 none), on this page that the prepare
+     * handler writes anyway: not in TLS, a page more written at each fork */
+    _Atomic uintptr_t handed_owner;
+    uint32_t handed_stack;
+    int handed_how;
     uint32_t stack;             /* the fork being made: its stack, how, the child's record */
     int how;                    /* enum ef_fork_how */
     uint32_t child_proc;
@@ -90,6 +96,10 @@ struct ef_fork_state {
     } resv[EF_FORK_RESV];
 };
 extern struct ef_fork_state ef_fork;
+/* The fork wrapper's stack for this thread's prepare handler: in ef_fork
+ * when no other thread's fork is handing one over, else in TLS (0: in TLS). */
+int ef_fork_hand_over(uint32_t stack, int how);
+void ef_fork_take_back(void); /* the fork failed, or no handler took it */
 /* Set by the fork and _Fork wrappers for the prepare handler (or, after a
  * _Fork, for the child's first event). */
 extern EF_TLS uint32_t ef_tls_fork_stack;
@@ -237,8 +247,7 @@ void ef_on_ctl_from_ring(int ring_fd, int epfd, int op, int fd, const void *ev, 
                          struct ef_call *call);
 /* After a successful ADD or DEL on a quiet instance (ef_epoll_quiet), with
  * the ADD's stack already captured by the wrapper. */
-void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, uint32_t serial,
-                     void *caller);
+void ef_on_ctl_quiet(int epfd, int op, int fd, const struct ef_walk *w, void *caller);
 void ef_on_wait_enter(int epfd, int blocking, struct ef_wait_token *t, void *caller);
 void ef_on_wait_exit(int epfd, const struct ef_wait_token *t, int result);
 void ef_on_close(int fd, void *caller);         /* before the real close */

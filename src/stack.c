@@ -264,7 +264,8 @@ static uint32_t with_python(uintptr_t *pcs, uint32_t n, int max)
  * serial: the same walk again (checked there) with the same skip and depth
  * is the same frames again, so the same id, without hashing and storing
  * them (bench/RESULTS.md, churn).  Not with Python frames: those are the
- * thread's Python stack's, which this does not know. */
+ * thread's Python stack's, which this does not know.  Only read when it
+ * holds: nothing is written (bench/RESULTS.md, fork). */
 static EF_TLS struct walk_id {
     uint32_t serial, id;
     int skip, max;
@@ -272,21 +273,27 @@ static EF_TLS struct walk_id {
 } last_walk;
 static EF_TLS int walk_nest; /* a signal handler's capture leaves it alone */
 
-static uint32_t store_walk(void *const *raw, int n, uint32_t serial, enum ef_skip skip, int max)
+static uint32_t store_walk(const struct ef_walk *w, enum ef_skip skip, int max)
 {
-    int cache = serial && !walk_nest &&
+    int cache = w->serial && !walk_nest &&
                 atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_ABSENT;
-    if (cache && last_walk.serial == serial && last_walk.skip == (int)skip &&
+    if (cache && last_walk.serial == w->serial && last_walk.skip == (int)skip &&
         last_walk.max == max && last_walk.reg == ef_reg && last_walk.id)
         return last_walk.id;
     walk_nest++;
     uintptr_t pcs[EF_MAX_FRAMES + 1];
-    uint32_t k = keep(pcs, max, skip, raw, n);
+    uint32_t k = keep(pcs, max, skip, (void *const *)w->pcs, w->n);
+    uint32_t id = 0;
+    if (w->stamp && !ef_cfi_still(w)) {
+        k = 0; /* a signal handler's walk replaced the frames as we copied them */
+        cache = 0;
+    }
     if (k)
         k = with_python(pcs, k, EF_MAX_FRAMES);
-    uint32_t id = k ? ef_depot_put(pcs, k) : 0;
+    if (k)
+        id = ef_depot_put(pcs, k);
     if (cache && id)
-        last_walk = (struct walk_id){serial, id, (int)skip, max, ef_reg};
+        last_walk = (struct walk_id){w->serial, id, (int)skip, max, ef_reg};
     walk_nest--;
     return id;
 }
@@ -297,20 +304,18 @@ static uint32_t capture_cfi(enum ef_skip skip, int max)
 {
     if (!ef_walk_ok || ef_opt.unwind != EF_UNWIND_TABLES)
         return 0;
-    void *raw[EF_MAX_FRAMES + 16];
-    uint32_t serial;
-    int want = max + 16 < (int)(sizeof raw / sizeof raw[0]) ? max + 16 : (int)(sizeof raw / sizeof raw[0]);
-    int n = ef_cfi_backtrace(raw, want, &serial);
-    return n > 0 ? store_walk(raw, n, serial, skip, max) : 0;
+    struct ef_walk w;
+    int want = max + 16 < EF_MAX_FRAMES + 16 ? max + 16 : EF_MAX_FRAMES + 16;
+    return ef_cfi_backtrace(want, &w) > 0 ? store_walk(&w, skip, max) : 0;
 }
 
 /* Frames a wrapper captured itself (ef_capture_here): drop the wrapper's own
  * frame(s), keep the configured depth, store them once. */
-uint32_t ef_stack_from_raw(void *const *raw, int n, uint32_t serial)
+uint32_t ef_stack_from_walk(const struct ef_walk *w)
 {
     if (last_cut != EF_CUT_NONE)
         last_cut = EF_CUT_NONE;
-    return store_walk(raw, n, serial, EF_SKIP_SHIM, stack_max());
+    return store_walk(w, EF_SKIP_SHIM, stack_max());
 }
 
 /* ------------------------------------------------- deferred captures */

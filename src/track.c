@@ -458,8 +458,7 @@ void ef_on_ctl_from_ring(int ring_fd, int epfd, int op, int fd, const void *ev, 
         ctl_done(epfd, op, fd, ev, EF_VIA_IO_URING, ring_fd, call);
 }
 
-void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, uint32_t serial,
-                     void *caller)
+void ef_on_ctl_quiet(int epfd, int op, int fd, const struct ef_walk *w, void *caller)
 {
     struct ef_fd *e = ef_fd_peek(epfd);
     if (!e)
@@ -471,8 +470,9 @@ void ef_on_ctl_quiet(int epfd, int op, int fd, void *const *raw, int nraw, uint3
         struct ef_fd *t = ef_fd_get(fd);
         if (!t)
             return;
-        uint32_t call =
-            nraw ? ef_stack_from_raw(raw, nraw, serial) : ef_stack_capture(EF_SKIP_SHIM, caller);
+        uint32_t call = w->n ? ef_stack_from_walk(w) : 0;
+        if (!call)
+            call = ef_stack_capture(EF_SKIP_SHIM, caller);
         ef_interest_add(fd, t, idx, call, EF_VIA_EPOLL_CTL);
     } else if (op == EPOLL_CTL_DEL) {
         struct ef_fd *t = ef_fd_peek(fd);

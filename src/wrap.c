@@ -73,10 +73,11 @@ __attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd, struct 
     int r = ef_real.epoll_ctl(epfd, op, fd, ev);
     if (r == 0) {
         int e = errno;
-        void *raw[EF_RAW_FRAMES];
-        uint32_t serial = 0;
-        int n = op == EPOLL_CTL_ADD ? ef_capture_here(raw, ef_opt.stack_depth, &serial) : 0;
-        ef_on_ctl_quiet(epfd, op, fd, raw, n, serial, caller);
+        void *raw[EF_RAW_FRAMES]; /* for libunwind's walk */
+        struct ef_walk w = {0};
+        if (op == EPOLL_CTL_ADD)
+            ef_capture_here(raw, ef_opt.stack_depth, &w);
+        ef_on_ctl_quiet(epfd, op, fd, &w, caller);
         errno = e;
     }
     return r;
@@ -411,8 +412,7 @@ EXPORT EF_INIT_TEXT pid_t fork(void)
     if (!ef_tracking() || !ef_fork_matters())
         return ef_real.fork(); /* the atfork handlers still see it */
     int e = errno;
-    ef_tls_fork_stack = ef_stack_capture(EF_SKIP_SHIM, CALLER);
-    ef_tls_fork_how = EF_FORK_FORK;
+    ef_fork_hand_over(ef_stack_capture(EF_SKIP_SHIM, CALLER), EF_FORK_FORK);
     if (errno != e)
         errno = e;
     pid_t p = ef_real.fork();
@@ -420,8 +420,9 @@ EXPORT EF_INIT_TEXT pid_t fork(void)
         /* Only shared pages are written here (and errno only if it changed):
          * a private page written after a fork costs a copy-on-write fault. */
         e = errno;
-        if (ef_tls_fork_stack)
-            ef_tls_fork_stack = 0; /* the prepare handler did not consume it */
+        if (EF_UNLIKELY(p < 0) || EF_UNLIKELY(ef_tls_fork_stack) ||
+            EF_UNLIKELY(atomic_load_explicit(&ef_fork.handed_owner, memory_order_relaxed)))
+            ef_fork_take_back(); /* the prepare handler did not take it */
         ef_on_fork_returned(p);
         if (errno != e)
             errno = e;

@@ -22,9 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-int ef_cfi_backtrace(void **out, int max, uint32_t *serial);
-void ef_stack_set_main_top(uintptr_t top);
-void ef_cfi_code_unloaded(void);
+#include "ef.h" /* struct ef_walk, ef_cfi_backtrace(), ef_stack_set_main_top() */
 
 static int (*unw_bt)(void **, int);
 
@@ -49,8 +47,11 @@ static void fmt_frames(char *buf, size_t len, void **f, int n)
 __attribute__((noinline)) static void probe(void)
 {
     void *a[128], *b[128];
-    uint32_t serial;
-    int na = ef_cfi_backtrace(a, max_frames, &serial);
+    struct ef_walk w;
+    int na = ef_cfi_backtrace(max_frames, &w);
+    uint32_t serial = na > 0 ? w.serial : 0;
+    for (int i = 0; i < na; i++)
+        a[i] = (void *)w.pcs[i];
     int nb = unw_bt(b, max_frames);
     cur.probes++;
     if (serial && serial == last_serial)

@@ -354,6 +354,7 @@ static const struct optcase {
     {"EPOLLFORK_DEDUP", {"0", "1"}, {"", "2", "-1", "yes"}},
     {"EPOLLFORK_DISABLE", {"0", "1"}, {"", "2", "-1", "yes"}},
     {"EPOLLFORK_REPAIR", {"0", "1"}, {"", "2", "-1", "on"}},
+    {"EPOLLFORK_UNWIND", {"tables", "libunwind"}, {"", "frames", "Tables", "libunwind "}},
     {"EPOLLFORK_DEBUG", {"0", "1"}, {"", "2", "-1", "yes"}},
 };
 #define NCASES (sizeof optcases / sizeof optcases[0])
@@ -369,6 +370,10 @@ static const char *opt_value(const char *name, char *buf, size_t len)
         return ef_opt.on_report == EF_ON_ABORT ? "abort" : ef_opt.on_report == EF_ON_WARN ? "warn" : "?";
     if (!strcmp(name, "EPOLLFORK_SUPPRESSIONS"))
         return ef_opt.suppressions;
+    if (!strcmp(name, "EPOLLFORK_UNWIND"))
+        return ef_opt.unwind == EF_UNWIND_LIBUNWIND ? "libunwind"
+               : ef_opt.unwind == EF_UNWIND_TABLES  ? "tables"
+                                                    : "?";
     int v = !strcmp(name, "EPOLLFORK_STACK_DEPTH") ? ef_opt.stack_depth
             : !strcmp(name, "EPOLLFORK_DEDUP")     ? ef_opt.dedup
             : !strcmp(name, "EPOLLFORK_DISABLE")   ? ef_opt.disable
