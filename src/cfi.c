@@ -38,7 +38,7 @@
  * they are at the return from this function: regs[EF_R_RIP] is its return
  * address, regs[EF_R_RSP] the stack pointer after the return. */
 #if defined(__x86_64__)
-__asm__(".text\n"
+__asm__(".pushsection .text.hot.ef,\"ax\",@progbits\n"
         ".globl ef_snap_regs\n"
         ".hidden ef_snap_regs\n"
         ".type ef_snap_regs, @function\n"
@@ -56,7 +56,8 @@ __asm__(".text\n"
         "    movq %r15, 56(%rdi)\n"
         "    ret\n"
         "    .cfi_endproc\n"
-        ".size ef_snap_regs, .-ef_snap_regs\n");
+        ".size ef_snap_regs, .-ef_snap_regs\n"
+        ".popsection\n");
 #endif
 
 EF_HOT static uintptr_t main_top; /* above every frame of the main thread */
@@ -136,12 +137,14 @@ static uint64_t rule_for(uintptr_t ret, uint32_t gen)
 struct memo {
     uintptr_t sp0, top, rbp0;
     uint32_t gen, serial; /* serial 0: nothing kept */
-    int max, n, nread, nrbp, uses_rbp;
-    /* each word read, from sp0, and what it held: the return address slots
-     * first, then from MEMO_FRAMES on the saved rbp slots (which matter only
-     * if a frame's CFA is rbp-based) */
-    uint32_t off[MEMO_WORDS];
-    uintptr_t val[MEMO_WORDS];
+    int max, n, nread, uses_rbp;
+    /* each word read, in the order read: where (from sp0), what it held, and
+     * whether it is a saved rbp (which matters only if a frame's CFA is
+     * rbp-based); together, so that checking reads a few cache lines */
+    struct {
+        uint32_t off, rbp;
+        uintptr_t val;
+    } word[MEMO_WORDS];
     uintptr_t pcs[MEMO_FRAMES];
 };
 static EF_TLS struct memo memo;
@@ -153,11 +156,12 @@ static EF_TLS struct memo memo;
 static EF_TLS uint32_t memo_writes;
 static EF_TLS uint32_t memo_serials;
 
-static void memo_read(uintptr_t sp0, uintptr_t at, uintptr_t v, int *count, int base, int *keep)
+static void memo_read(uintptr_t sp0, uintptr_t at, uintptr_t v, int rbp, int *keep)
 {
-    if (*keep && *count < MEMO_FRAMES && at - sp0 <= UINT32_MAX) {
-        memo.off[base + *count] = (uint32_t)(at - sp0);
-        memo.val[base + (*count)++] = v;
+    if (*keep && memo.nread < MEMO_WORDS && at - sp0 <= UINT32_MAX) {
+        memo.word[memo.nread].off = (uint32_t)(at - sp0);
+        memo.word[memo.nread].rbp = (uint32_t)rbp;
+        memo.word[memo.nread++].val = v;
     } else {
         *keep = 0;
     }
@@ -172,7 +176,7 @@ static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, i
     uintptr_t sp0 = sp, rbp0 = rbp;
     int n = 0, keep = 1, skip = 1, uses_rbp = 0;
     memo.serial = 0;
-    memo.nread = memo.nrbp = 0;
+    memo.nread = 0;
     while (n < max) {
         if (skip)
             skip = 0;
@@ -190,13 +194,13 @@ static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, i
         if (cfa <= sp || cfa > top || (cfa & 7))
             return -1;
         uintptr_t ra = *(const uintptr_t *)(cfa - 8);
-        memo_read(sp0, cfa - 8, ra, &memo.nread, 0, &keep);
+        memo_read(sp0, cfa - 8, ra, 0, &keep);
         if (f & EF_RULE_RBP_SAVED) {
             uintptr_t at = cfa + (uintptr_t)(intptr_t)EF_RULE_RBP_OFF(r);
             if (at < sp || at + 8 > top)
                 return -1;
             rbp = *(const uintptr_t *)at;
-            memo_read(sp0, at, rbp, &memo.nrbp, MEMO_FRAMES, &keep);
+            memo_read(sp0, at, rbp, 1, &keep);
         }
         sp = cfa;
         pc = ra;
@@ -225,22 +229,19 @@ static int memo_holds(uintptr_t sp0, uintptr_t rbp, uintptr_t top, int max, uint
         (memo.uses_rbp && memo.rbp0 != rbp))
         return 0;
     const unsigned char *base = (const unsigned char *)sp0;
+    uint32_t skip_rbp = !memo.uses_rbp;
     for (int i = 0; i < memo.nread; i++) {
         uintptr_t w;
-        memcpy(&w, base + memo.off[i], sizeof w);
-        if (w != memo.val[i])
-            return 0;
-    }
-    for (int i = MEMO_FRAMES; memo.uses_rbp && i < MEMO_FRAMES + memo.nrbp; i++) {
-        uintptr_t w;
-        memcpy(&w, base + memo.off[i], sizeof w);
-        if (w != memo.val[i])
+        if (memo.word[i].rbp & skip_rbp)
+            continue;
+        memcpy(&w, base + memo.word[i].off, sizeof w);
+        if (w != memo.word[i].val)
             return 0;
     }
     return 1;
 }
 
-__attribute__((noinline)) int ef_cfi_backtrace(int max, struct ef_walk *w)
+EF_HOT_TEXT __attribute__((noinline)) int ef_cfi_backtrace(int max, struct ef_walk *w)
 {
     uint64_t regs[EF_R_COUNT];
     ef_snap_regs(regs);

@@ -41,6 +41,11 @@
  * maps it all (the kernel maps 64 KiB around a fault on a file's page). */
 #define EF_HOT __attribute__((section(".data.ef_hot")))
 #define EF_INIT_TEXT __attribute__((section(".text.startup")))
+/* The code of the busiest calls (an ADD, a DEL, a close, a wait, a new fd),
+ * together right after the start-up code: with page-table isolation and no
+ * PCID, every system call empties the TLB, and each page of code or data a
+ * wrapper then touches is a page walk (bench/RESULTS.md, churn). */
+#define EF_HOT_TEXT __attribute__((section(".text.hot.ef")))
 #if defined(__x86_64__) || defined(__i386__)
 #define ef_cpu_relax() __builtin_ia32_pause()
 #else

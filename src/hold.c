@@ -153,7 +153,7 @@ static inline int holds(uint32_t idx)
     return u && u == atomic_load_explicit(&ef_inst_at(idx)->uid, memory_order_relaxed);
 }
 
-int ef_holds(uint32_t idx)
+EF_HOT_TEXT int ef_holds(uint32_t idx)
 {
     return idx && idx < EF_MAX_INST && ef_reg && local && holds(idx);
 }

@@ -73,7 +73,7 @@ static int primary_valid(struct ef_fd *e)
     return ef_holds(idx) && atomic_load(&ef_local_at(idx)->uid) == atomic_load(&e->int_uid);
 }
 
-void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack, enum ef_via via)
+EF_HOT_TEXT void ef_interest_add(int fd, struct ef_fd *e, uint32_t idx, uint32_t stack, enum ef_via via)
 {
     uint32_t uid = atomic_load_explicit(&ef_inst_at(idx)->uid, memory_order_relaxed);
     if (!primary_valid(e) || atomic_load_explicit(&e->int_inst, memory_order_relaxed) == idx) {
@@ -121,7 +121,7 @@ int ef_interest_find(int fd, struct ef_fd *e, uint32_t idx, struct ef_interest *
     return 1;
 }
 
-void ef_interest_del(int fd, struct ef_fd *e, uint32_t idx)
+EF_HOT_TEXT void ef_interest_del(int fd, struct ef_fd *e, uint32_t idx)
 {
     uint32_t f = atomic_load(&e->flags);
     if ((f & EF_FD_INTEREST) && atomic_load(&e->int_inst) == idx) {

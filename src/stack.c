@@ -273,7 +273,7 @@ static EF_TLS struct walk_id {
 } last_walk;
 static EF_TLS int walk_nest; /* a signal handler's capture leaves it alone */
 
-static uint32_t store_walk(const struct ef_walk *w, enum ef_skip skip, int max)
+EF_HOT_TEXT static uint32_t store_walk(const struct ef_walk *w, enum ef_skip skip, int max)
 {
     int cache = w->serial && !walk_nest &&
                 atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_ABSENT;
@@ -311,7 +311,7 @@ static uint32_t capture_cfi(enum ef_skip skip, int max)
 
 /* Frames a wrapper captured itself (ef_capture_here): drop the wrapper's own
  * frame(s), keep the configured depth, store them once. */
-uint32_t ef_stack_from_walk(const struct ef_walk *w)
+EF_HOT_TEXT uint32_t ef_stack_from_walk(const struct ef_walk *w)
 {
     if (last_cut != EF_CUT_NONE)
         last_cut = EF_CUT_NONE;

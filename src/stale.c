@@ -76,7 +76,7 @@ static int was_inherited(int fd)
  * if it was dup'ed (or made by a dup), inherited at exec, or created before
  * this process's last fork.  Everything else is the common case: no copy, and
  * the kernel drops the registration with the close. */
-int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags)
+EF_HOT_TEXT int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags)
 {
     uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
     return (flags & EF_FD_DUPED) || (epoch && atomic_load(&e->born) != epoch) || was_inherited(fd);

@@ -458,7 +458,7 @@ void ef_on_ctl_from_ring(int ring_fd, int epfd, int op, int fd, const void *ev, 
         ctl_done(epfd, op, fd, ev, EF_VIA_IO_URING, ring_fd, call);
 }
 
-void ef_on_ctl_quiet(int epfd, int op, int fd, const struct ef_walk *w, void *caller)
+EF_HOT_TEXT void ef_on_ctl_quiet(int epfd, int op, int fd, const struct ef_walk *w, void *caller)
 {
     struct ef_fd *e = ef_fd_peek(epfd);
     if (!e)
@@ -551,7 +551,7 @@ void ef_on_wait_exit(int epfd, const struct ef_wait_token *tok, int result)
 
 /* ------------------------------------------------------- close and dups */
 
-void ef_on_close(int fd, void *caller)
+EF_HOT_TEXT void ef_on_close(int fd, void *caller)
 {
     struct ef_fd *e = ef_fd_peek(fd);
     if (!e)
@@ -622,7 +622,7 @@ void ef_on_dup(int oldfd, int newfd, void *caller)
 /* A wrapped call created fd: its number was free, so whatever the table says
  * about it is stale (a close we did not see); and after a fork, an fd created
  * since the last fork has no copy in another process. */
-void ef_on_fd_born(int fd)
+EF_HOT_TEXT void ef_on_fd_born(int fd)
 {
     uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
     struct ef_fd *e = epoch ? ef_fd_get(fd) : ef_fd_peek(fd);

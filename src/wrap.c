@@ -67,7 +67,7 @@ EXPORT EF_INIT_TEXT int epoll_create1(int flags)
 /* ADD or DEL on a quiet instance: the real call, then the registration
  * bookkeeping, with the ADD's stack captured here.  Reached by a tail call, so
  * this frame replaces the wrapper's: one frame of ours for libunwind to walk. */
-__attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd, struct epoll_event *ev,
+EF_HOT_TEXT __attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd, struct epoll_event *ev,
                                                void *caller)
 {
     int r = ef_real.epoll_ctl(epfd, op, fd, ev);
@@ -102,7 +102,7 @@ __attribute__((noinline)) static int ctl_slow(int epfd, int op, int fd, struct e
 
 /* Kept tiny (no frame of its own on the fast path): the work is in ctl_quiet
  * and ctl_slow, reached by tail calls. */
-EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+EXPORT EF_HOT_TEXT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
     if (ef_epoll_quiet(epfd)) {
         /* never crossed a fork: no use check, nothing to record */
@@ -141,7 +141,7 @@ __attribute__((noinline)) static int wait_slow(int epfd, struct epoll_event *evs
     return wait_end(epfd, &t, ef_real.epoll_wait(epfd, evs, max, timeout));
 }
 
-EXPORT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+EXPORT EF_HOT_TEXT int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 {
     if (timeout == 0 && ef_epoll_quiet(epfd))
         return ef_real.epoll_wait(epfd, evs, max, timeout);
@@ -190,7 +190,7 @@ static inline void before_fd2_changes(int fd)
     }
 }
 
-EXPORT int close(int fd)
+EXPORT EF_HOT_TEXT int close(int fd)
 {
     before_fd2_changes(fd);
     if (EF_UNLIKELY(ef_fd_owned(fd))) {
@@ -462,37 +462,37 @@ static inline int born(int r)
     return r;
 }
 
-EXPORT int socket(int domain, int type, int proto)
+EXPORT EF_HOT_TEXT int socket(int domain, int type, int proto)
 {
     ef_ensure_init();
     return born(ef_real.socket(domain, type, proto));
 }
 
-EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len)
+EXPORT EF_HOT_TEXT int accept(int fd, struct sockaddr *addr, socklen_t *len)
 {
     ef_ensure_init();
     return born(ef_real.accept(fd, addr, len));
 }
 
-EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+EXPORT EF_HOT_TEXT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
     ef_ensure_init();
     return born(ef_real.accept4(fd, addr, len, flags));
 }
 
-EXPORT int eventfd(unsigned int count, int flags)
+EXPORT EF_HOT_TEXT int eventfd(unsigned int count, int flags)
 {
     ef_ensure_init();
     return born(ef_real.eventfd(count, flags));
 }
 
-EXPORT int timerfd_create(int clock, int flags)
+EXPORT EF_HOT_TEXT int timerfd_create(int clock, int flags)
 {
     ef_ensure_init();
     return born(ef_real.timerfd_create(clock, flags));
 }
 
-EXPORT int socketpair(int domain, int type, int proto, int sv[2])
+EXPORT EF_HOT_TEXT int socketpair(int domain, int type, int proto, int sv[2])
 {
     ef_ensure_init();
     int r = ef_real.socketpair(domain, type, proto, sv);
@@ -517,7 +517,7 @@ static void hide_pipe(int p[2])
     errno = e;
 }
 
-EXPORT int pipe(int p[2])
+EXPORT EF_HOT_TEXT int pipe(int p[2])
 {
     ef_ensure_init();
     int r = ef_real.pipe(p);
@@ -532,7 +532,7 @@ EXPORT int pipe(int p[2])
     return r;
 }
 
-EXPORT int pipe2(int p[2], int flags)
+EXPORT EF_HOT_TEXT int pipe2(int p[2], int flags)
 {
     ef_ensure_init();
     int r = ef_real.pipe2(p, flags);
