@@ -41,10 +41,8 @@
  * maps it all (the kernel maps 64 KiB around a fault on a file's page). */
 #define EF_HOT __attribute__((section(".data.ef_hot")))
 #define EF_INIT_TEXT __attribute__((section(".text.startup")))
-/* The code of the busiest calls (an ADD, a DEL, a close, a wait, a new fd),
- * together right after the start-up code: with page-table isolation and no
- * PCID, every system call empties the TLB, and each page of code or data a
- * wrapper then touches is a page walk (bench/RESULTS.md, churn). */
+/* The busiest calls' code, together after it: with PTI and no PCID each system
+ * call empties the TLB (docs/EVIDENCE.md, costs). */
 #define EF_HOT_TEXT __attribute__((section(".text.hot.ef")))
 #if defined(__x86_64__) || defined(__i386__)
 #define ef_cpu_relax() __builtin_ia32_pause()
@@ -416,19 +414,16 @@ enum { EF_RULE_KNOWN = 1, EF_RULE_CFA_RBP = 2, EF_RULE_RBP_SAVED = 4, EF_RULE_LA
 #define EF_RULE_FLAGS(r) ((unsigned)((r) >> 48))
 #define EF_RULE_BAD ((uint64_t)0)
 uint64_t ef_eh_rule_at(uintptr_t pc);
-/* ef_snap_regs() keeps its return address, the stack pointer after the
- * return, and the callee-saved registers. */
+/* ef_snap_regs(): its return address, rsp after the return, callee-saved. */
 enum { EF_R_RIP, EF_R_RSP, EF_R_RBP, EF_R_RBX, EF_R_R12, EF_R_R13, EF_R_R14, EF_R_R15, EF_R_COUNT };
 void ef_snap_regs(uint64_t *regs) __attribute__((visibility("hidden")));
 void ef_stack_set_main_top(uintptr_t top); /* init.c: the main thread's arguments */
-/* The top of the stack sp is on, if at most span bytes above it: the thread's
- * descriptor (glibc puts it above every thread stack it runs) or the main
- * thread's arguments; 0 when it is neither (a signal stack, a coroutine). */
+/* The top of sp's stack if at most span above: the thread's descriptor (above
+ * every glibc thread stack) or main's arguments; 0 (a signal stack...). */
 uintptr_t ef_stack_top(uintptr_t sp, uintptr_t span);
-/* A walk of the calling stack: n frames at pcs (each frame's return address,
- * as unw_backtrace gives them).  From cfi.c, pcs is the thread's last walk
- * (stamp: ef_cfi_still() says whether it still is), and serial, nonzero,
- * names those frames: the same serial again is the same frames again. */
+/* A walk: n frames at pcs (return addresses, as unw_backtrace gives them).
+ * From cfi.c, pcs is the thread's last walk (stamp: ef_cfi_still() says if it
+ * still is); serial, nonzero, names those frames: the same again, the same. */
 struct ef_walk {
     const uintptr_t *pcs;
     int n;
