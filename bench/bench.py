@@ -235,6 +235,13 @@ def depth1_env():
     return env
 
 
+def libunwind_env():
+    """Every stack by libunwind, as before the walk from the unwind tables."""
+    env = shim_env()
+    env["EPOLLFORK_UNWIND"] = "libunwind"
+    return env
+
+
 def repair_env():
     env = shim_env()
     env["EPOLLFORK_REPAIR"] = "1"
@@ -795,9 +802,11 @@ def main():
             micro_row("3c. churn: socketpair, ADD, DEL, close both", "churn-sp", n(40000), C,
                       pm, 1.05),
             # what the registration stack costs: the same churn with one frame per stack,
-            # and with nothing tracked
+            # with every stack by libunwind, and with nothing tracked
             micro_row("(split) 3a with EPOLLFORK_STACK_DEPTH=1", "churn", n(60000), C, pm, None,
                       depth1_env),
+            micro_row("(split) 3a with EPOLLFORK_UNWIND=libunwind", "churn", n(60000), C, pm,
+                      None, libunwind_env),
             micro_row("(split) 3a with EPOLLFORK_DISABLE=1", "churn", n(60000), C, pm, None,
                       disabled_env)]),
         ("wait", lambda: [
@@ -810,6 +819,8 @@ def main():
             micro_row("5. fork + waitpid, 1,000 registrations", "fork", n(800), C, pm, 1.05),
             micro_row("(split) the same, shim with EPOLLFORK_DISABLE=1", "fork", n(800), C, pm,
                       None, disabled_env),
+            micro_row("(split) the same, shim with EPOLLFORK_UNWIND=libunwind", "fork", n(800),
+                      C, pm, None, libunwind_env),
             micro_row("(extra) fork + waitpid, no epoll in the process", "fork-noepoll", n(800),
                       C, pm, None)]),
         ("first-epoll", lambda: [
