@@ -167,19 +167,23 @@ static void memo_read(uintptr_t sp0, uintptr_t at, uintptr_t v, int rbp, int *ke
     }
 }
 
-/* Walk from the frame (pc, sp, rbp) up, its own frame unrecorded, the frames
- * into memo.pcs (each frame's return address, as unw_backtrace gives them),
- * and keep what checking it again needs; -1 when a frame is not one we walk. */
-static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, int max, uint32_t gen)
+/* Walk from the frame (pc, sp, rbp) up, into out (each frame's return
+ * address, as unw_backtrace gives them), the first skip frames unrecorded;
+ * the stack's words are read at their address + delta (0, or where a copy of
+ * the stack is), between sp and top.  With memo_it, keep what checking the
+ * walk again needs.  -1 when a frame is not one we walk. */
+static int walk(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, uintptr_t delta,
+                int skip, uintptr_t *out, int max, uint32_t gen, int memo_it)
 {
-    uintptr_t *out = memo.pcs;
     uintptr_t sp0 = sp, rbp0 = rbp;
-    int n = 0, keep = 1, skip = 1, uses_rbp = 0;
-    memo.serial = 0;
-    memo.nread = 0;
+    int n = 0, keep = memo_it, uses_rbp = 0;
+    if (memo_it) {
+        memo.serial = 0;
+        memo.nread = 0;
+    }
     while (n < max) {
-        if (skip)
-            skip = 0;
+        if (skip > 0)
+            skip--;
         else if ((out[n++] = pc), n == max)
             break; /* no step past the last frame asked for */
         uint64_t r = rule_for(pc, gen);
@@ -193,13 +197,13 @@ static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, i
         uintptr_t cfa = ((f & EF_RULE_CFA_RBP) ? rbp : sp) + (uintptr_t)(intptr_t)EF_RULE_OFF(r);
         if (cfa <= sp || cfa > top || (cfa & 7))
             return -1;
-        uintptr_t ra = *(const uintptr_t *)(cfa - 8);
+        uintptr_t ra = *(const uintptr_t *)(cfa - 8 + delta);
         memo_read(sp0, cfa - 8, ra, 0, &keep);
         if (f & EF_RULE_RBP_SAVED) {
             uintptr_t at = cfa + (uintptr_t)(intptr_t)EF_RULE_RBP_OFF(r);
             if (at < sp || at + 8 > top)
                 return -1;
-            rbp = *(const uintptr_t *)at;
+            rbp = *(const uintptr_t *)(at + delta);
             memo_read(sp0, at, rbp, 1, &keep);
         }
         sp = cfa;
@@ -220,6 +224,16 @@ static int walk_kept(uintptr_t pc, uintptr_t sp, uintptr_t rbp, uintptr_t top, i
         memo.serial = memo_serials;
     }
     return n;
+}
+
+int ef_cfi_walk_copy(const uint64_t *regs, const unsigned char *copy, uintptr_t len, uintptr_t *out,
+                     int max)
+{
+    uintptr_t lo = regs[EF_R_RSP];
+    if (lo >> 47 || len > WALK_SPAN)
+        return -1;
+    return walk(regs[EF_R_RIP], lo, regs[EF_R_RBP], lo + len, (uintptr_t)copy - lo, 0, out, max,
+                atomic_load_explicit(&generation, memory_order_acquire), 0);
 }
 
 /* Is the stack from (sp0, rbp) up the one of the thread's last walk? */
@@ -256,7 +270,7 @@ EF_HOT_TEXT __attribute__((noinline)) int ef_cfi_backtrace(int max, struct ef_wa
         n = memo.n;
     } else {
         memo_writes = stamp + 1;
-        n = walk_kept(regs[EF_R_RIP], sp, regs[EF_R_RBP], top, max, gen);
+        n = walk(regs[EF_R_RIP], sp, regs[EF_R_RBP], top, 0, 1, memo.pcs, max, gen, 1);
         memo_writes = stamp += 2;
     }
     if (n <= 0)
@@ -291,5 +305,12 @@ int ef_cfi_still(const struct ef_walk *w)
 {
     (void)w;
     return 0;
+}
+
+int ef_cfi_walk_copy(const uint64_t *regs, const unsigned char *copy, uintptr_t len, uintptr_t *out,
+                     int max)
+{
+    (void)regs, (void)copy, (void)len, (void)out, (void)max;
+    return -1;
 }
 #endif

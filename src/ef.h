@@ -41,8 +41,7 @@
  * maps it all (the kernel maps 64 KiB around a fault on a file's page). */
 #define EF_HOT __attribute__((section(".data.ef_hot")))
 #define EF_INIT_TEXT __attribute__((section(".text.startup")))
-/* The busiest calls' code, together after it: with PTI and no PCID each system
- * call empties the TLB (docs/EVIDENCE.md, costs). */
+/* the busiest calls' code, together after it (docs/EVIDENCE.md, costs: PTI) */
 #define EF_HOT_TEXT __attribute__((section(".text.hot.ef")))
 #if defined(__x86_64__) || defined(__i386__)
 #define ef_cpu_relax() __builtin_ia32_pause()
@@ -414,8 +413,8 @@ enum { EF_RULE_KNOWN = 1, EF_RULE_CFA_RBP = 2, EF_RULE_RBP_SAVED = 4, EF_RULE_LA
 #define EF_RULE_FLAGS(r) ((unsigned)((r) >> 48))
 #define EF_RULE_BAD ((uint64_t)0)
 uint64_t ef_eh_rule_at(uintptr_t pc);
-/* ef_snap_regs(): its return address, rsp after the return, callee-saved. */
 enum { EF_R_RIP, EF_R_RSP, EF_R_RBP, EF_R_RBX, EF_R_R12, EF_R_R13, EF_R_R14, EF_R_R15, EF_R_COUNT };
+/* its return address, rsp after the return, the callee-saved registers */
 void ef_snap_regs(uint64_t *regs) __attribute__((visibility("hidden")));
 void ef_stack_set_main_top(uintptr_t top); /* init.c: the main thread's arguments */
 /* The top of sp's stack if at most span above: the thread's descriptor (above
@@ -424,17 +423,16 @@ uintptr_t ef_stack_top(uintptr_t sp, uintptr_t span);
 /* A walk: n frames at pcs (return addresses, as unw_backtrace gives them).
  * From cfi.c, pcs is the thread's last walk (stamp: ef_cfi_still() says if it
  * still is); serial, nonzero, names those frames: the same again, the same. */
-struct ef_walk {
-    const uintptr_t *pcs;
-    int n;
-    uint32_t serial, stamp;
-};
+struct ef_walk { const uintptr_t *pcs; int n; uint32_t serial, stamp; };
 /* The calling stack from the unwind tables, as unw_backtrace(.., max) would
  * give it from here (the first frame is this function's caller's own pc),
  * without libunwind; -1 when a frame's rules are not the simple ones (then
  * only libunwind knows), or in a signal handler that interrupted a walk. */
 int ef_cfi_backtrace(int max, struct ef_walk *w);
 int ef_cfi_still(const struct ef_walk *w);  /* w's frames are still at w->pcs */
+/* The same over a copy of the stack (len bytes at regs' rsp), regs' frame on */
+int ef_cfi_walk_copy(const uint64_t *regs, const unsigned char *copy, uintptr_t len, uintptr_t *out,
+                     int max);
 void ef_cfi_code_unloaded(void); /* wrap.c: dlclose() */
 
 /* ------------------------------------------------------------------ stack.c */
@@ -447,14 +445,13 @@ enum ef_cut {
     EF_CUT_REENTRY,         /* a signal handler interrupted our own unwinding */
 };
 const char *ef_cut_why(enum ef_cut cut);  /* the stack note, NULL for EF_CUT_NONE */
-/* Capture the calling stack; returns its id (0 none).  Until libunwind is
- * loaded, the id may name a capture kept to be unwound later (EF_STACK_PENDING
- * set): anything that compares ids (a claim, a dedup key) takes
- * ef_stack_canon() of them, which unwinds it and gives its depot id. */
+/* Capture the calling stack; its id (0 none), maybe of a copy kept to be
+ * walked later (EF_STACK_PENDING): what compares ids (a claim, a dedup key)
+ * takes ef_stack_canon() of them, which walks it and gives its depot id. */
 #define EF_STACK_PENDING 0x80000000u
 uint32_t ef_stack_capture(enum ef_skip skip, void *caller);
-/* The same, unwound now: for a stack another process will read (a change
- * recorded on a shared instance, a ring's use) or a report about to be made. */
+int ef_stack_keeps_copies(void); /* captures are kept as copies here, for now */
+/* The same, walked now: a stack another process will read, or a report's. */
 uint32_t ef_stack_capture_now(enum ef_skip skip, void *caller);
 uint32_t ef_stack_canon(uint32_t id);
 /* hold.c: the process record of the process capturing (a kept capture is
@@ -478,7 +475,7 @@ static inline int ef_capture_here(void **raw, int depth, struct ef_walk *w)
 {
     w->n = 0;
     w->serial = w->stamp = 0;
-    if (ef_unwinding || ef_in_shim)
+    if (ef_unwinding || ef_in_shim || ef_stack_keeps_copies())
         return 0;
     if (depth > EF_PY_NATIVE_DEPTH &&
         atomic_load_explicit(&ef_py_state, memory_order_relaxed) == EF_PY_READY && ef_py_running())

@@ -418,6 +418,13 @@ EF_INIT_TEXT __attribute__((noinline)) static uint32_t capture_later(enum ef_ski
     return EF_STACK_PENDING | tag << 8 | i;
 }
 
+EF_HOT_TEXT int ef_stack_keeps_copies(void)
+{
+    return ef_stack_tag && atomic_load_explicit(&npend, memory_order_relaxed) < PENDING_SLOTS &&
+           atomic_load_explicit(&uw_state, memory_order_relaxed) == UW_UNTRIED && !unsafe_child &&
+           !ef_unwinding;
+}
+
 /* Walk the copy of slot p with libunwind: its stack pointers moved to the
  * copy, the walk stops where a frame leaves it.  The frames unw_backtrace
  * would give, from the capture up (the first is capture_later's own pc). */
@@ -497,12 +504,19 @@ static uint32_t pending_depot(uint32_t id)
      * eagerly before: it shares this memory, and the result, with its
      * parent.) */
     int here = !unsafe_child && !ef_unwinding;
-    if (here && atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED)
-        load_unwind(0);
-    here = here && atomic_load_explicit(&uw_state, memory_order_acquire) == UW_READY;
-    if (here && p_init_local && p_step && p_get_reg) {
-        uintptr_t raw[EF_MAX_FRAMES + 16];
-        int k = unwind_copy(p, raw, max + 16);
+    uintptr_t raw[EF_MAX_FRAMES + 16];
+    int k = -1;
+    /* the unwind tables first (cfi.c), over the copy as it is */
+    if (here && ef_walk_ok && ef_opt.unwind == EF_UNWIND_TABLES)
+        k = ef_cfi_walk_copy(p->regs, snap_base() + p->off, p->len, raw, max + 16);
+    if (k <= 0) {
+        if (here && atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED)
+            load_unwind(0);
+        here = here && atomic_load_explicit(&uw_state, memory_order_acquire) == UW_READY;
+        if (here && p_init_local && p_step && p_get_reg)
+            k = unwind_copy(p, raw, max + 16);
+    }
+    if (k > 0) {
         int j = 0;
         while (j < k && ef_pc_in_shim(raw[j]))
             j++;
@@ -555,16 +569,17 @@ static uint32_t capture_unwound(enum ef_skip skip, void *caller)
 
 EF_INIT_TEXT uint32_t ef_stack_capture(enum ef_skip skip, void *caller)
 {
-    uint32_t id = capture_cfi(skip, stack_max());
+    /* A young process keeps copies (most never report, and the first walk
+     * of a call chain reads its objects' unwind tables: a page fault each),
+     * then walks at once. */
+    uint32_t id = ef_stack_keeps_copies() ? capture_later(skip, caller) : 0;
+    if (id)
+        return id;
+    id = capture_cfi(skip, stack_max());
     if (id) {
         if (last_cut != EF_CUT_NONE)
             last_cut = EF_CUT_NONE;
         return id;
-    }
-    if (atomic_load_explicit(&uw_state, memory_order_acquire) == UW_UNTRIED) {
-        id = capture_later(skip, caller);
-        if (id)
-            return id;
     }
     return capture_unwound(skip, caller);
 }
