@@ -79,12 +79,16 @@ EF_INIT_TEXT uintptr_t ef_stack_top(uintptr_t sp, uintptr_t span)
 
 #if defined(__x86_64__)
 
-/* Each entry is written key 0, rule, key and read key, rule, key (x86
- * keeps stores in order): a reader that sees the same key twice has the
- * rule written with it.  .bss: a process touches the pages it uses. */
+/* Each entry is a sequence lock: a writer makes seq odd (one writer at a
+ * time: the others just do not keep what they read), writes, makes it even
+ * again; a reader takes the entry only when seq was the same even number
+ * before and after it read the rest.  .bss: a process touches the pages it
+ * uses. */
 #define TABLE_BITS 12
 struct entry {
-    _Atomic uint64_t key; /* the return address | generation << 48; 0 free */
+    _Atomic uint32_t seq;
+    _Atomic uint32_t gen;  /* the generation of loaded code it was read in */
+    _Atomic uint64_t pc;   /* the return address; 0 free */
     _Atomic uint64_t rule;
 };
 static struct entry table[1u << TABLE_BITS];
@@ -102,19 +106,23 @@ static unsigned slot_of(uint64_t key)
 
 static uint64_t rule_for(uintptr_t ret, uint32_t gen)
 {
-    uint64_t key = (uint64_t)ret | (uint64_t)(gen & 0xffff) << 48;
-    struct entry *e = &table[slot_of(key)];
-    uint64_t k1 = atomic_load_explicit(&e->key, memory_order_acquire);
-    if (EF_LIKELY(k1 == key)) {
-        uint64_t r = atomic_load_explicit(&e->rule, memory_order_acquire);
-        if (atomic_load_explicit(&e->key, memory_order_acquire) == k1)
+    struct entry *e = &table[slot_of(ret)];
+    uint32_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
+    if (EF_LIKELY(!(s1 & 1)) && atomic_load_explicit(&e->pc, memory_order_relaxed) == ret &&
+        atomic_load_explicit(&e->gen, memory_order_relaxed) == gen) {
+        uint64_t r = atomic_load_explicit(&e->rule, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&e->seq, memory_order_relaxed) == s1)
             return r;
     }
     /* the rule of the call instruction: ret - 1 */
     uint64_t r = ef_eh_rule_at(ret - 1);
-    atomic_store_explicit(&e->key, 0, memory_order_release);
-    atomic_store_explicit(&e->rule, r, memory_order_release);
-    atomic_store_explicit(&e->key, key, memory_order_release);
+    if (!(s1 & 1) && atomic_compare_exchange_strong(&e->seq, &s1, s1 + 1)) {
+        atomic_store_explicit(&e->gen, gen, memory_order_relaxed);
+        atomic_store_explicit(&e->pc, ret, memory_order_relaxed);
+        atomic_store_explicit(&e->rule, r, memory_order_relaxed);
+        atomic_store_explicit(&e->seq, s1 + 2, memory_order_release);
+    }
     return r;
 }
 

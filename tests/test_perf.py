@@ -130,7 +130,8 @@ def cfi_check(opt):
 # Scenarios whose every frame has the simple rules (the walk must give them),
 # and those with a signal frame (the walk must give up: libunwind's).
 SIMPLE = ["recursion", "big-frames", "alloca", "saved-registers", "mixed", "same-site-again",
-          "same-depth-other-callers", "truncated", "through-libc", "thread", "after-dlclose"]
+          "same-depth-other-callers", "truncated", "through-libc", "thread", "threads-at-once",
+          "after-dlclose"]
 SIGNAL = ["signal-handler", "alternate-signal-stack"]
 
 for _opt in ("-O0", "-O2", "-O2 -fno-omit-frame-pointer"):

@@ -44,6 +44,9 @@ static void fmt_frames(char *buf, size_t len, void **f, int n)
         k += (size_t)snprintf(buf + k, len - k, "%s%p", i ? " " : "", f[i]);
 }
 
+static pthread_mutex_t tally_lock = PTHREAD_MUTEX_INITIALIZER;
+static void probe_tally(void **a, int na, void **b, int nb, uint32_t serial);
+
 __attribute__((noinline)) static void probe(void)
 {
     void *a[128], *b[128];
@@ -53,6 +56,13 @@ __attribute__((noinline)) static void probe(void)
     for (int i = 0; i < na; i++)
         a[i] = (void *)w.pcs[i];
     int nb = unw_bt(b, max_frames);
+    pthread_mutex_lock(&tally_lock);
+    probe_tally(a, na, b, nb, serial);
+    pthread_mutex_unlock(&tally_lock);
+}
+
+static void probe_tally(void **a, int na, void **b, int nb, uint32_t serial)
+{
     cur.probes++;
     if (serial && serial == last_serial)
         repeats++;
@@ -217,6 +227,20 @@ static void on_signal(int sig)
     rec_plain(3);
 }
 
+/* several threads walking at once through rules read again (a new
+ * generation): the table's entries written and read concurrently */
+static void *racer(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 40; round++)
+        for (int d = 0; d < 12; d++) {
+            rec_plain(d);
+            rec_vla(d);
+            mixed(d);
+        }
+    return NULL;
+}
+
 static void *thread_main(void *arg)
 {
     (void)arg;
@@ -297,6 +321,16 @@ int main(int argc, char **argv)
     pthread_t t;
     if (pthread_create(&t, NULL, thread_main, NULL) == 0)
         pthread_join(t, NULL);
+    end();
+
+    begin("threads-at-once");
+    ef_cfi_code_unloaded();
+    pthread_t rs[4];
+    int nr = 0;
+    for (int i = 0; i < 4; i++)
+        nr += pthread_create(&rs[nr], NULL, racer, NULL) == 0;
+    for (int i = 0; i < nr; i++)
+        pthread_join(rs[i], NULL);
     end();
 
     begin("signal-handler"); /* the signal frame: libunwind's */
