@@ -82,8 +82,8 @@ EF_INIT_TEXT uintptr_t ef_stack_top(uintptr_t sp, uintptr_t span)
 /* Each entry is a sequence lock: a writer makes seq odd (one writer at a
  * time: the others just do not keep what they read), writes, makes it even
  * again; a reader takes the entry only when seq was the same even number
- * before and after it read the rest.  .bss: a process touches the pages it
- * uses. */
+ * before and after it read the rest.  In the zone (zone.c), not .bss: 96 KiB
+ * of .bss is a mapping more at every exec (bench/RESULTS.md, start-up). */
 #define TABLE_BITS 12
 struct entry {
     _Atomic uint32_t seq;
@@ -91,7 +91,8 @@ struct entry {
     _Atomic uint64_t pc;   /* the return address; 0 free */
     _Atomic uint64_t rule;
 };
-static struct entry table[1u << TABLE_BITS];
+static struct entry *_Atomic table;
+_Static_assert((sizeof(struct entry) << TABLE_BITS) <= EF_Z_BYTES(CFI), "the rules fit their part");
 static _Atomic uint32_t generation = 1;
 
 void ef_cfi_code_unloaded(void)
@@ -106,7 +107,14 @@ static unsigned slot_of(uint64_t key)
 
 static uint64_t rule_for(uintptr_t ret, uint32_t gen)
 {
-    struct entry *e = &table[slot_of(ret)];
+    struct entry *t = atomic_load_explicit(&table, memory_order_acquire);
+    if (EF_UNLIKELY(!t)) {
+        t = ef_zone(EF_Z_CFI);
+        if (!t)
+            return ef_eh_rule_at(ret - 1); /* no memory to keep it in */
+        atomic_store_explicit(&table, t, memory_order_release);
+    }
+    struct entry *e = &t[slot_of(ret)];
     uint32_t s1 = atomic_load_explicit(&e->seq, memory_order_acquire);
     if (EF_LIKELY(!(s1 & 1)) && atomic_load_explicit(&e->pc, memory_order_relaxed) == ret &&
         atomic_load_explicit(&e->gen, memory_order_relaxed) == gen) {

@@ -159,6 +159,7 @@ long ef_sys_nofile(void);
     X(GHOSTS, 16u << 10)        /* stale.c: closes awaiting the kernel's word */          \
     X(RINGS, 20u << 10)         /* uring.c: the io_uring rings known here */             \
     X(RULES, 64u << 10)         /* suppress.c: EPOLLFORK_SUPPRESSIONS */                 \
+    X(CFI, 96u << 10)           /* cfi.c: the unwind rules read so far */                \
     X(OPTS, 8u << 10)           /* options.c: the two path-valued options */             \
     X(LOG, 1u << 10)            /* log.c: socket path, open error */                     \
     X(LEAKS, 1u << 10)          /* execleak.c: leaks known at start-up */                \
