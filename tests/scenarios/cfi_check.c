@@ -26,6 +26,13 @@
 
 static int (*unw_bt)(void **, int);
 
+/* cfi.c keeps its rules in the shim's zone (zone.c, not linked here) */
+void *ef_zone(enum ef_zone_part p)
+{
+    static _Alignas(64) unsigned char rules[EF_Z_BYTES(CFI)];
+    return p == EF_Z_CFI ? rules : NULL;
+}
+
 struct tally {
     const char *name;
     long probes, matched, gave_up, mismatched, frames;
