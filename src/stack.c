@@ -22,27 +22,35 @@
  * counter: two locked instructions per capture cost more than the rest of an
  * EPOLL_CTL_ADD's bookkeeping, bench/RESULTS.md.)
  *
- * Deferred captures.  Loading libunwind and its first unwind cost a process
- * ~2 ms here (two libraries mapped and relocated, a 256 KiB trace cache
- * written page by page: 90 page faults), and most processes that use epoll
- * never report anything: one that never forks, dups a registered fd or execs
- * cannot.  So until libunwind is loaded, a capture keeps what unwinding needs
- * instead: the callee-saved registers, the program counter and the stack
- * above the stack pointer (a C program's is a few KiB), copied into a private
- * buffer, and hands out an id that names the copy (EF_PENDING | owner | slot).
- * When a report needs the stack (ef_depot_copy, ef_stack_python, and the keys
- * that compare stacks through ef_stack_canon), libunwind is loaded and walks
- * the copy, its pointers into the stack moved to the copy, exactly as it
- * would have walked the stack (unw_init_local over the saved registers, the
- * same frames unw_backtrace gives); the result goes to the depot, so the id
- * stands for the same depot entry as an eager capture of that stack would.
- * A fork child inherits the buffer, so either side can unwind what was
- * captured before the fork; a multithreaded process unwinds everything
- * before it forks (its child must not).  A stack deeper than the buffer takes
- * (16 KiB), one not on a stack we know the top of (a signal stack, a
- * coroutine), a process table that is full, and the 33rd capture are unwound
- * at once, as before: libunwind is then loaded, and every later capture is
- * eager.  bench/RESULTS.md measures it (first epoll use).
+ * Three ways to a stack, cheapest first (bench/RESULTS.md, rounds 2 and 3):
+ *
+ * - Kept copies, while a process is young.  Most processes that use epoll
+ *   never report anything (one that never forks, dups a registered fd or
+ *   execs cannot), and the first walk of a call chain reads its objects'
+ *   unwind tables, pages nothing else reads: a page fault each.  So a
+ *   process's first captures (32, until it forks) keep what walking needs
+ *   instead: the callee-saved registers, the program counter and the stack
+ *   above the stack pointer (a C program's is a few KiB), copied into a
+ *   private buffer, and hand out an id that names the copy (EF_PENDING |
+ *   owner | slot).  When a report needs the stack (ef_depot_copy,
+ *   ef_stack_python, and the keys that compare stacks through
+ *   ef_stack_canon), the copy is walked from the unwind tables (cfi.c reads
+ *   it at the stack's addresses), or by libunwind, loaded then, its pointers
+ *   into the stack moved to the copy: the frames unw_backtrace would have
+ *   given; the result goes to the depot, so the id stands for the same depot
+ *   entry as a capture walked at once.  A fork child inherits the buffer, so
+ *   either side can walk what was captured before the fork; a multithreaded
+ *   process walks everything before it forks (its child must not).  A stack
+ *   deeper than the buffer takes (16 KiB) or not on a stack we know the top
+ *   of (a signal stack, a coroutine) is walked at once.
+ * - The walk from the unwind tables (cfi.c), at once: no libunwind, no lock,
+ *   and the thread's last walk is checked instead of walked again (its depot
+ *   id kept here, last_walk).
+ * - libunwind, for a stack with a frame the tables cannot walk (a signal
+ *   frame, a realigned stack, code without tables), or every stack with
+ *   EPOLLFORK_UNWIND=libunwind.  Loading it and its first unwind cost a
+ *   process ~2 ms here (two libraries mapped and relocated, a 256 KiB trace
+ *   cache written page by page: 90 page faults).
  *
  * Stacks are stored once, in the depot (depot.c), shared by the tree.
  */
@@ -331,7 +339,7 @@ struct pending {
     uint32_t owner;                     /* ef_stack_tag of the capturing process */
     uint32_t skip;                      /* enum ef_skip */
     uint32_t py;                        /* depot id of its Python words, 0 none */
-    uint64_t regs[EF_R_COUNT];             /* at the capture */
+    uint64_t regs[EF_R_COUNT];          /* at the capture */
     uint32_t off, len;                  /* its stack bytes in snap */
     uintptr_t caller;                   /* shown when it cannot be unwound */
     uint32_t depot;                     /* PEND_DONE: its depot id */
@@ -495,8 +503,7 @@ static uint32_t pending_depot(uint32_t id)
         return st == PEND_DONE ? p->depot : 0;
     }
     uintptr_t pcs[EF_MAX_FRAMES + 1];
-    int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
-                                                                           : EF_MAX_FRAMES;
+    int max = stack_max();
     uint32_t n = 0;
     /* Not here: in a child where unwinding may hang, or inside our own
      * unwind (a signal handler).  The calling frame is shown, and the slot
@@ -516,15 +523,8 @@ static uint32_t pending_depot(uint32_t id)
         if (here && p_init_local && p_step && p_get_reg)
             k = unwind_copy(p, raw, max + 16);
     }
-    if (k > 0) {
-        int j = 0;
-        while (j < k && ef_pc_in_shim(raw[j]))
-            j++;
-        if (p->skip == EF_SKIP_SHIM_AND_ONE && j < k)
-            j++;
-        for (; j < k && (int)n < max; j++)
-            pcs[n++] = raw[j];
-    }
+    if (k > 0)
+        n = keep(pcs, max, (enum ef_skip)p->skip, (void *const *)raw, k);
     if (!n)
         pcs[n++] = p->caller; /* as an eager capture that could not unwind */
     if (p->py)
@@ -560,9 +560,7 @@ static void unwind_all_pending(void)
 static uint32_t capture_unwound(enum ef_skip skip, void *caller)
 {
     uintptr_t pcs[EF_MAX_FRAMES + 1];
-    int max = ef_opt.stack_depth > 0 && ef_opt.stack_depth <= EF_MAX_FRAMES ? ef_opt.stack_depth
-                                                                           : EF_MAX_FRAMES;
-    uint32_t n = take(pcs, max, skip, caller, &last_cut);
+    uint32_t n = take(pcs, stack_max(), skip, caller, &last_cut);
     n = with_python(pcs, n, EF_MAX_FRAMES);
     return ef_depot_put(pcs, n);
 }
