@@ -255,15 +255,22 @@ int ef_cfi_walk_copy(const uint64_t *regs, const unsigned char *copy, uintptr_t 
 /* Is the stack from (sp0, rbp) up the one of the thread's last walk? */
 static int memo_holds(uintptr_t sp0, uintptr_t rbp, uintptr_t top, int max, uint32_t gen)
 {
-    if (!memo.serial || memo.sp0 != sp0 || memo.top != top || memo.max != max || memo.gen != gen ||
+    if (!top || top <= sp0 || !memo.serial || memo.sp0 != sp0 || memo.top != top ||
+        memo.max != max || memo.gen != gen ||
         (memo.uses_rbp && memo.rbp0 != rbp))
         return 0;
     const unsigned char *base = (const unsigned char *)sp0;
     uint32_t skip_rbp = !memo.uses_rbp;
-    for (int i = 0; i < memo.nread; i++) {
+    /* our own bound, not memo's: a signal handler's walk may be rewriting
+     * memo under us (the caller then throws the answer away), and its
+     * offsets must not take a read off this stack meanwhile */
+    uintptr_t room = top - sp0;
+    for (int i = 0; i < memo.nread && i < MEMO_WORDS; i++) {
         uintptr_t w;
         if (memo.word[i].rbp & skip_rbp)
             continue;
+        if ((uintptr_t)memo.word[i].off + sizeof w > room)
+            return 0;
         memcpy(&w, base + memo.word[i].off, sizeof w);
         if (w != memo.word[i].val)
             return 0;
