@@ -303,7 +303,12 @@ EF_HOT_TEXT __attribute__((noinline)) int ef_cfi_backtrace(int max, struct ef_wa
     w->serial = memo.serial;
     w->stamp = stamp;
     /* a signal handler's walk in between: not ours to give */
-    return memo_writes == stamp ? n : (w->n = 0, -1);
+    if (memo_writes != stamp) {
+        w->n = 0;
+        w->serial = w->stamp = 0;
+        return -1;
+    }
+    return n;
 }
 
 int ef_cfi_still(const struct ef_walk *w)

@@ -472,10 +472,8 @@ extern EF_TLS int ef_unwinding;     /* this thread is inside unw_backtrace */
  * saves the frames of the rules and of stack.c.  0 when unwinding is not
  * available here (then the events capture, with the usual fallbacks). */
 #define EF_RAW_FRAMES (EF_MAX_FRAMES + 8)
-static inline int ef_capture_here(void **raw, int depth, struct ef_walk *w)
+static inline int ef_capture_here(void **raw, int depth, struct ef_walk *w) /* w zeroed */
 {
-    w->n = 0;
-    w->serial = w->stamp = 0;
     if (ef_unwinding || ef_in_shim || ef_stack_keeps_copies())
         return 0;
     if (depth > EF_PY_NATIVE_DEPTH &&
@@ -484,7 +482,6 @@ static inline int ef_capture_here(void **raw, int depth, struct ef_walk *w)
     int want = depth + 4 < EF_RAW_FRAMES ? depth + 4 : EF_RAW_FRAMES;
     if (ef_walk_ok && ef_opt.unwind == EF_UNWIND_TABLES && ef_cfi_backtrace(want, w) > 0)
         return w->n;
-    w->serial = w->stamp = 0;
     int (*bt)(void **, int) = ef_bt;
     if (!bt)
         return 0;

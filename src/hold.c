@@ -400,21 +400,22 @@ EF_INIT_TEXT static int forked_through_handlers(pid_t me)
     return pid == 0 || pid == me;
 }
 
-EF_INIT_TEXT int ef_fork_hand_over(uint32_t stack, int how)
+EF_INIT_TEXT void ef_fork_hand_over(uint32_t stack, int how)
 {
     uintptr_t none = 0, self = (uintptr_t)pthread_self();
     if (atomic_compare_exchange_strong(&ef_fork.handed_owner, &none, self)) {
         ef_fork.handed_stack = stack;
         ef_fork.handed_how = how;
-        return 1;
+        return;
     }
     ef_tls_fork_stack = stack; /* another thread is forking: its own slot */
     ef_tls_fork_how = how;
-    return 0;
 }
 
 EF_INIT_TEXT void ef_fork_take_back(void)
 {
+    /* reads only, unless a slot is still ours: a private page written
+     * after a fork is a copy-on-write fault */
     uintptr_t self = (uintptr_t)pthread_self();
     if (atomic_load_explicit(&ef_fork.handed_owner, memory_order_relaxed) == self)
         atomic_store_explicit(&ef_fork.handed_owner, 0, memory_order_release);

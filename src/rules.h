@@ -97,8 +97,8 @@ struct ef_fork_state {
 };
 extern struct ef_fork_state ef_fork;
 /* The fork wrapper's stack for this thread's prepare handler: in ef_fork
- * when no other thread's fork is handing one over, else in TLS (0: in TLS). */
-int ef_fork_hand_over(uint32_t stack, int how);
+ * when no other thread's fork is handing one over, else in TLS. */
+void ef_fork_hand_over(uint32_t stack, int how);
 void ef_fork_take_back(void); /* the fork failed, or no handler took it */
 /* Set by the fork and _Fork wrappers for the prepare handler (or, after a
  * _Fork, for the child's first event). */

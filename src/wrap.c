@@ -66,15 +66,15 @@ EXPORT EF_INIT_TEXT int epoll_create1(int flags)
 
 /* ADD or DEL on a quiet instance: the real call, then the registration
  * bookkeeping, with the ADD's stack captured here.  Reached by a tail call, so
- * this frame replaces the wrapper's: one frame of ours for libunwind to walk. */
-EF_HOT_TEXT __attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd, struct epoll_event *ev,
-                                               void *caller)
+ * this frame replaces the wrapper's: one frame of ours to walk. */
+EF_HOT_TEXT __attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd,
+                                                           struct epoll_event *ev, void *caller)
 {
     int r = ef_real.epoll_ctl(epfd, op, fd, ev);
     if (r == 0) {
         int e = errno;
         void *raw[EF_RAW_FRAMES]; /* for libunwind's walk */
-        struct ef_walk w = {0};
+        struct ef_walk w = {0};   /* no frames (a DEL, or no walk here) */
         if (op == EPOLL_CTL_ADD)
             ef_capture_here(raw, ef_opt.stack_depth, &w);
         ef_on_ctl_quiet(epfd, op, fd, &w, caller);
@@ -420,9 +420,7 @@ EXPORT EF_INIT_TEXT pid_t fork(void)
         /* Only shared pages are written here (and errno only if it changed):
          * a private page written after a fork costs a copy-on-write fault. */
         e = errno;
-        if (EF_UNLIKELY(p < 0) || EF_UNLIKELY(ef_tls_fork_stack) ||
-            EF_UNLIKELY(atomic_load_explicit(&ef_fork.handed_owner, memory_order_relaxed)))
-            ef_fork_take_back(); /* the prepare handler did not take it */
+        ef_fork_take_back(); /* if the prepare handler did not take it */
         ef_on_fork_returned(p);
         if (errno != e)
             errno = e;
