@@ -31,7 +31,7 @@ RULES_SRCS := src/hold.c src/interest.c src/copy.c src/repair.c src/stale.c src/
 CORE_SRCS := $(GROUND_SRCS) $(RULES_SRCS)
 LIB_SRCS := src/wrap.c src/wrap_uring.c src/init.c $(CORE_SRCS)
 ASM_SRCS := src/vfork_x86_64.S
-HDRS := src/ef.h src/registry.h src/rules.h src/procfs.h include/epollfork.h include/epollfork_version.h
+HDRS := src/ef.h src/direct.h src/registry.h src/rules.h src/procfs.h include/epollfork.h include/epollfork_version.h
 # The one source of the version (include/epollfork_version.h).
 VERSION := $(shell sed -n 's/^\#define EPOLLFORK_VERSION_STRING "\(.*\)"$$/\1/p' include/epollfork_version.h)
 

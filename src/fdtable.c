@@ -37,7 +37,7 @@ _Static_assert(L1_ENTRIES * sizeof(struct ef_fd *) <= EF_Z_BYTES(FD_L1), "the le
 EF_HOT static _Atomic size_t pages_mapped;
 EF_HOT static _Atomic unsigned l1_top;   /* 1 + the highest first-level index in use */
 
-EF_INIT_TEXT struct ef_fd *ef_fd_get(int fd)
+EF_HOT_TEXT struct ef_fd *ef_fd_get(int fd)
 {
     if ((unsigned)fd >= EF_FD_MAX)
         return NULL;

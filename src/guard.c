@@ -19,7 +19,7 @@ EF_HOT _Atomic int ef_vfork_depth;
 EF_TLS uintptr_t ef_vfork_ret;
 EF_HOT pid_t ef_owner_pid;
 
-EF_INIT_TEXT int ef_in_vfork_child(void)
+EF_HOT_TEXT int ef_in_vfork_child(void)
 {
     /* owner not known yet: cannot tell a thread of ours from a vfork
      * child, so leave the memory alone in both */

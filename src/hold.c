@@ -132,7 +132,7 @@ EF_INIT_TEXT int ef_track_start(void)
 /* Every event that touches per-process state first makes sure this is still
  * the process that state belongs to: a fork leaves the wipe page zeroed, and
  * a vfork child shares our memory and must not write to it. */
-EF_INIT_TEXT int ef_enter(void)
+EF_HOT_TEXT int ef_enter(void)
 {
     if (EF_UNLIKELY(!ef_wipe->valid))
         ef_on_fork_child();
@@ -141,7 +141,7 @@ EF_INIT_TEXT int ef_enter(void)
     return 1;
 }
 
-EF_INIT_TEXT struct ef_local *ef_local_at(uint32_t idx)
+EF_HOT_TEXT struct ef_local *ef_local_at(uint32_t idx)
 {
     return local ? &local[idx < EF_MAX_INST ? idx : 0] : &local_none;
 }

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "ef.h"
+#include "direct.h"
 
 /* The fallbacks' raw syscall (ef_sys6, below) already returns -1 and sets
  * errno on failure, as glibc's syscall() does, so there is nothing to decode:
@@ -350,7 +351,8 @@ EF_INIT_TEXT static const struct link_map *self_map(void)
 /* name as dlsym(RTLD_NEXT) finds it: in the objects after ours, in the
  * loader's order; FOUND_ASK_DLSYM when an object on the way cannot be read
  * (no GNU hash table) or the definition is an IFUNC. */
-EF_INIT_TEXT static enum found lookup_next(const char *name, void **out)
+EF_INIT_TEXT static enum found lookup_next(const char *name, void **out,
+                                           const struct link_map **from)
 {
     const struct link_map *l = self_map();
     if (!l)
@@ -362,8 +364,10 @@ EF_INIT_TEXT static enum found lookup_next(const char *name, void **out)
         if (symtab_of(l, &t) != 0)
             return FOUND_ASK_DLSYM;
         enum found f = lookup(l, &t, name, h, out);
-        if (f != FOUND_NONE)
+        if (f != FOUND_NONE) {
+            *from = l;
             return f;
+        }
     }
     return FOUND_NONE;
 }
@@ -452,12 +456,48 @@ static void *const fallbacks[NNAMES] = {
 #define EF_SLOT_PTR(n) [I_##n] = (void **)&ef_real.n,
 static void **const slots[NNAMES] = {EF_REAL_NAMES(EF_SLOT_PTR)};
 
+/* The names a wrapper may call as their system call (direct.h), when they
+ * resolve to libc's own definition. */
+EF_HOT uint32_t ef_real_in_libc;
+
+/* direct.h's bit for slot i, 0 for the others; compares, not a table (a
+ * table is .rodata, a page the vfork slot's resolution at start-up would
+ * fault in). */
+EF_INIT_TEXT static uint32_t direct_bit(int i)
+{
+    uint32_t b = 0;
+    b |= i == I_epoll_ctl ? EF_LIBC_EPOLL_CTL : 0;
+    b |= i == I_eventfd ? EF_LIBC_EVENTFD : 0;
+    b |= i == I_socket ? EF_LIBC_SOCKET : 0;
+    b |= i == I_socketpair ? EF_LIBC_SOCKETPAIR : 0;
+    b |= i == I_pipe2 ? EF_LIBC_PIPE2 : 0;
+    b |= i == I_timerfd_create ? EF_LIBC_TIMERFD_CREATE : 0;
+    return b;
+}
+
+/* Is this object glibc's libc.so.6 (by the name the loader gave it)? */
+EF_INIT_TEXT static int is_libc(const struct link_map *l)
+{
+    char libc[] = {'l', 'i', 'b', 'c', '.', 's', 'o', '.', '6', 0};
+    const char *base = l->l_name;
+    if (!base)
+        return 0;
+    for (const char *n = base; *n; n++)
+        if (*n == '/')
+            base = n + 1;
+    return same(base, libc);
+}
+
 /* The real function of slot i, found now and kept: what dlsym(RTLD_NEXT)
  * returns, or the fallback when the name is nowhere. */
 EF_INIT_TEXT static void *resolve_as(int i, const char *name)
 {
     void *p = NULL;
-    enum found f = lookup_next(name, &p);
+    const struct link_map *from = NULL;
+    enum found f = lookup_next(name, &p, &from);
+    uint32_t bit = direct_bit(i);
+    if (bit && f == FOUND && from && is_libc(from))
+        __atomic_fetch_or(&ef_real_in_libc, bit, __ATOMIC_RELAXED);
     if (f == FOUND_ASK_DLSYM) {
         int saved = errno;
         p = dlsym(RTLD_NEXT, name);

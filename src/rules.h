@@ -254,6 +254,18 @@ void ef_on_close(int fd, void *caller);         /* before the real close */
 void ef_on_close_range(unsigned lo, unsigned hi, int flags, void *caller);
 void ef_on_dup(int oldfd, int newfd, void *caller); /* after success */
 void ef_on_fd_born(int fd);                     /* socket(), accept(), pipe()... */
+/* Has ef_on_fd_born(fd) anything to do?  Inline, so that the common case
+ * (an entry already clean for this fork epoch) touches no errno, no TLS. */
+static inline int ef_fd_born_matters(int fd)
+{
+    uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
+    struct ef_fd *e = ef_fd_peek(fd);
+    if (!e)
+        return epoch != 0;
+    return (atomic_load_explicit(&e->flags, memory_order_relaxed) &
+            (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED | EF_FD_URING)) ||
+           atomic_load_explicit(&e->born, memory_order_relaxed) != epoch;
+}
 /* hold.c */
 void ef_on_fork_prepare(void);                  /* atfork prepare handler */
 void ef_on_fork_returned(pid_t result);         /* our fork wrapper, in the parent */

@@ -20,9 +20,11 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "direct.h"
 #include "rules.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -64,13 +66,23 @@ EXPORT EF_INIT_TEXT int epoll_create1(int flags)
     return r;
 }
 
+/* The real epoll_ctl: the system call itself where libc's is just that
+ * (direct.h), so that libc's return is not one more after the kernel's. */
+static inline __attribute__((always_inline)) int real_epoll_ctl(int epfd, int op, int fd,
+                                                                struct epoll_event *ev)
+{
+    if (ef_direct_ok(EF_LIBC_EPOLL_CTL))
+        return (int)ef_direct4(SYS_epoll_ctl, epfd, op, fd, (long)ev);
+    return ef_real.epoll_ctl(epfd, op, fd, ev);
+}
+
 /* ADD or DEL on a quiet instance: the real call, then the registration
  * bookkeeping, with the ADD's stack captured here.  Reached by a tail call, so
  * this frame replaces the wrapper's: one frame of ours to walk. */
 EF_HOT_TEXT __attribute__((noinline)) static int ctl_quiet(int epfd, int op, int fd,
                                                            struct epoll_event *ev, void *caller)
 {
-    int r = ef_real.epoll_ctl(epfd, op, fd, ev);
+    int r = real_epoll_ctl(epfd, op, fd, ev);
     if (r == 0) {
         int e = errno;
         void *raw[EF_RAW_FRAMES]; /* for libunwind's walk */
@@ -88,11 +100,11 @@ __attribute__((noinline)) static int ctl_slow(int epfd, int op, int fd, struct e
                                               void *caller)
 {
     if (!active())
-        return ef_real.epoll_ctl(epfd, op, fd, ev);
+        return real_epoll_ctl(epfd, op, fd, ev);
     int e = errno;
     ef_on_ctl_before(epfd, caller);
     errno = e;
-    int r = ef_real.epoll_ctl(epfd, op, fd, ev);
+    int r = real_epoll_ctl(epfd, op, fd, ev);
     if (r == 0) {
         ef_on_ctl(epfd, op, fd, ev, caller);
         errno = e;
@@ -107,7 +119,7 @@ EXPORT EF_HOT_TEXT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *e
     if (ef_epoll_quiet(epfd)) {
         /* never crossed a fork: no use check, nothing to record */
         if (op == EPOLL_CTL_MOD)
-            return ef_real.epoll_ctl(epfd, op, fd, ev);
+            return real_epoll_ctl(epfd, op, fd, ev);
         return ctl_quiet(epfd, op, fd, ev, CALLER);
     }
     return ctl_slow(epfd, op, fd, ev, CALLER);
@@ -452,7 +464,7 @@ EXPORT pid_t _Fork(void)
 
 static inline int born(int r)
 {
-    if (r >= 0 && EF_LIKELY(!ef_opt.disable)) {
+    if (r >= 0 && EF_LIKELY(!ef_opt.disable) && ef_fd_born_matters(r)) {
         int e = errno;
         ef_on_fd_born(r);
         errno = e;
@@ -463,6 +475,8 @@ static inline int born(int r)
 EXPORT EF_HOT_TEXT int socket(int domain, int type, int proto)
 {
     ef_ensure_init();
+    if (ef_direct_ok(EF_LIBC_SOCKET))
+        return born((int)ef_direct4(SYS_socket, domain, type, proto, 0));
     return born(ef_real.socket(domain, type, proto));
 }
 
@@ -481,19 +495,25 @@ EXPORT EF_HOT_TEXT int accept4(int fd, struct sockaddr *addr, socklen_t *len, in
 EXPORT EF_HOT_TEXT int eventfd(unsigned int count, int flags)
 {
     ef_ensure_init();
+    if (ef_direct_ok(EF_LIBC_EVENTFD))
+        return born((int)ef_direct4(SYS_eventfd2, count, flags, 0, 0));
     return born(ef_real.eventfd(count, flags));
 }
 
 EXPORT EF_HOT_TEXT int timerfd_create(int clock, int flags)
 {
     ef_ensure_init();
+    if (ef_direct_ok(EF_LIBC_TIMERFD_CREATE))
+        return born((int)ef_direct4(SYS_timerfd_create, clock, flags, 0, 0));
     return born(ef_real.timerfd_create(clock, flags));
 }
 
 EXPORT EF_HOT_TEXT int socketpair(int domain, int type, int proto, int sv[2])
 {
     ef_ensure_init();
-    int r = ef_real.socketpair(domain, type, proto, sv);
+    int r = ef_direct_ok(EF_LIBC_SOCKETPAIR)
+                ? (int)ef_direct4(SYS_socketpair, domain, type, proto, (long)sv)
+                : ef_real.socketpair(domain, type, proto, sv);
     if (r == 0) {
         born(sv[0]);
         born(sv[1]);
@@ -533,7 +553,8 @@ EXPORT EF_HOT_TEXT int pipe(int p[2])
 EXPORT EF_HOT_TEXT int pipe2(int p[2], int flags)
 {
     ef_ensure_init();
-    int r = ef_real.pipe2(p, flags);
+    int r = ef_direct_ok(EF_LIBC_PIPE2) ? (int)ef_direct4(SYS_pipe2, (long)p, flags, 0, 0)
+                                        : ef_real.pipe2(p, flags);
     if (r == 0) {
         if (EF_UNLIKELY(ef_in_shim)) {
             hide_pipe(p);

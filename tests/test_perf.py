@@ -10,6 +10,8 @@ check the mechanisms the benchmark's figures rest on, by counting, not timing:
   gives exactly the frames an unwind at the time gives (same call sites, pc
   for pc);
 - a stack too deep to copy is unwound at once and still complete;
+- the fd makers and epoll_ctl never run libc's function under the shim
+  (src/direct.h), and do with another interposer after it (test_robust);
 - /bin/true under the shim makes at most three system calls more than under
   an empty preloaded library, and takes no more page faults (within two:
   the kernel's fault-around depends on where the libraries land).
@@ -211,3 +213,19 @@ def _():
     check(min(s) <= min(e) + 2,
           "/bin/true page faults: shim %r, empty library %r (each a median of 9 runs); a page "
           "of the shim touched at start-up costs 25..45 us here (bench/RESULTS.md)" % (s, e))
+
+
+@case("perf/direct-calls-do-not-run-libc-function")
+def _():
+    exe = prog("direct_trap.c", libs=["-ldl"])
+    bare = run([exe], shim=False)
+    res = run([exe])
+    check(bare.rc == 0 and res.rc == 0, bare.describe() + res.describe())
+    bl, sl = bare.stdout.splitlines(), res.stdout.splitlines()
+    check(len(bl) == 8 and all(l.endswith("ran: yes") for l in bl),
+          "bare, every call traps in libc (the check works):\n" + bare.stdout)
+    check(all(l.endswith("ran: no") for l in sl),
+          "under the shim, no call runs libc's function:\n" + res.stdout)
+    check([l.rsplit(",", 1)[0] for l in bl] == [l.rsplit(",", 1)[0] for l in sl],
+          "the same results:\n%s\n%s" % (bare.stdout, res.stdout))
+    expect_silent(res, "nobody else uses the list")

@@ -171,7 +171,7 @@ for _mode in ("dup2-high", "dup2-high-nolimit", "dup2-foreign", "dup2-foreign-ke
 LINE = re.compile(r"^(.*\S)\s+-> (-?\d+|void) errno=(\S+)$")
 # calls whose result is a new fd number: compared by errno only in the errno
 # cases, exactly in robust/fd-numbers-as-without-shim
-FD_MAKERS = re.compile(r"^(dup\(|dup2\(|dup3\(|epoll_create|fcntl\(.*F_DUPFD)")
+FD_MAKERS = re.compile(r"^(dup\(|dup2\(|dup3\(|epoll_create|fcntl\(.*F_DUPFD|eventfd\(|socket\(|timerfd_create\()")
 
 
 def errno_runs(binary, mode):
@@ -214,6 +214,27 @@ for _mode in ("plain", "forked"):
             check(calls > 70, "all calls compared (%d)" % calls)
             check("fds 900-1023: open=0 unexpected=0" in shim.stdout, shim.stdout)
         case("robust/errno-exact-%s%s" % (_mode, "-fcntl64" if _f64 else ""))(_t)
+
+
+@case("robust/interposer-after-the-shim-sees-every-call")
+def _():
+    # The shim makes epoll_ctl, eventfd, socket, socketpair, pipe2 and
+    # timerfd_create as their system call only where they resolve to libc's
+    # own definition (src/direct.h): a library after it that defines them
+    # must get every call, as many as without the shim.
+    so = prog("after_lib.c", shared=True)
+    exe = errno_binary(False)
+    alone = run([exe, "plain"], shim=False, env={"LD_PRELOAD": so})
+    both = run([exe, "plain"], preload_after=so)
+    pat = re.compile(r"after_lib: (.*)")
+    a, b = pat.search(alone.stderr), pat.search(both.stderr)
+    check(a and b, "counts printed:\n%s\n%s" % (alone.describe(), both.describe()))
+    counts = dict(kv.split("=") for kv in a.group(1).split())
+    check(all(int(v) >= 1 for v in counts.values()), "every name was called: %s" % a.group(1))
+    check(a.group(1) == b.group(1), "the same calls reach it:\n  alone: %s\n  shim first: %s"
+          % (a.group(1), b.group(1)))
+    check(alone.stdout.splitlines()[1:] == both.stdout.splitlines()[1:], "the same results")
+    expect_silent(both, "nobody else uses the lists")
 
 
 @case("robust/fd-numbers-as-without-shim")

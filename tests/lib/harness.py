@@ -122,7 +122,7 @@ class Result:
 
 
 def run(cmd, env=None, shim=True, fmt="json", log="file", timeout=60, lib=None,
-        stdin=subprocess.DEVNULL, preload_extra=None):
+        stdin=subprocess.DEVNULL, preload_extra=None, preload_after=None):
     """Run cmd (a list) under the shim.  With log="file" the reports go to a
     fresh file that every process of the tree appends to, and are parsed."""
     e = dict(os.environ)
@@ -135,6 +135,8 @@ def run(cmd, env=None, shim=True, fmt="json", log="file", timeout=60, lib=None,
     if shim:
         pre = [preload_extra] if preload_extra else []
         pre.append(lib or LIB)
+        if preload_after:
+            pre.append(preload_after)
         e["LD_PRELOAD"] = ":".join(pre)
         if fmt:
             e["EPOLLFORK_FORMAT"] = fmt

@@ -18,9 +18,14 @@
  */
 #include "scen.h"
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 
 #define SENTINEL 12345
+/* volatile: the compiler must not see (and refuse) the bad pointer */
+static int *volatile bad_fds = (int *)8;
 
 static const char *ename(int e)
 {
@@ -113,7 +118,26 @@ int main(int argc, char **argv)
     printf("%-58s -> void errno=%s\n", "closefrom(72)", ename(errno));
     T(fcntl(73, F_GETFD));
 
+    /* the fd makers whose system call a wrapper makes itself (direct.h) */
+    int sv[2], pp[2];
+    T(close((int)T(eventfd(0, EFD_CLOEXEC))));
+    T(close((int)T(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0))));
+    T(socketpair(AF_UNIX, SOCK_STREAM, 0, sv));
+    T(close(sv[0]) + close(sv[1]));
+    T(pipe2(pp, O_CLOEXEC));
+    T(close(pp[0]) + close(pp[1]));
+    T(close((int)T(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC))));
+
     /* failures: the same return value and errno as libc */
+    T(eventfd(0, 12345));
+    T(socket(12345, SOCK_STREAM, 0));
+    T(socket(AF_UNIX, 12345, 0));
+    T(socketpair(AF_INET, SOCK_STREAM, 0, sv));
+    T(socketpair(AF_UNIX, SOCK_STREAM, 0, bad_fds));
+    T(pipe2(bad_fds, 0));
+    T(pipe2(pp, 12345));
+    T(timerfd_create(12345, 0));
+    T(epoll_ctl(ep, EPOLL_CTL_ADD, p[0], (struct epoll_event *)bad_fds));
     T(close(-1));
     T(close(9999));
     T(close(70));
