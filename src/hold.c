@@ -72,6 +72,15 @@ EF_INIT_TEXT static void process_table_full(void)
                       "tracked, but reports name no fork for them", EF_MAX_PROC - 1);
 }
 
+/* A fork epoch no process of the tree had before (ef_epoch).  From the
+ * shared registry: a hostile value can only make two eras equal (a stale
+ * registration then goes unjudged), never more. */
+EF_INIT_TEXT static uint32_t fresh_epoch(void)
+{
+    uint32_t e = ef_reg ? atomic_fetch_add(&ef_reg->epochs, 1) + 1 : 1;
+    return e == 0 || e == EF_EPOCH_UNKNOWN ? 1 : e;
+}
+
 EF_INIT_TEXT int ef_track_start(void)
 {
     int st = atomic_load_explicit(&ef_self.tracking, memory_order_acquire);
@@ -98,6 +107,8 @@ EF_INIT_TEXT int ef_track_start(void)
         ef_inst_none = nz;
         ef_wipe = w;
         ef_wipe->valid = 1;
+        if (atomic_load(&ef_fork.forked))
+            atomic_store(&ef_wipe->epoch, fresh_epoch()); /* forked before: a new era */
     }
     if (ok) {
         ef_self.pid = ef_owner_pid = ef_sys_getpid();
@@ -355,23 +366,72 @@ void ef_hold_release_wait(uint32_t idx, uint32_t uid, int slot)
 
 /* Reservations made for the child being forked: (instance, slot) pairs in
  * ef_fork (one page), or local[].resv for a process holding very many. */
-EF_INIT_TEXT static void resv_set(uint32_t i, int slot)
-{
-    if (ef_fork.nresv < EF_FORK_RESV) {
-        ef_fork.resv[ef_fork.nresv].idx = i;
-        ef_fork.resv[ef_fork.nresv].slot = slot;
-        ef_fork.nresv++;
-    } else {
-        local[i].resv = slot;
-    }
-}
-
 EF_INIT_TEXT static int resv_get(uint32_t i)
 {
     for (int k = 0; k < ef_fork.nresv && k < EF_FORK_RESV; k++)
         if (ef_fork.resv[k].idx == i)
             return ef_fork.resv[k].slot;
     return ef_fork.nresv >= EF_FORK_RESV ? local[i].resv : -1;
+}
+
+/* Slot s of idx, which the dead child prev_pid held (or nobody, once pruned),
+ * reserved again with word: the slot index stays what ef_fork says. */
+EF_INIT_TEXT static int retake_slot(uint32_t idx, int s, uint32_t prev_pid, uint64_t word)
+{
+    if (s < 0 || s >= EF_HOLDERS || !prev_pid)
+        return 0;
+    struct ef_inst *in = ef_inst_at(idx);
+    uint64_t w = atomic_load(&in->holders[s]);
+    if (!w) {
+        if (!atomic_compare_exchange_strong(&in->holders[s], &w, word))
+            return 0;
+        atomic_fetch_add(&in->nholders, 1);
+        return 1;
+    }
+    return (uint32_t)(w >> 32) == prev_pid && atomic_compare_exchange_strong(&in->holders[s], &w, word);
+}
+
+/* The record of our last child, for the child of this fork, when that child
+ * is gone (reaped) without ever having had an event: nothing refers to it
+ * (its own children, reports, a wait would all have claimed it).  A fork loop
+ * whose children exit or exec at once then keeps ef_fork as it is, and
+ * writes no private page at all.  Its pid, for its slots; 0: not reusable. */
+EF_INIT_TEXT static uint32_t reuse_child_record(uint32_t stack, int how, uint32_t *prev_pid)
+{
+    struct ef_process *p = ef_process_at(ef_fork.child_proc);
+    if (!p || p->parent != ef_self.proc || atomic_load(&p->claimed))
+        return 0;
+    int32_t pid = atomic_load(&p->pid);
+    if (pid <= 0 || pid == ef_self.pid)
+        return 0;
+    /* gone: reaped (a zombie still answers); a raw kill(pid, 0), which sets
+     * no errno (the thread's errno page is private too) */
+    long r = ef_raw6(SYS_kill, pid, 0, 0, 0, 0, 0);
+    if (r != -ESRCH)
+        return 0;
+    *prev_pid = (uint32_t)pid;
+    p->fork_stack = stack;
+    p->fork_how = (uint32_t)how;
+    atomic_store(&p->pid, 0);
+    return ef_fork.child_proc;
+}
+
+#define SET_IF_CHANGED(lv, v)                                                                   \
+    do {                                                                                       \
+        if ((lv) != (v))                                                                       \
+            (lv) = (v);                                                                        \
+    } while (0)
+
+/* The child's first EF_FORK_RESV reservations (of n) into ef_fork, each
+ * field written only if it changed (a private page). */
+EF_INIT_TEXT static void resv_store(const uint32_t *idx, const int32_t *slot, int n)
+{
+    int kept = n < EF_FORK_RESV ? n : EF_FORK_RESV;
+    for (int k = 0; k < kept; k++) {
+        SET_IF_CHANGED(ef_fork.resv[k].idx, idx[k]);
+        SET_IF_CHANGED(ef_fork.resv[k].slot, slot[k]);
+    }
+    SET_IF_CHANGED(ef_fork.nresv, kept);
 }
 
 /* Every reservation the parent made for its child at the last fork becomes
@@ -403,9 +463,10 @@ EF_INIT_TEXT static int forked_through_handlers(pid_t me)
 EF_INIT_TEXT void ef_fork_hand_over(uint32_t stack, int how)
 {
     uintptr_t none = 0, self = (uintptr_t)pthread_self();
-    if (atomic_compare_exchange_strong(&ef_fork.handed_owner, &none, self)) {
-        ef_fork.handed_stack = stack;
-        ef_fork.handed_how = how;
+    struct ef_wipe *w = ef_wipe;
+    if (w && atomic_compare_exchange_strong(&w->handed_owner, &none, self)) {
+        w->handed_stack = stack;
+        w->handed_how = how;
         return;
     }
     ef_tls_fork_stack = stack; /* another thread is forking: its own slot */
@@ -417,16 +478,22 @@ EF_INIT_TEXT void ef_fork_take_back(void)
     /* reads only, unless a slot is still ours: a private page written
      * after a fork is a copy-on-write fault */
     uintptr_t self = (uintptr_t)pthread_self();
-    if (atomic_load_explicit(&ef_fork.handed_owner, memory_order_relaxed) == self)
-        atomic_store_explicit(&ef_fork.handed_owner, 0, memory_order_release);
+    struct ef_wipe *w = ef_wipe;
+    if (w && atomic_load_explicit(&w->handed_owner, memory_order_relaxed) == self)
+        atomic_store_explicit(&w->handed_owner, 0, memory_order_release);
     if (ef_tls_fork_stack)
         ef_tls_fork_stack = 0;
 }
 
 EF_INIT_TEXT void ef_on_fork_prepare(void)
 {
-    atomic_fetch_add(&ef_fork.epoch, 1); /* every fd open now gets a copy */
     if (!ef_tracking()) {
+        /* Nothing tracked yet: the fds born meanwhile carry no epoch
+         * (ef_born_epoch), so that this process forked is all there is to
+         * keep, written at its first fork only (a shell forks at every
+         * command). */
+        if (!atomic_load_explicit(&ef_fork.forked, memory_order_relaxed))
+            atomic_store(&ef_fork.forked, 1);
         /* Workers forked before any epoll instance exists must still form
          * one process tree (identical reports from 500 workers printed
          * once): the registry is mapped at the first fork.  One mmap, and
@@ -437,44 +504,70 @@ EF_INIT_TEXT void ef_on_fork_prepare(void)
     }
     if (!ef_enter())
         return;
-    /* TLS first: a wrapper's stack is there when the slot in ef_fork was
-     * taken, by another thread or by this one's fork that a signal handler's
-     * fork interrupted (the handler's is the fork being made) */
+    if (!atomic_load_explicit(&ef_fork.forked, memory_order_relaxed))
+        atomic_store(&ef_fork.forked, 1);
+    /* every fd open now gets a copy: a new era, on the wipe page (a fork
+     * does not write-protect it in the parent) */
+    atomic_store(&ef_wipe->epoch, fresh_epoch());
+    /* TLS first: a wrapper's stack is there when the slot in the wipe page
+     * was taken, by another thread or by this one's fork that a signal
+     * handler's fork interrupted (the handler's is the fork being made) */
+    uint32_t stack;
+    int how;
     if (ef_tls_fork_stack) {
-        ef_fork.stack = ef_tls_fork_stack;
-        ef_fork.how = ef_tls_fork_how;
+        stack = ef_tls_fork_stack;
+        how = ef_tls_fork_how;
         ef_tls_fork_stack = 0;
-    } else if (atomic_load_explicit(&ef_fork.handed_owner, memory_order_acquire) ==
+    } else if (atomic_load_explicit(&ef_wipe->handed_owner, memory_order_acquire) ==
                (uintptr_t)pthread_self()) {
-        ef_fork.stack = ef_fork.handed_stack;
-        ef_fork.how = ef_fork.handed_how;
-        atomic_store_explicit(&ef_fork.handed_owner, 0, memory_order_release);
+        stack = ef_wipe->handed_stack;
+        how = ef_wipe->handed_how;
+        atomic_store_explicit(&ef_wipe->handed_owner, 0, memory_order_release);
     } else if (ef_fork_matters()) {
         /* daemon(), forkpty(): skip our frames and glibc's handler runner. */
-        ef_fork.stack = ef_stack_capture(EF_SKIP_SHIM_AND_ONE, __builtin_return_address(0));
-        ef_fork.how = EF_FORK_ATFORK;
+        stack = ef_stack_capture(EF_SKIP_SHIM_AND_ONE, __builtin_return_address(0));
+        how = EF_FORK_ATFORK;
     } else {
-        ef_fork.stack = 0; /* nothing crosses this fork: no stack needed */
-        ef_fork.how = EF_FORK_ATFORK;
+        stack = 0; /* nothing crosses this fork: no stack needed */
+        how = EF_FORK_ATFORK;
     }
-    ef_fork.parent_mt = ef_stack_parent_mt();
+    SET_IF_CHANGED(ef_fork.stack, stack);
+    SET_IF_CHANGED(ef_fork.how, how);
+    SET_IF_CHANGED(ef_fork.parent_mt, ef_stack_parent_mt());
     /* The child's process record exists before the child runs, so that the
      * parent can name it at once (our fork wrapper stores its pid). */
-    ef_fork.child_proc = ef_process_alloc(0, ef_self.proc, ef_fork.stack,
-                                          (enum ef_fork_how)ef_fork.how);
-    if (!ef_fork.child_proc)
+    uint32_t prev_pid = 0;
+    uint32_t cp = reuse_child_record(stack, how, &prev_pid);
+    if (!cp)
+        cp = ef_process_alloc(0, ef_self.proc, stack, (enum ef_fork_how)how);
+    SET_IF_CHANGED(ef_fork.child_proc, cp);
+    if (!cp)
         process_table_full();
     uint32_t h = hw();
     uint64_t word = (uint64_t)(EF_RESERVED | (uint32_t)ef_self.pid) << 32;
-    ef_fork.nresv = 0;
+    /* the first EF_FORK_RESV in ef_fork, written once all are read (the last
+     * fork's are where this one's may be taken again from), the others in
+     * local[] (one each) */
+    uint32_t idx[EF_FORK_RESV];
+    int32_t slot[EF_FORK_RESV];
+    int n = 0;
     for (uint32_t i = 1; i < h; i++) {
         if (!holds(i))
             continue;
         struct ef_inst *in = ef_inst_at(i);
         if (!atomic_load_explicit(&in->crossed, memory_order_relaxed))
             atomic_store(&in->crossed, 1);
-        resv_set(i, claim_slot(i, word));
+        int prev = prev_pid ? resv_get(i) : -1;
+        int s = prev >= 0 && retake_slot(i, prev, prev_pid, word) ? prev : claim_slot(i, word);
+        if (n < EF_FORK_RESV) {
+            idx[n] = i;
+            slot[n] = s;
+        } else {
+            SET_IF_CHANGED(local[i].resv, s);
+        }
+        n++;
     }
+    resv_store(idx, slot, n);
     ef_stack_before_fork();
 }
 
@@ -505,13 +598,15 @@ void ef_on_fork_child(void)
     uint64_t mine = (uint64_t)(uint32_t)ef_self.pid << 32;
     uint32_t h = hw();
     int seen = forked_through_handlers(ef_self.pid);
+    atomic_store(&ef_wipe->epoch, fresh_epoch()); /* its own era from now on */
     if (seen) {
         ef_self.proc = ef_fork.child_proc;
         struct ef_process *me = ef_process_at(ef_self.proc);
-        if (me)
+        if (me) {
             atomic_store(&me->pid, ef_self.pid);
+            atomic_store(&me->claimed, 1); /* no longer reusable (reuse_child_record) */
+        }
     } else {
-        atomic_fetch_add(&ef_fork.epoch, 1);
         uint32_t fs = ef_tls_fork_stack;
         ef_tls_fork_stack = 0;
         ef_self.proc = ef_process_alloc(ef_self.pid, ef_self.proc, fs,

@@ -144,7 +144,7 @@ struct ef_process {
     uint32_t fork_stack;        /* where the parent forked this process */
     uint32_t depth;
     uint32_t fork_how;          /* enum ef_fork_how */
-    uint32_t pad;
+    _Atomic uint32_t claimed;   /* the process had its first event (hold.c: else reusable) */
 };
 
 enum ef_depot_state { EF_DEPOT_EMPTY = 0, EF_DEPOT_WRITING = 1, EF_DEPOT_READY = 2 };
@@ -215,6 +215,7 @@ struct ef_registry {
     _Atomic uint64_t free_head;         /* tagged free list of instances */
     _Atomic uint32_t reclaim_next;      /* where the next reclaim scan starts */
     _Atomic uint32_t pystr_used;        /* bytes of EF_T_PYBYTES handed out */
+    _Atomic uint32_t epochs;            /* fork epochs handed out (hold.c, ef_epoch) */
     _Atomic uint32_t inst_next[EF_MAX_INST];
 };
 enum ef_table {

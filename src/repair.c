@@ -142,7 +142,7 @@ static void keep(int epfd, const struct ef_repair_note *n)
     if (n->rec.how == EF_REPAIR_COPIED && n->copy) {
         /* Off the quiet path (rules.h) until ef_on_ctl has taken the note:
          * the change to record may be a later call's (ef_repair_take). */
-        pending.epoch = atomic_load(&ef_fork.epoch);
+        pending.epoch = ef_epoch();
         atomic_store(&ef_inst_at(n->copy)->crossed, 1);
     }
 }
@@ -173,9 +173,9 @@ const struct ef_repair_note *ef_repair_take(int epfd, uint32_t idx)
          * and put the flag back, or its prepare handler sees our 0 and sets
          * it (hold.c). */
         struct ef_inst *c = ef_inst_at(pending.copy);
-        if (atomic_load(&ef_fork.epoch) == pending.epoch) {
+        if (ef_epoch() == pending.epoch) {
             atomic_store(&c->crossed, 0);
-            if (atomic_load(&ef_fork.epoch) != pending.epoch)
+            if (ef_epoch() != pending.epoch)
                 atomic_store(&c->crossed, 1);
         }
     }

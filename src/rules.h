@@ -57,9 +57,19 @@ struct ef_self {
 extern struct ef_self ef_self;
 
 /* Zeroed in any fork child (MADV_WIPEONFORK): a 0.3 ns check instead of a
- * getpid() per call tells the child that its state is its parent's. */
+ * getpid() per call tells the child that its state is its parent's.  And the
+ * one private page a fork never write-protects in the parent (it is not
+ * copied): what a fork changes in the parent lives here, so that a fork loop
+ * writes no page that the next fork's first write would copy (bench/RESULTS.md,
+ * fork: ~30 us a fork on this VM). */
 struct ef_wipe {
     uint32_t valid;
+    _Atomic uint32_t epoch;     /* ef_epoch(); 0 in a fork child until its first event */
+    /* the fork wrapper's stack for the prepare handler of the same thread
+     * (owner: its pthread_self(); 0 none) */
+    _Atomic uintptr_t handed_owner;
+    uint32_t handed_stack;
+    int handed_how;
 };
 extern struct ef_wipe *ef_wipe;
 
@@ -74,17 +84,15 @@ struct ef_local {
     _Atomic uint32_t lost;       /* changes lost since the last report on it, not yet said */
 };
 
-/* What a fork writes in the parent, on one page: a private page written after
- * a fork costs a copy-on-write fault at the next write (bench/RESULTS.md). */
+/* What the child of the last fork finds of it (its record, its reservations),
+ * private: the child reads its copy.  A private page written after a fork
+ * costs a copy-on-write fault at the next write (bench/RESULTS.md, fork), so
+ * the prepare handler writes a field only when its value changes, and a fork
+ * loop whose children are gone when it forks again reuses the last child's
+ * record and slots (hold.c): the same values, no write. */
 #define EF_FORK_RESV 64
 struct ef_fork_state {
-    _Atomic uint32_t epoch;     /* forks this process took part in (parent or child) */
-    /* the fork wrapper's stack for the prepare handler of the same thread
-     * (owner: its pthread_self(); 0 none), on this page that the prepare
-     * handler writes anyway: not in TLS, a page more written at each fork */
-    _Atomic uintptr_t handed_owner;
-    uint32_t handed_stack;
-    int handed_how;
+    _Atomic uint32_t forked;    /* this process took part in a fork (written once) */
     uint32_t stack;             /* the fork being made: its stack, how, the child's record */
     int how;                    /* enum ef_fork_how */
     uint32_t child_proc;
@@ -254,11 +262,33 @@ void ef_on_close(int fd, void *caller);         /* before the real close */
 void ef_on_close_range(unsigned lo, unsigned hi, int flags, void *caller);
 void ef_on_dup(int oldfd, int newfd, void *caller); /* after success */
 void ef_on_fd_born(int fd);                     /* socket(), accept(), pipe()... */
+/* The fork epoch, while tracking: 0 if this process never took part in a
+ * fork, else a value of its era since its last fork, unique in the tree (a
+ * fd born in it has no copy elsewhere); EF_EPOCH_UNKNOWN in a fork child
+ * until its first event (its wipe page is zero), a value no era has. */
+#define EF_EPOCH_UNKNOWN UINT32_MAX
+static inline uint32_t ef_epoch(void)
+{
+    if (!atomic_load_explicit(&ef_fork.forked, memory_order_relaxed))
+        return 0;
+    struct ef_wipe *w = ef_wipe;
+    uint32_t e = w ? atomic_load_explicit(&w->epoch, memory_order_relaxed) : 0;
+    return e ? e : EF_EPOCH_UNKNOWN;
+}
+/* The fork epoch an fd born now carries: 0 (unknown: it may have a copy)
+ * while nothing is tracked (forks then count no eras) or the era is unknown. */
+static inline uint32_t ef_born_epoch(void)
+{
+    if (!ef_tracking())
+        return 0;
+    uint32_t e = ef_epoch();
+    return e == EF_EPOCH_UNKNOWN ? 0 : e;
+}
 /* Has ef_on_fd_born(fd) anything to do?  Inline, so that the common case
  * (an entry already clean for this fork epoch) touches no errno, no TLS. */
 static inline int ef_fd_born_matters(int fd)
 {
-    uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
+    uint32_t epoch = ef_born_epoch();
     struct ef_fd *e = ef_fd_peek(fd);
     if (!e)
         return epoch != 0;

@@ -78,7 +78,7 @@ static int was_inherited(int fd)
  * the kernel drops the registration with the close. */
 EF_HOT_TEXT int ef_stale_copy_possible(int fd, const struct ef_fd *e, uint32_t flags)
 {
-    uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
+    uint32_t epoch = ef_epoch();
     return (flags & EF_FD_DUPED) || (epoch && atomic_load(&e->born) != epoch) || was_inherited(fd);
 }
 

@@ -624,7 +624,7 @@ void ef_on_dup(int oldfd, int newfd, void *caller)
  * since the last fork has no copy in another process. */
 EF_HOT_TEXT void ef_on_fd_born(int fd)
 {
-    uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
+    uint32_t epoch = ef_born_epoch();
     struct ef_fd *e = epoch ? ef_fd_get(fd) : ef_fd_peek(fd);
     if (!e)
         return;

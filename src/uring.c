@@ -55,7 +55,7 @@ struct ring {
     int fd;
     uint32_t idx, uid;          /* its record in the registry, 0 none */
     uint32_t flags, entries, cq_entries;
-    /* set up here, and no fork since (ef_fork.epoch): no one else can use it */
+    /* set up here, and no fork since (ef_epoch()): no one else can use it */
     int solo;
     uint32_t solo_epoch;
     /* the last epfd found quiet (ef_epoll_quiet) and what made it so */
@@ -240,7 +240,7 @@ void ef_uring_on_setup(int fd, const void *params, enum ef_ring_how how, void *c
     atomic_store(&g->ready, 0);
     g->idx = g->uid = 0;
     g->solo = 1;
-    g->solo_epoch = atomic_load(&ef_fork.epoch);
+    g->solo_epoch = ef_epoch();
     g->q_epfd = -1;
     uint32_t idx;
     struct ef_ring *R = ef_ring_alloc(&idx);
@@ -459,7 +459,7 @@ static int find_target(const struct ef_tfd *t, void *arg)
  * registry's cache line on every enter (bench/RESULTS.md). */
 static int quiet_epfd(struct ring *g, int epfd)
 {
-    uint32_t epoch = atomic_load_explicit(&ef_fork.epoch, memory_order_relaxed);
+    uint32_t epoch = ef_epoch();
     struct ef_fd *e = ef_fd_peek(epfd);
     if (!e)
         return 0;
@@ -638,8 +638,7 @@ void ef_uring_enter_end(const struct ef_uring_token *t, long r, void *caller)
         return;
     COUNT(n_enters, 1);
     struct ef_call call = EF_CALL(caller);
-    if (r >= 0 && !(g->solo && g->solo_epoch == atomic_load_explicit(&ef_fork.epoch,
-                                                                       memory_order_relaxed)))
+    if (r >= 0 && !(g->solo && g->solo_epoch == ef_epoch()))
         ef_ring_use(g->idx, g->uid, g->fd, t->what, &call);
     if (!t->scan || !atomic_load_explicit(&g->ready, memory_order_acquire))
         return;

@@ -1,5 +1,7 @@
 """test_core.py - the verdicts of the core issue: conflicts reported once, with
 four symbolized stacks, and correct programs left alone."""
+import re
+
 from harness import case, check, build, run, expect_one, expect_stacks, expect_silent, functions
 
 
@@ -37,6 +39,15 @@ def _():
     res = ctl_child("reaped-del")
     r = expect_one(res, op="EPOLL_CTL_DEL", use="epoll_wait", reporter="other")
     check(not res.notices, "no capacity notice after 100 exited children: %r" % res.notices)
+    # the 100 children's process record is taken again at each fork (a fork
+    # loop then writes no private page, src/hold.c): the deleter's report must
+    # still name its own fork and its own pid
+    m = re.search(r"deleter (\d+)", res.stdout)
+    check(m and r["fork_child_pid"] == int(m.group(1)) == r["modifier_pid"],
+          "the deleter is the fork's child: %r, report %r/%r" % (res.stdout, r["fork_child_pid"],
+                                                                 r["modifier_pid"]))
+    fork = functions(r["stacks"]["fork"])
+    check(fork[:1] == ["main"], "the deleter's fork stack, not the loop's: %r" % fork)
 
 
 for _mode, _use in (("pwait-del", "epoll_wait"), ("pwait2-del", "epoll_wait"), ("ctl-del", "epoll_ctl")):

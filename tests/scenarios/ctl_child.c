@@ -10,7 +10,8 @@
  *   signal-del    the child deletes from a signal handler (a stack that only
  *                 libunwind walks: the signal frame)
  *   reaped-del    first 100 children that _exit() at once (their holder slots
- *                 must come back), then one that deletes
+ *                 must come back, their process record is reused), then one
+ *                 that deletes; it prints "deleter N", its pid
  * Silent:
  *   closeonly     the child only closes the inherited epoll fd
  *   newepoll      the child closes it and gets a new epoll at the same number
@@ -107,6 +108,17 @@ static void child(const char *mode)
     }
 }
 
+/* A child that exits at once, reaped: its process record is taken again by
+ * the next fork (src/hold.c), which must then name its own stack and child. */
+__attribute__((noinline)) static void fork_exit_reap(void)
+{
+    pid_t k = fork();
+    CHECK(k >= 0);
+    if (k == 0)
+        _exit(0);
+    reap(k);
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "del";
@@ -114,15 +126,9 @@ int main(int argc, char **argv)
     ep = epoll_create1(0);
     CHECK(ep >= 0);
     add_fd(ep, p[0], EPOLLIN);
-    if (!strcmp(mode, "reaped-del")) {
-        for (int i = 0; i < 100; i++) {
-            pid_t k = fork();
-            CHECK(k >= 0);
-            if (k == 0)
-                _exit(0);
-            reap(k);
-        }
-    }
+    if (!strcmp(mode, "reaped-del"))
+        for (int i = 0; i < 100; i++)
+            fork_exit_reap();
     pid_t c;
     if (!strncmp(mode, "rawfork", 7))
         c = (pid_t)syscall(SYS_fork);
@@ -132,6 +138,10 @@ int main(int argc, char **argv)
         c = fork();
     CHECK(c >= 0);
     if (c == 0) {
+        if (!strcmp(mode, "reaped-del")) {
+            printf("deleter %d\n", (int)getpid());
+            fflush(stdout);
+        }
         child(mode);
         if (!strncmp(mode, "rawfork", 7) || !strncmp(mode, "underscore", 10))
             _exit(0); /* no atexit handlers in a raw child */
