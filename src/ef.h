@@ -164,12 +164,15 @@ long ef_sys_nofile(void);
     X(LOG, 1u << 10)            /* log.c: socket path, open error */                     \
     X(LEAKS, 1u << 10)          /* execleak.c: leaks known at start-up */                \
     X(WIPE, 4u << 10)           /* hold.c: zeroed in fork children (MADV_WIPEONFORK) */
-#define EF_Z_ENUM(name, bytes) EF_Z_##name,
-enum ef_zone_part { EF_ZONE_PARTS(EF_Z_ENUM) EF_Z_NPARTS };
 #define EF_Z_BYTES_(name, bytes) EF_Z_##name##_BYTES_ = (bytes),
 enum { EF_ZONE_PARTS(EF_Z_BYTES_) };
 #define EF_Z_BYTES(name) ((size_t)EF_Z_##name##_BYTES_)
-void *ef_zone(enum ef_zone_part p);   /* the part, zeroed at first; NULL: no memory */
+/* Where each part is: page-rounded arrays, so that offsets are constants (a
+ * table of sizes is .rodata, a page a process would fault in for it). */
+#define EF_Z_FIELD(name, bytes) char EF_Z_##name[((bytes) + 4095u) & ~4095u];
+struct ef_zone_layout { EF_ZONE_PARTS(EF_Z_FIELD) };
+void *ef_zone_at(size_t off);         /* the part at off, zeroed at first; NULL: no memory */
+#define ef_zone(part) ef_zone_at(offsetof(struct ef_zone_layout, part))
 int ef_zone_wipe_ok(void);            /* the WIPE part is zeroed in fork children */
 
 /* ------------------------------------------------------------------- util.c */

@@ -323,10 +323,8 @@ EF_INIT_TEXT static enum found lookup(const struct link_map *l, const struct sym
     X(epoll_pwait) X(epoll_pwait2) X(socket) X(socketpair) X(accept) X(accept4) X(pipe)        \
     X(pipe2) X(eventfd) X(timerfd_create) X(execve) X(execvpe) X(fexecve) X(syscall) X(mmap)   \
     X(mmap64) X(munmap) X(dlclose)
-#define EF_NAME_STR(n) #n,
 #define EF_NAME_IDX(n) I_##n,
 enum { EF_REAL_NAMES(EF_NAME_IDX) NNAMES };
-static const char names[][16] = {EF_REAL_NAMES(EF_NAME_STR)};
 
 /* Our own entry in the loader's list.  With lazy binding the loader stores
  * it in the second word of our .got.plt (x86-64's elf_machine_runtime_setup:
@@ -511,10 +509,14 @@ EF_INIT_TEXT static void *resolve_as(int i, const char *name)
     return p;
 }
 
-EF_INIT_TEXT static void *resolve_slot(int i)
-{
-    return resolve_as(i, names[i]);
-}
+/* The name built on the stack from immediates, not read from names[]:
+ * .rodata is a page the process would fault in at its first wrapped call,
+ * ~10 us on this VM (bench/RESULTS.md, first epoll use). */
+#define RESOLVE(name)                                                                       \
+    ({                                                                                     \
+        char nm_[] = #name;                                                                \
+        resolve_as(I_##name, nm_);                                                         \
+    })
 
 /* Each slot starts as a stub that resolves its name at its first call and
  * tail-calls the result: the first call of each wrapper pays one lookup
@@ -526,7 +528,7 @@ EF_INIT_TEXT static void *resolve_slot(int i)
 #define LAZY(name, ret, params, args)                                                       \
     EF_INIT_TEXT static ret lazy_##name params                                             \
     {                                                                                      \
-        return ((ret(*) params)resolve_slot(I_##name)) args;                               \
+        return ((ret(*) params)RESOLVE(name)) args;                                        \
     }
 LAZY(close, int, (int a), (a))
 LAZY(close_range, int, (unsigned a, unsigned b, int c), (a, b, c))
@@ -561,7 +563,7 @@ LAZY(dlclose, int, (void *a), (a))
 
 EF_INIT_TEXT static void lazy_closefrom(int a)
 {
-    ((void (*)(int))resolve_slot(I_closefrom))(a);
+    ((void (*)(int))RESOLVE(closefrom))(a);
 }
 
 /* fcntl's third argument is an int or a pointer: passed on as a long, as the
@@ -573,7 +575,7 @@ EF_INIT_TEXT static void lazy_closefrom(int a)
         va_start(ap, cmd);                                                                 \
         long arg = va_arg(ap, long);                                                       \
         va_end(ap);                                                                        \
-        return ((int (*)(int, int, ...))resolve_slot(I_##name))(fd, cmd, arg);             \
+        return ((int (*)(int, int, ...))RESOLVE(name))(fd, cmd, arg);                      \
     }
 LAZY_FCNTL(fcntl)
 LAZY_FCNTL(fcntl64)

@@ -104,7 +104,7 @@ struct ef_fork_state {
     } resv[EF_FORK_RESV];
 };
 extern struct ef_fork_state ef_fork;
-/* The fork wrapper's stack for this thread's prepare handler: in ef_fork
+/* The fork wrapper's stack for this thread's prepare handler: on the wipe page
  * when no other thread's fork is handing one over, else in TLS. */
 void ef_fork_hand_over(uint32_t stack, int how);
 void ef_fork_take_back(void); /* the fork failed, or no handler took it */
@@ -171,7 +171,7 @@ struct ef_repair_note {
     uint32_t orig, orig_uid;     /* the instance this process no longer holds */
     uint32_t copy;               /* its private copy, 0 when none was made */
     int shared;                  /* other live processes keep the original */
-    uint32_t epoch;              /* ef_fork.epoch when the copy was made */
+    uint32_t epoch;              /* ef_epoch() when the copy was made */
     struct ef_repair_rec rec;    /* what was done, for the ring and the reports */
 };
 /* A closed registration that must not come back in a copy. */

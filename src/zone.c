@@ -22,37 +22,19 @@
 
 #include "ef.h"
 
-static const uint32_t part_bytes[EF_Z_NPARTS] = {
-#define EF_Z_SIZE(name, bytes) [EF_Z_##name] = (bytes),
-    EF_ZONE_PARTS(EF_Z_SIZE)
-};
-
 EF_HOT static char *_Atomic zone;
 EF_HOT static int wipe_ok;              /* MADV_WIPEONFORK took on the last page */
-
-static uint64_t round_page(uint64_t n)
-{
-    return (n + 4095) & ~(uint64_t)4095;
-}
-
-static uint64_t part_offset(enum ef_zone_part p)
-{
-    uint64_t off = 0;
-    for (int i = 0; i < (int)p; i++)
-        off += round_page(part_bytes[i]);
-    return off;
-}
 
 EF_INIT_TEXT int ef_zone_wipe_ok(void)
 {
     return wipe_ok;
 }
 
-EF_INIT_TEXT void *ef_zone(enum ef_zone_part p)
+EF_INIT_TEXT void *ef_zone_at(size_t off)
 {
     char *z = atomic_load_explicit(&zone, memory_order_acquire);
     if (EF_UNLIKELY(!z)) {
-        uint64_t size = part_offset(EF_Z_NPARTS);
+        size_t size = sizeof(struct ef_zone_layout);
         char *m = ef_sys_mmap(NULL, size, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED)
@@ -60,11 +42,12 @@ EF_INIT_TEXT void *ef_zone(enum ef_zone_part p)
         char *expect = NULL;
         if (atomic_compare_exchange_strong(&zone, &expect, m)) {
             z = m;
-            wipe_ok = ef_sys_madvise(m + part_offset(EF_Z_WIPE), 4096, MADV_WIPEONFORK) == 0;
+            wipe_ok = ef_sys_madvise(m + offsetof(struct ef_zone_layout, EF_Z_WIPE), 4096,
+                                     MADV_WIPEONFORK) == 0;
         } else {
             ef_sys_munmap(m, size); /* another thread made it first */
             z = expect;
         }
     }
-    return z + part_offset(p);
+    return off < sizeof(struct ef_zone_layout) ? z + off : NULL;
 }

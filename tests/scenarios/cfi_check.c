@@ -27,10 +27,10 @@
 static int (*unw_bt)(void **, int);
 
 /* cfi.c keeps its rules in the shim's zone (zone.c, not linked here) */
-void *ef_zone(enum ef_zone_part p)
+void *ef_zone_at(size_t off)
 {
     static _Alignas(64) unsigned char rules[EF_Z_BYTES(CFI)];
-    return p == EF_Z_CFI ? rules : NULL;
+    return off == offsetof(struct ef_zone_layout, EF_Z_CFI) ? rules : NULL;
 }
 
 struct tally {
