@@ -597,7 +597,7 @@ struct ef_real ef_real = {
 
 EF_INIT_TEXT void ef_real_resolve(void)
 {
-    /* The name on the stack, not names[]: .rodata is a page nothing else
+    /* The name on the stack, as RESOLVE does: .rodata is a page nothing else
      * reads at start-up, and a page fault costs more than the whole lookup
      * (bench/RESULTS.md, start-up). */
     char name[8] = {'v', 'f', 'o', 'r', 'k', 0};
