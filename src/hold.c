@@ -487,13 +487,12 @@ EF_INIT_TEXT void ef_fork_take_back(void)
 
 EF_INIT_TEXT void ef_on_fork_prepare(void)
 {
+    /* written at the first fork only: while nothing is tracked, fds carry no
+     * epoch (ef_born_epoch), and this is all a fork changes (a shell forks
+     * at every command) */
+    if (!atomic_load_explicit(&ef_fork.forked, memory_order_relaxed))
+        atomic_store(&ef_fork.forked, 1);
     if (!ef_tracking()) {
-        /* Nothing tracked yet: the fds born meanwhile carry no epoch
-         * (ef_born_epoch), so that this process forked is all there is to
-         * keep, written at its first fork only (a shell forks at every
-         * command). */
-        if (!atomic_load_explicit(&ef_fork.forked, memory_order_relaxed))
-            atomic_store(&ef_fork.forked, 1);
         /* Workers forked before any epoll instance exists must still form
          * one process tree (identical reports from 500 workers printed
          * once): the registry is mapped at the first fork.  One mmap, and
@@ -504,8 +503,6 @@ EF_INIT_TEXT void ef_on_fork_prepare(void)
     }
     if (!ef_enter())
         return;
-    if (!atomic_load_explicit(&ef_fork.forked, memory_order_relaxed))
-        atomic_store(&ef_fork.forked, 1);
     /* every fd open now gets a copy: a new era, on the wipe page (a fork
      * does not write-protect it in the parent) */
     atomic_store(&ef_wipe->epoch, fresh_epoch());

@@ -284,6 +284,9 @@ static inline uint32_t ef_born_epoch(void)
     uint32_t e = ef_epoch();
     return e == EF_EPOCH_UNKNOWN ? 0 : e;
 }
+/* What a number's entry may still say of an fd closed behind our back: a new
+ * fd of that number clears it (ef_on_fd_born). */
+#define EF_FD_STALE_FLAGS (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED | EF_FD_URING)
 /* Has ef_on_fd_born(fd) anything to do?  Inline, so that the common case
  * (an entry already clean for this fork epoch) touches no errno, no TLS. */
 static inline int ef_fd_born_matters(int fd)
@@ -292,8 +295,7 @@ static inline int ef_fd_born_matters(int fd)
     struct ef_fd *e = ef_fd_peek(fd);
     if (!e)
         return epoch != 0;
-    return (atomic_load_explicit(&e->flags, memory_order_relaxed) &
-            (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED | EF_FD_URING)) ||
+    return (atomic_load_explicit(&e->flags, memory_order_relaxed) & EF_FD_STALE_FLAGS) ||
            atomic_load_explicit(&e->born, memory_order_relaxed) != epoch;
 }
 /* hold.c */

@@ -629,15 +629,14 @@ EF_HOT_TEXT void ef_on_fd_born(int fd)
     if (!e)
         return;
     uint32_t f = atomic_load_explicit(&e->flags, memory_order_relaxed);
-    if (EF_UNLIKELY(f & (EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED | EF_FD_URING))) {
+    if (EF_UNLIKELY(f & EF_FD_STALE_FLAGS)) {
         if ((f & EF_FD_EPOLL) && ef_tracking() && ef_enter())
             drop_alias(e);
         if (f & EF_FD_MULTI) {
             struct ef_interest ins[16];
             ef_interest_collect(fd, e, ins, 16, 1);
         }
-        atomic_fetch_and(&e->flags, ~(EF_FD_EPOLL | EF_FD_INTEREST | EF_FD_MULTI | EF_FD_DUPED |
-                                      EF_FD_ADD_RING | EF_FD_URING));
+        atomic_fetch_and(&e->flags, ~(EF_FD_STALE_FLAGS | EF_FD_ADD_RING));
     }
     if (atomic_load_explicit(&e->born, memory_order_relaxed) != epoch)
         atomic_store_explicit(&e->born, epoch, memory_order_relaxed);
